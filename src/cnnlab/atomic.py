@@ -1,0 +1,47 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename.
+
+A reader never sees a half-written file, and an interrupted write leaves the old file
+(or nothing) in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
+    """Call ``writer(tmp_path)`` then rename the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    def _w(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return write_with(path, _w)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,347 @@
+"""The ``cnnlab`` command: parse, call the API, print. Errors -> one line, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import KEYS, TrainConfig, make_config
+from .errors import CnnlabError
+
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _default(key: str) -> str:
+    v = DEFAULTS[key]
+    return "none" if v is None else str(v)
+
+
+def _patience(text: str):
+    return None if text.lower() in ("none", "off") else int(text)
+
+
+def _zoom(values):
+    return values[0] if len(values) == 1 else values
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS
+
+    def opt(*names, key, help, **kw):
+        p_ = groups.get(kw.pop("group", "training"))
+        if kw.get("action") in ("store_true", "store_false"):
+            p_.add_argument(*names, dest=key, default=S, help=help, **kw)
+        else:
+            p_.add_argument(*names, dest=key, default=S, help=f"{help} (default: {_default(key)})", **kw)
+
+    groups = {g: p.add_argument_group(g) for g in ("data", "model and training", "early stopping",
+                                                   "augmentation (training batches only)", "output")}
+    groups["training"] = groups["model and training"]
+    d, a, e, o = "data", "augmentation (training batches only)", "early stopping", "output"
+    p.add_argument("source", nargs="?", default=S,
+                   help="fashion-mnist, mnist, digits, folder:PATH, csv:PATH or npz:PATH (default: fashion-mnist)")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with the same keys as these options; "
+                   "flags override it (default: none)")
+    opt("--val-source", key="val_source", group=d, metavar="SOURCE", help="explicit validation set")
+    opt("--test-source", key="test_source", group=d, metavar="SOURCE", help="explicit test set")
+    opt("--data-dir", key="data_dir", group=d, metavar="DIR",
+        help="where to look for fashion-mnist/mnist IDX files first (also $CNNLAB_DATA)")
+    opt("--image-size", key="image_size", group=d, nargs=2, type=int, metavar=("H", "W"),
+        help="resize images to H x W (default for folders/CSV: their most common size)")
+    opt("--color-mode", key="color_mode", group=d, choices=["auto", "grayscale", "rgb"],
+        help="colour mode of the images")
+    opt("--labels", key="labels", group=d, choices=["en", "ko"], help="language of built-in class names")
+    opt("--class-names", key="class_names", group=d, metavar="FILE",
+        help="class names: a file with one per line, or fashion-mnist / mnist")
+    opt("--label-column", key="label_column", group=d, metavar="NAME",
+        help="CSV label column (default: label, class, target or y)")
+    opt("--image-column", key="image_column", group=d, metavar="NAME",
+        help="CSV image column: a path or an id (default: image, path, file, filename or id)")
+    opt("--image-pattern", key="image_pattern", group=d, metavar="TEMPLATE",
+        help="CSV image file template relative to the CSV, e.g. 'images/train/{}.png'")
+    opt("--no-download", key="download", group=d, action="store_false",
+        help="never download built-in datasets (default: download when not found)")
+    opt("--val-split", key="val_split", group=d, type=float, metavar="F",
+        help="stratified validation fraction of the training data, 0 for none")
+    opt("--test-split", key="test_split", group=d, type=float, metavar="F",
+        help="test fraction held out when the source has no test set")
+    opt("--scale", key="scale", group=d,
+        choices=["255", "minmax", "minmax-per-channel", "standard", "standard-per-channel", "none"],
+        help="pixel scaling, fitted on the training split only")
+    opt("--model", "-m", key="model", metavar="PRESET|SPEC", help="a preset (cnnlab models) or a spec file")
+    opt("--epochs", key="epochs", type=int, help="maximum number of epochs")
+    opt("--batch-size", key="batch_size", type=int, help="batch size")
+    opt("--optimizer", key="optimizer", choices=["adam", "adamw", "rmsprop", "sgd"], help="optimizer")
+    opt("--lr", key="lr", type=float, help="learning rate (none: Keras' default, 0.001; sgd 0.01)")
+    opt("--momentum", key="momentum", type=float, help="momentum for sgd and rmsprop")
+    opt("--weight-decay", key="weight_decay", type=float, help="weight decay (adamw: 0.004 when 0)")
+    opt("--label-smoothing", key="label_smoothing", type=float, help="label smoothing")
+    opt("--seed", key="seed", type=int, help="random seed: splits, initial weights, batches, augmentation")
+    opt("--device", key="device", choices=["auto", "cpu", "cuda"], help="where to train; auto picks cuda when present")
+    opt("--threads", key="threads", type=int, help="CPU threads (none: torch's default)")
+    opt("--monitor", key="monitor", group=e, choices=["val_loss", "val_accuracy"], help="metric to monitor")
+    opt("--patience", key="patience", group=e, type=_patience,
+        help="epochs without improvement before stopping; none disables early stopping")
+    opt("--min-delta", key="min_delta", group=e, type=float, help="smallest change that counts as improvement")
+    opt("--no-restore-best", key="restore_best", group=e, action="store_false",
+        help="keep the last epoch's weights instead of the best epoch's (default: restore best)")
+    opt("--rotation-range", key="rotation_range", group=a, type=float, metavar="DEG", help="random rotation, degrees")
+    opt("--width-shift-range", key="width_shift_range", group=a, type=float, metavar="F",
+        help="horizontal shift, fraction of width (< 1) or pixels")
+    opt("--height-shift-range", key="height_shift_range", group=a, type=float, metavar="F",
+        help="vertical shift, fraction of height (< 1) or pixels")
+    opt("--shear-range", key="shear_range", group=a, type=float, metavar="DEG", help="shear angle, degrees")
+    opt("--zoom-range", key="zoom_range", group=a, type=float, nargs="+", metavar="Z",
+        help="zoom: Z for [1-Z, 1+Z], or two numbers LO HI")
+    opt("--horizontal-flip", key="horizontal_flip", group=a, action="store_true",
+        help="flip half the images left-right (default: off)")
+    opt("--vertical-flip", key="vertical_flip", group=a, action="store_true",
+        help="flip half the images upside down (default: off)")
+    opt("--fill-mode", key="fill_mode", group=a, choices=["nearest", "constant", "reflect", "wrap"],
+        help="how points outside the image are filled")
+    opt("--cval", key="cval", group=a, type=float, help="pixel value (0..255) for fill-mode constant")
+    opt("--random-crop", key="random_crop", group=a, type=int, metavar="PIXELS",
+        help="pad by PIXELS and crop back at a random offset")
+    opt("--random-erasing", key="random_erasing", group=a, type=float, metavar="P",
+        help="probability of erasing a random rectangle")
+    opt("--name", key="name", group=o, help="run name (none: <model>-<source>)")
+    opt("--runs-dir", key="runs_dir", group=o, metavar="DIR", help="where run directories are written")
+    opt("--quiet", "-q", key="quiet", group=o, action="store_true",
+        help="no progress bar or epoch lines (default: off)")
+
+
+def cmd_train(args) -> int:
+    from .evaluate import format_evaluation
+    from .train.session import train
+
+    overrides = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
+    if "zoom_range" in overrides:
+        overrides["zoom_range"] = _zoom(overrides["zoom_range"])
+    patience_given = "patience" in overrides
+    patience = overrides.pop("patience", None)
+    cfg = make_config(args.config, **overrides)
+    if patience_given:
+        cfg.patience = patience
+        cfg.validate()
+    run = train(cfg)
+    m = run.metrics
+    ev_path = run.path / "evaluation.json"
+    if ev_path.is_file() and not cfg.quiet:
+        ev = json.loads(ev_path.read_text(encoding="utf-8"))
+        print(format_evaluation(ev, "test"))
+    if "test" in m:
+        print(f"test accuracy {m['test']['accuracy']:.4f} - test loss {m['test']['loss']:.4f} - "
+              f"best epoch {m['best_epoch']} of {m['epochs_run']} - {m['wall_time_s']:.1f}s")
+    print(f"run written to {run.path}")
+    if m.get("status") == "interrupted":
+        print("training was interrupted: the best checkpoint so far is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .api import evaluate
+    from .evaluate import format_evaluation
+    from .runs import load_run
+
+    run = load_run(args.run)
+    ev = evaluate(run, args.source, args.split)
+    if args.json:
+        print(json.dumps({k: v for k, v in ev.items() if k != "report_text"}, indent=2, ensure_ascii=False))
+    else:
+        print(format_evaluation(ev, args.split))
+        name = "evaluation.json" if args.source is None and args.split == "test" else f"evaluation-{args.split}.json"
+        print(f"saved {run.path / name}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import collect_inputs, predict_paths, predict_template, rows_for, write_csv
+    from .runs import load_run
+
+    run = load_run(args.run)
+    if len(args.inputs) == 1 and args.inputs[0].lower().endswith(".csv") and Path(args.inputs[0]).is_file():
+        cols, rows = predict_template(run, args.inputs[0], args.image_column, args.image_pattern,
+                                      args.label_column, args.top_k, args.submission)
+    else:
+        paths = collect_inputs(args.inputs)
+        probs = predict_paths(run, paths)
+        cols, rows = rows_for(run, [str(p) for p in paths], probs, args.top_k)
+        if len(paths) == 1 and not args.out:
+            p = probs[0]
+            print(f"{paths[0]}: {run.class_names[int(p.argmax())]} ({p.max():.4f})")
+            for name, v in sorted(zip(run.class_names, p), key=lambda t: -t[1]):
+                print(f"  {name:<16} {v:.4f} {'#' * int(round(v * 40))}")
+            return 0
+    if args.out:
+        write_csv(args.out, cols, rows)
+        print(f"wrote {len(rows):,} predictions to {args.out}")
+    else:
+        show = [c for c in cols if not c.startswith("prob_")]
+        print(",".join(show))
+        for r in rows:
+            print(",".join(str(r.get(c, "")) for c in show))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .api import build_model
+
+    shape = tuple(args.input_shape) if args.input_shape else None
+    spec = build_model(args.model, shape, args.classes).spec
+    print(json.dumps(spec.summary_dict(), indent=2) if args.json else spec.summary())
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import PRESETS, parse_spec, preset_spec
+
+    print(f"{'preset':<15}{'input':<13}{'params':>11}{'non-train.':>12}  description")
+    for name, p in PRESETS.items():
+        s = parse_spec(preset_spec(name))
+        shape = "x".join(map(str, p.input_shape))
+        print(f"{name:<15}{shape:<13}{s.total_params:>11,}{s.non_trainable_params:>12,}  {p.description}")
+    print("\nPresets adapt to the data (input shape, number of classes): cnnlab summary PRESET "
+          "--input-shape H W C --classes K")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data.builtin import availability
+
+    rows = availability()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        mark = "yes" if r["available"] else "no "
+        print(f"{r['name']:<15}{mark}  {r['where']}\n{'':<20}{r['title']}")
+    print("\nYour own images:\n"
+          "  folder:PATH   one sub-folder per class, optionally under train/ validation/ test/\n"
+          "  csv:PATH      a table with an image column (path or id) and a label column\n"
+          "  npz:PATH      arrays x_train, y_train (x_val, y_val, x_test, y_test optional)")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .data.builtin import IDX_SETS, download
+    from .errors import DataError
+
+    if args.name not in IDX_SETS:
+        raise DataError(f"'{args.name}' cannot be downloaded", "NAME",
+                        f"use one of {', '.join(IDX_SETS)} (digits ships with scikit-learn)")
+    dest = download(args.name, None if args.dir is None else Path(args.dir))
+    print(f"{args.name} is in {dest}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .data.export import export_images
+    from .data.sources import DataOptions, load_source
+
+    ds = load_source(args.source, DataOptions(data_dir=args.data_dir, labels=args.labels))
+    counts = export_images(ds, args.out, limit=args.limit)
+    print(f"wrote {', '.join(f'{n:,} {k}' for k, n in counts.items())} images to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="cnnlab", description="Train, evaluate and explain convolutional "
+                                "image classifiers (Keras vocabulary, PyTorch engine).")
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors (default: off)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    t = sub.add_parser("train", help="train a model and evaluate it on the test set",
+                       description="Train a model. With no arguments: fashion-cnn on Fashion-MNIST with the "
+                       "notebooks' recipe (Adam, validation split 0.2, early stopping with patience 2, "
+                       "best weights restored), evaluated on the test set.")
+    add_train_options(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a run: loss, accuracy, per-class report, confusion matrix",
+                       formatter_class=fmt)
+    e.add_argument("run", help="run directory")
+    e.add_argument("source", nargs="?", default=None,
+                   help="data to evaluate on (default: the run's own data, split as in training)")
+    e.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
+                   help="which split")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="classify image files, folders, globs or a CSV template",
+                        formatter_class=fmt)
+    pr.add_argument("run", help="run directory")
+    pr.add_argument("inputs", nargs="+", help="image files, folders, glob patterns, or one CSV template")
+    pr.add_argument("--out", "-o", default=None, help="write predictions to this CSV file")
+    pr.add_argument("--top-k", type=int, default=None, help="add the K most likely classes per image")
+    pr.add_argument("--image-column", default=None, help="CSV template: the image path/id column")
+    pr.add_argument("--image-pattern", default=None,
+                    help="CSV template: file name template for ids, e.g. 'images/test/{}.png'")
+    pr.add_argument("--label-column", default=None, help="CSV template: the column to fill")
+    pr.add_argument("--submission", action="store_true",
+                    help="CSV template: write only the template's columns (a competition submission)")
+    pr.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("summary", help="Keras-style model summary of a preset or spec", formatter_class=fmt)
+    s.add_argument("model", help="preset name or spec file (.yaml/.json)")
+    s.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
+                   help="adapt a preset to this input shape: H W C")
+    s.add_argument("--classes", type=int, default=None, help="adapt a preset to this many classes")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_summary)
+
+    m = sub.add_parser("models", help="list model presets", formatter_class=fmt)
+    m.set_defaults(func=cmd_models)
+
+    ds = sub.add_parser("datasets", help="list data sources and where they are", formatter_class=fmt)
+    ds.add_argument("--json", action="store_true", help="print JSON")
+    ds.set_defaults(func=cmd_datasets)
+
+    dl = sub.add_parser("download", help="download fashion-mnist or mnist into the cache", formatter_class=fmt)
+    dl.add_argument("name", help="fashion-mnist or mnist")
+    dl.add_argument("--dir", default=None, help="target folder (default: the user cache)")
+    dl.set_defaults(func=cmd_download)
+
+    x = sub.add_parser("export-images", help="write a dataset as PNG files plus CSV labels", formatter_class=fmt)
+    x.add_argument("source", help="a data source")
+    x.add_argument("out", help="output folder")
+    x.add_argument("--data-dir", default=None, help="where to look for IDX files first")
+    x.add_argument("--labels", default="en", choices=["en", "ko"], help="class-name language")
+    x.add_argument("--limit", type=int, default=None, help="at most this many images per split")
+    x.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except CnnlabError as e:
+        if args.debug:
+            raise
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so in one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: internal error {type(e).__name__}: {e} (rerun with --debug for the traceback "
+              "and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The training configuration: defaults < config file < command-line flags.
+
+One flat set of keys, the same in YAML files, on the command line (``--batch-size`` for
+``batch_size``) and in the Python API. Unknown keys and bad values are rejected with the key's
+name and what would work.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .data.augment import AugmentOptions
+from .data.preprocess import SCALE_MODES
+from .data.sources import DataOptions
+from .errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+MONITORS = ("val_loss", "val_accuracy")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    source: str = "fashion-mnist"
+    val_source: str | None = None
+    test_source: str | None = None
+    data_dir: str | None = None
+    image_size: list | None = None
+    color_mode: str = "auto"
+    labels: str = "en"
+    class_names: str | None = None
+    label_column: str | None = None
+    image_column: str | None = None
+    image_pattern: str | None = None
+    download: bool = True
+    val_split: float = 0.2
+    test_split: float = 0.2
+    scale: str = "255"
+    # model
+    model: str = "fashion-cnn"
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    seed: int = 42
+    device: str = "auto"
+    threads: int | None = None
+    # early stopping and checkpoints
+    monitor: str = "val_loss"
+    patience: int | None = 2
+    min_delta: float = 0.0
+    restore_best: bool = True
+    # augmentation (Keras ImageDataGenerator names)
+    rotation_range: float = 0.0
+    width_shift_range: float = 0.0
+    height_shift_range: float = 0.0
+    shear_range: float = 0.0
+    zoom_range: float | list = 0.0
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    fill_mode: str = "nearest"
+    cval: float = 0.0
+    random_crop: int = 0
+    random_erasing: float = 0.0
+    # run directory
+    name: str | None = None
+    runs_dir: str = "runs"
+    quiet: bool = False
+    extra: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ views
+    def data_options(self) -> DataOptions:
+        return DataOptions(self.data_dir, tuple(self.image_size) if self.image_size else None,
+                           self.color_mode, self.labels, self.class_names, self.label_column,
+                           self.image_column, self.image_pattern, self.download, self.quiet)
+
+    def augment_options(self) -> AugmentOptions:
+        names = {f.name for f in fields(AugmentOptions)}
+        return AugmentOptions(**{k: v for k, v in asdict(self).items() if k in names})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> TrainConfig:
+        def choice(key, options):
+            v = getattr(self, key)
+            if v not in options:
+                raise ConfigError(f"invalid {key} {v!r}", "--" + key.replace("_", "-"),
+                                  f"use one of {', '.join(map(str, options))}")
+
+        choice("optimizer", OPTIMIZERS)
+        choice("monitor", MONITORS)
+        choice("device", DEVICES)
+        choice("color_mode", ("auto", "grayscale", "rgb"))
+        choice("labels", ("en", "ko"))
+        self.scale = str(self.scale)
+        choice("scale", SCALE_MODES)
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
+        for k, v in positive.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"{k} must be a positive integer, got {v!r}",
+                                  "--" + k.replace("_", "-"), f"use e.g. {k.replace('_', '-')} 32")
+        for k in ("val_split", "test_split"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ConfigError(f"{k} must be in [0, 1), got {v!r}", "--" + k.replace("_", "-"),
+                                  "use e.g. 0.2, or 0 for none")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}", "--lr", "use e.g. 0.001")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 0):
+            raise ConfigError(f"patience must be a whole number >= 0, got {self.patience!r}",
+                              "--patience", "use e.g. 2, or 'none' to train every epoch")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
+                              "--label-smoothing", "use e.g. 0.1")
+        if self.image_size is not None:
+            s = self.image_size
+            if not (isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s)):
+                raise ConfigError(f"image_size must be two positive integers, got {s!r}",
+                                  "--image-size", "use e.g. --image-size 150 150")
+            self.image_size = [int(s[0]), int(s[1])]
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"threads must be >= 1, got {self.threads!r}", "--threads", "use e.g. 2")
+        self.augment_options().validate()
+        return self
+
+
+KEYS = [f.name for f in fields(TrainConfig) if f.name != "extra"]
+
+
+def check_keys(d: dict, where: str) -> None:
+    for k in d:
+        if k not in KEYS:
+            close = difflib.get_close_matches(k, KEYS, 1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown key '{k}'", where, f"{hint}valid keys: {', '.join(KEYS)}")
+
+
+def load_config_file(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config: {e.strerror}", str(path), "check the path") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse YAML: {str(e).splitlines()[0]}", str(path),
+                          "fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config is not a mapping", str(path), "write key: value lines")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    check_keys(data, str(path))
+    return data
+
+
+def make_config(file: str | Path | None = None, **overrides) -> TrainConfig:
+    """Defaults, then the YAML file's keys, then ``overrides`` (None values are ignored)."""
+    values: dict = {}
+    if file:
+        values.update(load_config_file(file))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    check_keys(given, "arguments")
+    values.update(given)
+    return TrainConfig(**values).validate()

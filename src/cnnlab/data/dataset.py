@@ -1,0 +1,103 @@
+"""In-memory datasets: uint8 images (N, H, W, C), int64 labels and class names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Split:
+    """One split: ``x`` uint8 (N, H, W, C); ``y`` int64 (N,) or None when unlabeled."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+    ids: list[str] | None = None  # file names or ids, for reports and prediction CSVs
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, idx: np.ndarray) -> Split:
+        ids = [self.ids[i] for i in idx] if self.ids is not None else None
+        return Split(self.x[idx], None if self.y is None else self.y[idx], ids)
+
+
+@dataclass
+class Dataset:
+    """A named source with its splits. ``splits`` holds 'train' and optionally
+    'validation' and 'test'."""
+
+    source: str
+    class_names: list[str]
+    splits: dict[str, Split]
+    info: dict = field(default_factory=dict)  # where the data came from, how it was read
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        first = next(iter(self.splits.values()))
+        return tuple(int(v) for v in first.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __getitem__(self, name: str) -> Split:
+        return self.splits[name]
+
+    def summary(self) -> str:
+        h, w, c = self.input_shape
+        parts = [f"{name} {len(s):,}" for name, s in self.splits.items()]
+        return (f"{self.source}: {', '.join(parts)} images of {h}x{w}x{c}, "
+                f"{self.num_classes} classes")
+
+
+def check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    """Labels must be integers in [0, num_classes)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == num_classes:  # one-hot
+        y = y.argmax(1)
+    if y.ndim != 1:
+        raise DataError(f"labels have shape {y.shape}; expected one label per image", where,
+                        "store labels as a 1-D array of class indices")
+    if y.dtype.kind == "f":
+        if not np.all(np.mod(y, 1) == 0):
+            raise DataError("labels are not whole numbers", where, "use class indices 0..K-1")
+    elif y.dtype.kind not in "iu":
+        raise DataError(f"labels have dtype {y.dtype}", where, "use integer class indices 0..K-1")
+    y = y.astype(np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        bad = int(y[(y < 0) | (y >= num_classes)][0])
+        raise DataError(f"label {bad} is outside the class range 0..{num_classes - 1}", where,
+                        f"give {bad + 1 if bad >= 0 else 'valid'} class names (--class-names FILE) "
+                        "or fix the labels")
+    return y
+
+
+def as_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
+    """Images as uint8 (N, H, W, C): accept (N, H, W) and floats in [0, 1] or [0, 255]."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise DataError(f"images have shape {x.shape}", where,
+                        "store images as (N, H, W) or (N, H, W, C) with C = 1 or 3")
+    if x.shape[-1] == 4:
+        x = x[..., :3]
+    if x.dtype != np.uint8:
+        if x.dtype.kind not in "fiu":
+            raise DataError(f"images have dtype {x.dtype}", where, "use uint8 or float pixels")
+        x = x.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise DataError("images contain NaN or infinite values", where, "fix the image array")
+        if x.size and x.max() <= 1.0 and x.min() >= 0.0:
+            x = x * 255.0
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise DataError(f"pixel values span {x.min():g}..{x.max():g}", where,
+                            "store pixels as uint8 0..255 or floats in [0, 1]")
+        x = np.rint(x).astype(np.uint8)
+    return np.ascontiguousarray(x)

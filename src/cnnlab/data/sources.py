@@ -1,0 +1,110 @@
+"""One entry point for every data source: ``load_source("fashion-mnist", options)``.
+
+Sources: ``fashion-mnist``, ``mnist``, ``digits``, ``folder:PATH``, ``csv:PATH``, ``npz:PATH``
+(a bare path to a folder, .csv or .npz file works too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from . import builtin, files
+from .dataset import Dataset, Split
+
+
+@dataclass
+class DataOptions:
+    data_dir: str | None = None
+    image_size: tuple[int, int] | None = None
+    color_mode: str = "auto"
+    labels: str = "en"
+    class_names: str | None = None
+    label_column: str | None = None
+    image_column: str | None = None
+    image_pattern: str | None = None
+    download: bool = True
+    quiet: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["image_size"] = list(self.image_size) if self.image_size else None
+        return d
+
+
+def parse_source(source: str) -> tuple[str, str | None]:
+    """('fashion-mnist', None) or ('folder', PATH) etc."""
+    if source in builtin.BUILTIN:
+        return source, None
+    for kind in ("folder", "csv", "npz"):
+        if source.startswith(kind + ":"):
+            return kind, source[len(kind) + 1:]
+    p = Path(source)
+    if p.is_dir():
+        return "folder", source
+    if p.suffix.lower() in (".csv", ".npz") and p.exists():
+        return p.suffix.lower()[1:], source
+    raise DataError(f"unknown data source '{source}'", "SOURCE",
+                    "use fashion-mnist, mnist, digits, folder:PATH, csv:PATH or npz:PATH "
+                    "(cnnlab datasets lists them)")
+
+
+def resolve_class_names(opts: DataOptions) -> list[str] | None:
+    if not opts.class_names:
+        return None
+    if opts.class_names in builtin.IDX_SETS:
+        return list(builtin.IDX_SETS[opts.class_names].class_names[opts.labels])
+    return files.read_class_names(opts.class_names)
+
+
+def conform(x: np.ndarray, size, color_mode: str) -> np.ndarray:
+    """Resize (bilinear) and convert the colour mode of in-memory uint8 NHWC images."""
+    if color_mode == "rgb" and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    elif color_mode == "grayscale" and x.shape[-1] == 3:
+        x = np.rint(x @ np.array([0.299, 0.587, 0.114])).clip(0, 255).astype(np.uint8)[..., None]
+    if size is not None and tuple(x.shape[1:3]) != tuple(size):
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(x).permute(0, 3, 1, 2).float()
+        t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        x = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return x
+
+
+def load_source(source: str, opts: DataOptions | None = None,
+                require_labels: bool = True) -> Dataset:
+    opts = opts or DataOptions()
+    if opts.labels not in ("en", "ko"):
+        raise DataError(f"unknown label language '{opts.labels}'", "--labels", "use en or ko")
+    kind, path = parse_source(source)
+    names = resolve_class_names(opts)
+    if kind in builtin.IDX_SETS:
+        ds = builtin.load_idx_set(kind, opts.data_dir, opts.download, opts.labels, opts.quiet)
+    elif kind == "digits":
+        ds = builtin.load_digits_set()
+    elif kind == "folder":
+        ds = files.load_folder(path, opts.image_size, opts.color_mode)
+    elif kind == "csv":
+        ds = files.load_csv(path, opts.label_column, opts.image_column, opts.image_pattern,
+                            opts.image_size, opts.color_mode, names, require_labels)
+    else:
+        ds = files.load_npz(path, names)
+    if names is not None and kind != "csv":
+        if len(names) < ds.num_classes:
+            raise DataError(f"{len(names)} class names for {ds.num_classes} classes",
+                            opts.class_names, "give one name per class")
+        from .dataset import check_labels
+
+        for split in ds.splits.values():
+            if split.y is not None:
+                check_labels(split.y, len(names), ds.source)
+        ds.class_names = names
+    if kind in ("fashion-mnist", "mnist", "digits", "npz"):
+        for name, s in ds.splits.items():
+            ds.splits[name] = Split(conform(s.x, opts.image_size, opts.color_mode), s.y, s.ids)
+    return ds

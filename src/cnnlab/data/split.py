@@ -1,0 +1,50 @@
+"""Stratified, seeded train / validation / test splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError
+from .dataset import Dataset, Split
+
+
+def stratified_indices(y: np.ndarray, fraction: float, seed: int,
+                       where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of every class held out.
+
+    Uses scikit-learn's ``train_test_split(stratify=y, random_state=seed)``, so the split is
+    the one a notebook with the same seed gets.
+    """
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    try:
+        keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError as e:
+        raise DataError(f"cannot make a stratified {fraction:g} split: {e}", where,
+                        "add images to the smallest classes, change the split fraction, "
+                        "or give an explicit validation set") from None
+    return np.sort(keep), np.sort(held)
+
+
+def prepare_splits(ds: Dataset, val_split: float, test_split: float, seed: int) -> Dataset:
+    """Return a dataset with train, validation and test splits.
+
+    A test split is carved from train (``test_split``) only when the source has none; the
+    validation split (``val_split``) likewise only when the source has no validation set.
+    """
+    splits = dict(ds.splits)
+    train = splits["train"]
+    if train.y is None:
+        raise DataError("the training data has no labels", ds.source, "give a labeled source")
+    if "test" not in splits and test_split > 0:
+        keep, held = stratified_indices(train.y, test_split, seed, ds.source)
+        splits["test"] = train.take(held)
+        train = train.take(keep)
+    if "validation" not in splits and val_split > 0:
+        keep, held = stratified_indices(train.y, val_split, seed, ds.source)
+        splits["validation"] = train.take(held)
+        train = train.take(keep)
+    splits["train"] = train
+    ordered = {k: splits[k] for k in ("train", "validation", "test") if k in splits}
+    return Dataset(ds.source, ds.class_names, ordered, dict(ds.info))

@@ -1,0 +1,157 @@
+"""Build a torch module from a validated Spec. Inputs are float (N, C, H, W)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spec import LayerInfo, Spec, same_pads
+
+
+def activation_module(name: str | None) -> nn.Module:
+    return {
+        None: nn.Identity, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "selu": nn.SELU,
+        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "silu": nn.SiLU, "softplus": nn.Softplus,
+        "leaky_relu": lambda: nn.LeakyReLU(0.2), "softmax": lambda: nn.Softmax(dim=1),
+    }[name]()
+
+
+class PadPool2d(nn.Module):
+    """Max or average pooling with Keras' asymmetric 'same' padding (padded cells ignored)."""
+
+    def __init__(self, kind: str, kernel, stride, pads):
+        super().__init__()
+        self.kind, self.kernel, self.stride, self.pads = kind, kernel, stride, pads
+
+    def forward(self, x):
+        if self.kind == "max":
+            return F.max_pool2d(F.pad(x, self.pads, value=float("-inf")), self.kernel, self.stride)
+        ones = torch.ones_like(x[:1, :1])
+        total = F.avg_pool2d(F.pad(x, self.pads), self.kernel, self.stride)
+        count = F.avg_pool2d(F.pad(ones, self.pads), self.kernel, self.stride)
+        return total / count
+
+
+class FlattenNHWC(nn.Module):
+    """Flatten in Keras' (H, W, C) order, so Dense weights line up with Keras'."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x.flatten(1)
+
+
+class ChannelDense(nn.Module):
+    """Dense on an (H, W, C) input acts on the channel axis, as in Keras."""
+
+    def __init__(self, cin, units, bias):
+        super().__init__()
+        self.linear = nn.Linear(cin, units, bias=bias)
+
+    def forward(self, x):
+        return self.linear(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def _layer(info: LayerInfo) -> list[nn.Module]:
+    a, shape = info.args, info.input_shape
+    if info.type == "Conv2D":
+        (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation_rate"]
+        mods: list[nn.Module] = []
+        padding = (0, 0)
+        if a["padding"] == "same":
+            top, bottom = same_pads(shape[0], dh * (kh - 1) + 1, sh)
+            left, right = same_pads(shape[1], dw * (kw - 1) + 1, sw)
+            if (top, left) == (bottom, right):
+                padding = (top, left)
+            else:
+                mods.append(nn.ZeroPad2d((left, right, top, bottom)))
+        conv = nn.Conv2d(shape[2], a["filters"], (kh, kw), (sh, sw), padding, (dh, dw),
+                         bias=a["use_bias"])
+        return mods + [conv, activation_module(a["activation"])]
+    if info.type in ("MaxPooling2D", "AveragePooling2D"):
+        kernel, stride = a["pool_size"], a["strides"]
+        kind = "max" if info.type == "MaxPooling2D" else "avg"
+        if a["padding"] == "same":
+            top, bottom = same_pads(shape[0], kernel[0], stride[0])
+            left, right = same_pads(shape[1], kernel[1], stride[1])
+            if top or bottom or left or right:
+                return [PadPool2d(kind, kernel, stride, (left, right, top, bottom))]
+        return [nn.MaxPool2d(kernel, stride) if kind == "max" else nn.AvgPool2d(kernel, stride)]
+    if info.type == "GlobalAveragePooling2D":
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
+    if info.type == "GlobalMaxPooling2D":
+        return [nn.AdaptiveMaxPool2d(1), nn.Flatten(1)]
+    if info.type == "BatchNormalization":
+        bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        return [bn(shape[-1], eps=a["epsilon"], momentum=1.0 - a["momentum"])]
+    if info.type == "Dropout":
+        return [nn.Dropout(a["rate"])]
+    if info.type == "Flatten":
+        return [FlattenNHWC()]
+    if info.type == "Dense":
+        if len(shape) == 3:
+            lin = ChannelDense(shape[-1], a["units"], a["use_bias"])
+        else:
+            lin = nn.Linear(shape[-1], a["units"], bias=a["use_bias"])
+        return [lin, activation_module(a["activation"])]
+    if info.type == "Activation":
+        return [activation_module(a["activation"])]
+    raise AssertionError(info.type)
+
+
+class SpecModel(nn.Module):
+    """The network of a Spec. ``forward`` returns logits (the output layer's softmax or
+    sigmoid is left to the loss and to ``probabilities``); ``blocks[i]`` is spec layer i."""
+
+    def __init__(self, spec: Spec):
+        super().__init__()
+        self.spec = spec
+        blocks = []
+        for i, info in enumerate(spec.layers):
+            mods = _layer(info)
+            if i == len(spec.layers) - 1 and isinstance(mods[-1], (nn.Softmax, nn.Sigmoid)):
+                mods = mods[:-1]  # the loss applies it; probabilities() puts it back
+            blocks.append(nn.Sequential(*mods))
+        self.blocks = nn.ModuleList(blocks)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras' defaults: Glorot-uniform kernels, zero biases."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output (for feature maps)."""
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        return outs
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, num_classes) probabilities; a binary head gives [1 - p, p]."""
+        if self.spec.head == "binary":
+            p = torch.sigmoid(logits[:, 0])
+            return torch.stack([1 - p, p], 1)
+        return torch.softmax(logits, 1)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        if self.spec.head == "binary":
+            return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+    def predicted(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.spec.head == "binary":
+            return (logits[:, 0] > 0).long()
+        return logits.argmax(1)
+
+
+def build_module(spec: Spec) -> SpecModel:
+    return SpecModel(spec)

@@ -1,0 +1,141 @@
+"""Named model presets (a registry, as in timm): ``list_presets()``, ``preset_spec(name, ...)``.
+
+Each preset is the notebooks' architecture. It adapts to the data where that is natural:
+the input shape becomes the data's, the output layer gets one unit per class.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import SpecError
+
+
+def conv(filters, k, padding="valid", activation="relu", **kw):
+    return {"type": "Conv2D", "filters": filters, "kernel_size": k, "padding": padding,
+            "activation": activation, **kw}
+
+
+def pool(size=2, **kw):
+    return {"type": "MaxPooling2D", "pool_size": size, **kw}
+
+
+def dense(units, activation="relu"):
+    return {"type": "Dense", "units": units, "activation": activation}
+
+
+def drop(rate):
+    return {"type": "Dropout", "rate": rate}
+
+
+BN = {"type": "BatchNormalization"}
+FLAT = {"type": "Flatten"}
+
+
+def head(num_classes: int, binary_ok: bool = False) -> dict:
+    if binary_ok and num_classes == 2:
+        return dense(1, "sigmoid")
+    return dense(num_classes, "softmax")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    input_shape: tuple  # the notebook's input shape
+    num_classes: int
+    build: Callable[[int], list]  # num_classes -> layers
+    flat_input: bool = False  # input_shape given as [H, W] (an MLP that starts with Flatten)
+    recipe: dict | None = None  # training settings that go with it (later issues)
+
+
+def _fashion_cnn(k):
+    return [conv(32, 3, "same"), pool(), conv(64, 3, "same"), pool(), FLAT, dense(100),
+            drop(0.4), head(k)]
+
+
+def _mnist_convnet(k):
+    return [conv(32, 3), pool(), conv(64, 3), pool(), conv(64, 3), FLAT, dense(64), head(k)]
+
+
+def _deep_bn_cnn(k):
+    layers = []
+    for f in (64, 64, 128, 128):
+        layers += [conv(f, 2, "same"), BN, pool(), drop(0.3)]
+    return layers + [FLAT, dense(1024), dense(512), dense(256), drop(0.5), head(k)]
+
+
+def _deep_mlp(k):
+    layers = [FLAT]
+    for u in (1000, 800, 500, 300, 200, 100):
+        layers += [dense(u), drop(0.2)]
+    return layers + [dense(50), head(k)]
+
+
+def _bn_mlp(k):
+    layers = [FLAT]
+    for u in (256, 128, 64):
+        layers += [dense(u), dense(u), BN, drop(0.2)]
+    return layers + [head(k)]
+
+
+def _wide_cnn(k):
+    return [conv(128, 3, "same"), conv(128, 3, "same"), pool(2, strides=2), FLAT, dense(128),
+            head(k)]
+
+
+def _lenet(k):
+    return [conv(6, 5), pool(), conv(16, 5), pool(), FLAT, dense(120), dense(84), head(k)]
+
+
+def _small_convnet(k):
+    layers = []
+    for f in (32, 64, 128, 128):
+        layers += [conv(f, 3), pool()]
+    return layers + [FLAT, drop(0.5), dense(512), head(k, binary_ok=True)]
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("fashion-cnn", "the Fashion-MNIST notebook CNN: Conv32-Pool-Conv64-Pool-Dense100-Dropout0.4",
+           (28, 28, 1), 10, _fashion_cnn),
+    Preset("mnist-convnet", "Keras' MNIST convnet: three valid 3x3 convolutions, Dense64",
+           (28, 28, 1), 10, _mnist_convnet),
+    Preset("deep-bn-cnn", "4 blocks of Conv2D(2x2)-BatchNorm-Pool-Dropout, Dense 1024-512-256",
+           (28, 28, 1), 10, _deep_bn_cnn),
+    Preset("deep-mlp", "7 Dense layers 1000..50 with Dropout 0.2 (no convolutions)",
+           (28, 28), 10, _deep_mlp, flat_input=True),
+    Preset("bn-mlp", "functional MLP: 3 x [Dense, Dense, BatchNorm, Dropout]",
+           (28, 28, 1), 10, _bn_mlp),
+    Preset("wide-cnn", "two same-padded 128-filter 3x3 convolutions, one pool, Dense128",
+           (28, 28, 1), 10, _wide_cnn),
+    Preset("lenet", "LeNet-5 style: Conv6(5x5)-Pool-Conv16(5x5)-Pool-Dense120-84",
+           (32, 32, 1), 10, _lenet),
+    Preset("small-convnet", "cats vs dogs convnet: 4 conv/pool blocks, Dropout, Dense512, sigmoid",
+           (150, 150, 3), 2, _small_convnet),
+]}
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), 1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise SpecError(f"unknown preset '{name}'", "--model",
+                        f"{hint}valid presets: {', '.join(PRESETS)} (or a spec file .yaml/.json)")
+    return PRESETS[name]
+
+
+def preset_spec(name: str, input_shape: tuple | None = None, num_classes: int | None = None) -> dict:
+    """The preset as a spec mapping, adapted to ``input_shape`` (H, W, C) and ``num_classes``."""
+    p = get_preset(name)
+    shape = tuple(input_shape) if input_shape is not None else p.input_shape
+    if p.flat_input and len(shape) == 3 and shape[2] == 1:
+        shape = shape[:2]
+    if not p.flat_input and len(shape) == 2:
+        shape = (*shape, 1)
+    return {"name": name, "input_shape": list(shape), "layers": p.build(num_classes or p.num_classes)}

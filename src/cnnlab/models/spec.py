@@ -1,0 +1,375 @@
+"""Model specs in Keras vocabulary, validated and shape-inferred before any torch code runs.
+
+A spec is ``{"input_shape": [H, W, C], "layers": [{"type": "Conv2D", "filters": 32, ...}, ...]}``
+(YAML, JSON or Python dicts). Output shapes and parameter counts equal Keras' for the same
+layers: BatchNormalization's moving mean and variance count as non-trainable parameters.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SpecError
+
+ACTIVATIONS = ("relu", "elu", "gelu", "selu", "leaky_relu", "sigmoid", "tanh", "softmax",
+               "linear", "silu", "swish", "softplus")
+
+# Canonical Keras class names and their aliases.
+ALIASES = {"MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
+           "AveragePool2D": "AveragePooling2D",
+           "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D"}
+
+_REQ = object()  # marks a required argument
+
+LAYER_ARGS: dict[str, dict] = {
+    "Conv2D": {"filters": _REQ, "kernel_size": _REQ, "strides": 1, "padding": "valid",
+               "activation": None, "use_bias": True, "dilation_rate": 1},
+    "MaxPooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},
+    "AveragePooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},
+    "GlobalAveragePooling2D": {},
+    "GlobalMaxPooling2D": {},
+    "BatchNormalization": {"momentum": 0.99, "epsilon": 0.001},
+    "Dropout": {"rate": _REQ},
+    "Flatten": {},
+    "Dense": {"units": _REQ, "activation": None, "use_bias": True},
+    "Activation": {"activation": _REQ},
+}
+COMMON_ARGS = {"type", "name", "input_shape"}
+
+
+def snake(name: str) -> str:
+    """Keras' default layer name: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
+
+
+@dataclass
+class LayerInfo:
+    index: int
+    name: str
+    type: str
+    args: dict
+    input_shape: tuple
+    output_shape: tuple
+    trainable: int
+    non_trainable: int
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+
+@dataclass
+class Spec:
+    """A validated spec: layers with their resolved arguments, shapes and parameter counts."""
+
+    input_shape: tuple
+    layers: list[LayerInfo]
+    name: str = "model"
+
+    @property
+    def output_units(self) -> int:
+        return int(self.layers[-1].output_shape[-1])
+
+    @property
+    def head(self) -> str:
+        """'binary' for a final Dense(1, sigmoid), else 'multiclass' (softmax over logits)."""
+        last = self.layers[-1]
+        return "binary" if self.output_units == 1 and last.args.get("activation") == "sigmoid" else "multiclass"
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.head == "binary" else self.output_units
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(layer.trainable for layer in self.layers)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return sum(layer.non_trainable for layer in self.layers)
+
+    def to_dict(self) -> dict:
+        """The spec as written (resolved arguments), loadable again by ``parse_spec``."""
+        layers = []
+        for layer in self.layers:
+            d = {"type": layer.type, "name": layer.name}
+            d.update(_plain(layer.args))
+            layers.append(d)
+        return {"name": self.name, "input_shape": list(self.input_shape), "layers": layers}
+
+    def summary_dict(self) -> dict:
+        return {"layers": [{"name": l.name, "type": l.type,
+                            "output_shape": [None, *l.output_shape], "params": l.params}
+                           for l in self.layers],
+                "total_params": self.total_params, "trainable_params": self.trainable_params,
+                "non_trainable_params": self.non_trainable_params}
+
+    def summary(self) -> str:
+        """A Keras-style summary table."""
+        rows = [(f"{l.name} ({l.type})", "(None, " + ", ".join(str(v) for v in l.output_shape) + ")",
+                 f"{l.params:,}") for l in self.layers]
+        w0 = max(28, *(len(r[0]) + 2 for r in rows))
+        w1 = max(26, *(len(r[1]) + 2 for r in rows))
+        width = w0 + w1 + 12
+        lines = [f'Model: "{self.name}"', "_" * width,
+                 f"{'Layer (type)':<{w0}}{'Output Shape':<{w1}}{'Param #':>10}", "=" * width]
+        for i, r in enumerate(rows):
+            lines.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]:>10}")
+            lines.append("_" * width if i < len(rows) - 1 else "=" * width)
+        lines += [f"Total params: {self.total_params:,}",
+                  f"Trainable params: {self.trainable_params:,}",
+                  f"Non-trainable params: {self.non_trainable_params:,}", "_" * width]
+        return "\n".join(lines)
+
+
+def _plain(args: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def load_spec_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"cannot read spec: {e.strerror}", str(path), "check the path") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # yaml.YAMLError or json.JSONDecodeError
+        raise SpecError(f"cannot parse spec: {str(e).splitlines()[0]}", str(path),
+                        "write a YAML or JSON mapping with input_shape and layers") from None
+    if not isinstance(data, dict):
+        raise SpecError("spec is not a mapping", str(path),
+                        "write a mapping with input_shape and layers")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _pair(v, layer: str, arg: str, allow_zero: bool = False) -> tuple[int, int]:
+    if isinstance(v, bool):
+        v = None
+    if isinstance(v, int):
+        v = (v, v)
+    if (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+            and all(i > 0 or (allow_zero and i == 0) for i in v)):
+        return (int(v[0]), int(v[1]))
+    raise SpecError(f"{arg}={v!r} is not a positive integer or a pair of them", layer,
+                    f"use e.g. {arg}: 3 or {arg}: [3, 3]")
+
+
+def _out_len(n: int, k: int, s: int, padding: str) -> int:
+    if padding == "same":
+        return math.ceil(n / s)
+    return (n - k) // s + 1 if n >= k else 0
+
+
+def same_pads(n: int, k: int, s: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding: (before, after), the extra pixel going after."""
+    out = math.ceil(n / s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def _check_activation(v, where: str) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or v.lower() not in ACTIVATIONS:
+        close = difflib.get_close_matches(str(v).lower(), ACTIVATIONS, 1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SpecError(f"activation={v!r} is unknown{hint}", where,
+                        f"use one of {', '.join(ACTIVATIONS)}")
+    v = v.lower()
+    return None if v == "linear" else ("silu" if v == "swish" else v)
+
+
+def _infer(i: int, ltype: str, args: dict, shape: tuple, where: str) -> tuple[tuple, int, int]:
+    """Output shape, trainable and non-trainable parameter counts of one layer."""
+    rank3 = len(shape) == 3
+    if ltype in ("Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+                 "GlobalMaxPooling2D") and not rank3:
+        fix = ("give input_shape a channel axis, e.g. [28, 28, 1]" if len(shape) == 2
+               else "put it before Flatten / Dense")
+        raise SpecError(f"{ltype} needs an (H, W, C) input but gets {tuple(shape)}", where, fix)
+    if ltype == "Conv2D":
+        f = args["filters"]
+        if not isinstance(f, int) or isinstance(f, bool) or f <= 0:
+            raise SpecError(f"filters={f!r} is not a positive integer", where, "use e.g. filters: 32")
+        (kh, kw), (sh, sw), (dh, dw) = args["kernel_size"], args["strides"], args["dilation_rate"]
+        ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        h = _out_len(shape[0], ekh, sh, args["padding"])
+        w = _out_len(shape[1], ekw, sw, args["padding"])
+        if h <= 0 or w <= 0:
+            raise SpecError(f"kernel_size {[kh, kw]} on a {shape[0]}x{shape[1]} input gives an "
+                            f"output of size {max(h, 0)}x{max(w, 0)}", where,
+                            "use padding: same, a smaller kernel_size, fewer pooling layers "
+                            "before it, or a larger --image-size")
+        params = kh * kw * shape[2] * f + (f if args["use_bias"] else 0)
+        return (h, w, f), params, 0
+    if ltype in ("MaxPooling2D", "AveragePooling2D"):
+        (ph, pw), (sh, sw) = args["pool_size"], args["strides"]
+        h = _out_len(shape[0], ph, sh, args["padding"])
+        w = _out_len(shape[1], pw, sw, args["padding"])
+        if h <= 0 or w <= 0:
+            raise SpecError(f"pool_size {[ph, pw]} on a {shape[0]}x{shape[1]} input gives an "
+                            f"output of size {max(h, 0)}x{max(w, 0)}", where,
+                            "remove this pooling layer, use padding: same, or a larger --image-size")
+        return (h, w, shape[2]), 0, 0
+    if ltype in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
+        return (shape[2],), 0, 0
+    if ltype == "BatchNormalization":
+        c = shape[-1]
+        return shape, 2 * c, 2 * c
+    if ltype == "Dropout":
+        r = args["rate"]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+            raise SpecError(f"rate={r!r} is not in [0, 1)", where, "use e.g. rate: 0.3")
+        return shape, 0, 0
+    if ltype == "Flatten":
+        return (math.prod(shape),), 0, 0
+    if ltype == "Dense":
+        u = args["units"]
+        if not isinstance(u, int) or isinstance(u, bool) or u <= 0:
+            raise SpecError(f"units={u!r} is not a positive integer", where, "use e.g. units: 128")
+        if len(shape) == 2:
+            raise SpecError(f"Dense on a 2-D input {tuple(shape)}", where,
+                            "add Flatten before it, or give input_shape a channel axis")
+        return (*shape[:-1], u), shape[-1] * u + (u if args["use_bias"] else 0), 0
+    if ltype == "Activation":
+        return shape, 0, 0
+    raise AssertionError(ltype)
+
+
+def parse_spec(data: dict, where: str = "spec") -> Spec:
+    """Validate a spec mapping and infer every layer's output shape and parameter count."""
+    if not isinstance(data, dict):
+        raise SpecError("spec is not a mapping", where, "give input_shape and layers")
+    unknown_top = set(data) - {"input_shape", "layers", "name"}
+    if unknown_top:
+        raise SpecError(f"unknown key '{sorted(unknown_top)[0]}'", where,
+                        "a spec has input_shape, layers and an optional name")
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise SpecError("spec has no layers", where, "give a non-empty list under 'layers'")
+    input_shape = data.get("input_shape")
+    if input_shape is None and isinstance(layers[0], dict):
+        input_shape = layers[0].get("input_shape")
+    if (not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (2, 3)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape)):
+        raise SpecError(f"input_shape={input_shape!r} is not [H, W, C] or [H, W]", where,
+                        "use e.g. input_shape: [28, 28, 1]")
+    if len(input_shape) == 3 and input_shape[2] not in (1, 3):
+        raise SpecError(f"input_shape has {input_shape[2]} channels", where,
+                        "use 1 (grayscale) or 3 (RGB) channels")
+    shape = tuple(int(v) for v in input_shape)
+    counters: dict[str, int] = {}
+    infos: list[LayerInfo] = []
+    names: set[str] = set()
+    for i, raw in enumerate(layers):
+        if not isinstance(raw, dict) or "type" not in raw:
+            raise SpecError(f"layer {i} is not a mapping with a 'type'", f"{where}, layer {i}",
+                            "write e.g. {type: Conv2D, filters: 32, kernel_size: 3}")
+        ltype = ALIASES.get(raw["type"], raw["type"])
+        loc = f"{where}, layer {i} ({raw['type']})"
+        if ltype not in LAYER_ARGS:
+            close = difflib.get_close_matches(str(raw["type"]), list(LAYER_ARGS) + list(ALIASES), 1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise SpecError(f"unknown layer type '{raw['type']}'", loc,
+                            f"{hint}supported: {', '.join(LAYER_ARGS)}")
+        allowed = LAYER_ARGS[ltype]
+        args = {}
+        for k, v in raw.items():
+            if k in COMMON_ARGS:
+                continue
+            if k not in allowed:
+                ok = ", ".join(allowed) or "no arguments"
+                raise SpecError(f"unknown argument '{k}'", loc, f"{ltype} takes {ok}")
+            args[k] = v
+        for k, default in allowed.items():
+            if k not in args:
+                if default is _REQ:
+                    raise SpecError(f"missing argument '{k}'", loc, f"give {ltype} a {k}")
+                args[k] = default
+        # Normalise the arguments the way Keras does.
+        if ltype == "Conv2D":
+            args["kernel_size"] = _pair(args["kernel_size"], loc, "kernel_size")
+            args["strides"] = _pair(args["strides"], loc, "strides")
+            args["dilation_rate"] = _pair(args["dilation_rate"], loc, "dilation_rate")
+        if ltype in ("MaxPooling2D", "AveragePooling2D"):
+            args["pool_size"] = _pair(args["pool_size"], loc, "pool_size")
+            args["strides"] = _pair(args["strides"] if args["strides"] is not None else args["pool_size"],
+                                    loc, "strides")
+        if "padding" in args:
+            p = str(args["padding"]).lower()
+            if p not in ("valid", "same"):
+                raise SpecError(f"padding={args['padding']!r} is unknown", loc, "use valid or same")
+            args["padding"] = p
+        if "activation" in args:
+            args["activation"] = _check_activation(args["activation"], loc)
+        if "use_bias" in args and not isinstance(args["use_bias"], bool):
+            raise SpecError(f"use_bias={args['use_bias']!r} is not true/false", loc, "use true or false")
+        out, trainable, fixed = _infer(i, ltype, args, shape, loc)
+        base = snake(ltype)
+        name = raw.get("name")
+        if name is None:
+            n = counters.get(base, 0)
+            counters[base] = n + 1
+            name = base if n == 0 else f"{base}_{n}"
+        if name in names:
+            raise SpecError(f"duplicate layer name '{name}'", loc, "give each layer its own name")
+        names.add(str(name))
+        infos.append(LayerInfo(i, str(name), ltype, args, shape, out, trainable, fixed))
+        shape = out
+    spec = Spec(tuple(int(v) for v in input_shape), infos, str(data.get("name") or "model"))
+    last = infos[-1]
+    if len(last.output_shape) != 1:
+        raise SpecError(f"the model's output has shape {tuple(last.output_shape)}",
+                        f"{where}, layer {last.index} ({last.type})",
+                        "end with Flatten or GlobalAveragePooling2D and a Dense layer")
+    if last.type not in ("Dense", "Activation"):
+        raise SpecError(f"the last layer is {last.type}", f"{where}, layer {last.index}",
+                        "end with Dense(units=number of classes, activation=softmax)")
+    act = last.args.get("activation")
+    if spec.output_units == 1 and act != "sigmoid":
+        raise SpecError("a 1-unit output needs activation sigmoid", f"{where}, layer {last.index}",
+                        "use Dense(1, sigmoid) for two classes, or Dense(K, softmax) for K classes")
+    if spec.output_units > 1 and act not in ("softmax", None):
+        raise SpecError(f"the output layer's activation is {act}", f"{where}, layer {last.index}",
+                        "use softmax (or none: outputs are then logits)")
+    return spec
+
+
+def check_fits(spec: Spec, input_shape: tuple, num_classes: int, where: str = "spec") -> None:
+    """The spec must take the data's image shape and produce one output per class."""
+    h, w, c = input_shape
+    want = tuple(spec.input_shape)
+    if want[:2] != (h, w) or (len(want) == 3 and want[2] != c) or (len(want) == 2 and c != 1):
+        raise SpecError(f"input_shape {list(want)} does not match the data's images {[h, w, c]}",
+                        f"{where}, input_shape",
+                        f"set input_shape: {[h, w, c]}, or pass --image-size {want[0]} {want[1]}"
+                        + (" and --color-mode " + ("rgb" if len(want) == 3 and want[2] == 3 else "grayscale")
+                           if len(want) == 3 and want[2] != c else ""))
+    if spec.head == "binary":
+        if num_classes != 2:
+            raise SpecError(f"Dense(1, sigmoid) is for 2 classes but the data has {num_classes}",
+                            f"{where}, layer {spec.layers[-1].index}",
+                            f"use Dense(units={num_classes}, activation=softmax)")
+    elif spec.output_units != num_classes:
+        raise SpecError(f"the output layer has {spec.output_units} units but the data has "
+                        f"{num_classes} classes", f"{where}, layer {spec.layers[-1].index} "
+                        f"({spec.layers[-1].name}), units", f"use units: {num_classes}")
+

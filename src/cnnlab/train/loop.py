@@ -1,0 +1,167 @@
+"""The training loop: one explicit loop over in-memory uint8 batches.
+
+Data stays as uint8 (N, C, H, W) on the device; each batch is indexed, converted to float,
+augmented (pixel units 0..255) and normalised with the training split's statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.augment import AugmentOptions, augment
+from ..data.preprocess import Preprocessing
+from .callbacks import early_stopping, is_improvement
+from .optim import make_optimizer
+from .progress import Progress
+
+
+def resolve_device(name: str) -> torch.device:
+    from ..errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA is not available on this machine", "--device cuda",
+                          "use --device cpu or auto")
+    return torch.device(name)
+
+
+def to_tensor(x: np.ndarray, device) -> torch.Tensor:
+    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None  # 1-based
+    status: str = "completed"  # completed | early_stopped | interrupted | nan_loss
+    stop_reason: str = "all epochs run"
+    train_time_s: float = 0.0
+    nan_at: str | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+@torch.inference_mode()
+def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for uint8 (N, C, H, W) images, in eval mode."""
+    was_training = model.training
+    model.eval()
+    off, inv = prep.tensors(x.device)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = (x[i:i + batch_size].float() - off) * inv
+        outs.append(model(xb).float())
+    model.train(was_training)
+    if not outs:
+        return torch.zeros(0, 1)
+    return torch.cat(outs)
+
+
+def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing) -> tuple[float, float]:
+    logits = predict_logits(model, x, prep)
+    loss = float(model.loss(logits, y))
+    acc = float((model.predicted(logits) == y).float().mean())
+    return loss, acc
+
+
+def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor,
+        x_val: torch.Tensor | None, y_val: torch.Tensor | None, *, epochs: int, batch_size: int,
+        optimizer: str = "adam", lr: float | None = None, momentum: float = 0.0,
+        weight_decay: float = 0.0, label_smoothing: float = 0.0, monitor: str = "val_loss",
+        patience: int | None = 2, min_delta: float = 0.0, restore_best: bool = True,
+        augment_options: AugmentOptions | None = None, seed: int = 42, quiet: bool = False,
+        on_best: Callable[[int, dict], None] | None = None, progress: Progress | None = None) -> FitResult:
+    """Train ``model`` in place; returns the history and why training stopped.
+
+    The monitored metric falls back to the training metric when there is no validation set.
+    On a NaN loss or Ctrl-C the best weights so far are restored (when ``restore_best``).
+    """
+    device = x_train.device
+    opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    g = torch.Generator(device=device).manual_seed(seed)
+    cpu_g = torch.Generator().manual_seed(seed)
+    off, inv = prep.tensors(device)
+    aug = augment_options if augment_options is not None and augment_options.active else None
+    if x_val is None:
+        monitor = monitor.removeprefix("val_")
+    mode = "min" if monitor.endswith("loss") else "max"
+    n = len(x_train)
+    steps = math.ceil(n / batch_size)
+    progress = progress or Progress(epochs, steps, quiet)
+    result = FitResult()
+    best_state, best_value = None, None
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            progress.epoch_begin(epoch)
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=cpu_g).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            seen = 0
+            for step in range(steps):
+                idx = perm[step * batch_size:(step + 1) * batch_size]
+                xb = x_train[idx].float()
+                if aug is not None:
+                    xb = augment(xb, aug, g)
+                xb = (xb - off) * inv
+                yb = y_train[idx]
+                logits = model(xb)
+                loss = model.loss(logits, yb, label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    loss_sum += loss.detach() * len(idx)
+                    correct += (model.predicted(logits) == yb).sum()
+                seen += len(idx)
+                if progress.live or step == steps - 1 or step % 50 == 0:
+                    running = float(loss_sum) / seen
+                    if not math.isfinite(running):
+                        result.status, result.nan_at = "nan_loss", f"epoch {epoch}, batch {step + 1}"
+                        result.stop_reason = f"loss became NaN at {result.nan_at}"
+                        raise _Stop
+                    progress.step(step + 1, {"loss": running, "accuracy": float(correct) / seen})
+            logs = {"epoch": epoch, "loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
+            if x_val is not None:
+                logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, x_val, y_val, prep)
+            logs["lr"] = opt.param_groups[0]["lr"]
+            logs["time_s"] = time.perf_counter() - t0
+            result.history.append(logs)
+            note = ""
+            if is_improvement(logs[monitor], best_value, mode, 0.0 if best_value is None else min_delta):
+                best_value, result.best_epoch = logs[monitor], epoch
+                best_state = copy.deepcopy(model.state_dict())
+                note = f" - {monitor} improved"
+                if on_best is not None:
+                    on_best(epoch, best_state)
+            progress.epoch_end(epoch, logs, note)
+            stop, _, reason = early_stopping([h[monitor] for h in result.history], mode, patience, min_delta)
+            if stop:
+                result.status, result.stop_reason = "early_stopped", f"early stopping on {monitor}: {reason}"
+                break
+    except _Stop:
+        pass
+    except KeyboardInterrupt:
+        result.status, result.stop_reason = "interrupted", "interrupted by the user (Ctrl-C)"
+    result.train_time_s = time.perf_counter() - t_start
+    if best_state is not None and (restore_best or result.status in ("nan_loss",)):
+        model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+class _Stop(Exception):
+    """Internal: leave the epoch loop (NaN loss)."""

@@ -1,0 +1,155 @@
+"""A whole training run: data -> spec -> preprocessing -> fit -> run directory -> evaluation."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .. import atomic
+from ..config import TrainConfig
+from ..data.dataset import Dataset
+from ..data.preprocess import Preprocessing
+from ..data.sources import load_source
+from ..data.split import prepare_splits
+from ..errors import DataError, TrainingError
+from ..evaluate import evaluate_probs
+from ..models import Spec, build_module, check_fits, load_spec_file, parse_spec, preset_spec
+from ..models.presets import PRESETS
+from ..runs import Run, environment, load_run, new_run_dir, save_weights, write_history
+from .loop import fit, resolve_device, to_tensor
+from .progress import Progress
+
+
+def resolve_spec(model: str | dict, input_shape: tuple, num_classes: int) -> Spec:
+    """A preset name (adapted to the data), a spec file path or a spec mapping, validated
+    against the data's image shape and number of classes."""
+    if isinstance(model, dict):
+        spec, where = parse_spec(model), "spec"
+    elif model in PRESETS or not (str(model).endswith((".yaml", ".yml", ".json")) or Path(model).is_file()):
+        spec, where = parse_spec(preset_spec(model, input_shape, num_classes), model), model
+    else:
+        spec, where = parse_spec(load_spec_file(model), model), model
+    check_fits(spec, input_shape, num_classes, where)
+    return spec
+
+
+def load_data(cfg: TrainConfig) -> Dataset:
+    """The configured source with train / validation / test splits."""
+    opts = cfg.data_options()
+    ds = load_source(cfg.source, opts)
+    # Later sources must match the first one's image size and colour mode.
+    h, w, c = ds.input_shape
+    opts.image_size = (h, w)
+    opts.color_mode = "rgb" if c == 3 else "grayscale"
+    for split, src in (("validation", cfg.val_source), ("test", cfg.test_source)):
+        if src:
+            extra = load_source(src, opts)
+            part = extra.splits.get("train") or next(iter(extra.splits.values()))
+            if extra.class_names != ds.class_names:
+                raise DataError(f"classes {extra.class_names} differ from the training classes "
+                                f"{ds.class_names}", src, "use the same class names in both")
+            ds.splits[split] = part
+    ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)
+    if len(ds["train"]) == 0:
+        raise DataError("the training split is empty", cfg.source, "add images")
+    return ds
+
+
+def class_counts(ds: Dataset) -> dict:
+    return {name: np.bincount(s.y, minlength=ds.num_classes).tolist()
+            for name, s in ds.splits.items() if s.y is not None}
+
+
+def set_threads(threads: int | None) -> int:
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset | None = None) -> Run:
+    """Train as configured and write the run directory; returns the loaded run.
+
+    Raises TrainingError (after saving the run and its best checkpoint) when the loss
+    becomes NaN. A Ctrl-C stops training cleanly: the run is saved and marked interrupted.
+    """
+    t_wall = time.perf_counter()
+    cfg.validate()
+    threads = set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    device = resolve_device(cfg.device)
+    progress_out = Progress(cfg.epochs, 1, cfg.quiet)
+    ds = dataset if dataset is not None else load_data(cfg)
+    if dataset is not None and "validation" not in ds.splits:
+        ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)
+    progress_out.message(ds.summary())
+    spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
+                        ds.input_shape, ds.num_classes)
+    prep = Preprocessing.fit(cfg.scale, ds["train"].x)
+    torch.manual_seed(cfg.seed)
+    model = build_module(spec).to(device)
+
+    run_dir = new_run_dir(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}")
+    config = cfg.to_dict()
+    atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    atomic.write_json(run_dir / "spec.json", spec.to_dict())
+    atomic.write_json(run_dir / "preprocessing.json", prep.to_dict())
+    atomic.write_json(run_dir / "classes.json", {"class_names": ds.class_names, "labels": cfg.labels})
+    h, w, c = ds.input_shape
+    atomic.write_json(run_dir / "data.json", {
+        "source": ds.source, "image_size": [h, w], "channels": c,
+        "color_mode": "rgb" if c == 3 else "grayscale", "splits": {k: len(v) for k, v in ds.splits.items()},
+        "class_counts": class_counts(ds), **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
+    progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {run_dir}")
+
+    x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
+    val = ds.splits.get("validation")
+    x_va = to_tensor(val.x, device) if val is not None else None
+    y_va = torch.from_numpy(val.y).to(device) if val is not None else None
+    steps = -(-len(x_tr) // cfg.batch_size)
+    result = fit(model, prep, x_tr, y_tr, x_va, y_va, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                 optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                 weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+                 monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
+                 restore_best=cfg.restore_best, augment_options=cfg.augment_options(), seed=cfg.seed,
+                 on_best=lambda epoch, state: save_weights(run_dir / "best.safetensors", state),
+                 progress=Progress(cfg.epochs, steps, cfg.quiet))
+    write_history(run_dir / "history.csv", result.history)
+    if result.best_epoch is not None:
+        save_weights(run_dir / "model.safetensors", model.state_dict())
+    metrics = {"status": result.status, "stop_reason": result.stop_reason,
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+               "monitor": cfg.monitor if val is not None else cfg.monitor.removeprefix("val_"),
+               "restored_best": bool(cfg.restore_best and result.best_epoch is not None),
+               "train_time_s": round(result.train_time_s, 3)}
+    if result.history and result.best_epoch:
+        best = result.history[result.best_epoch - 1]
+        metrics["best"] = {k: v for k, v in best.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    run = None
+    if result.best_epoch is not None and result.status not in ("interrupted", "nan_loss") and "test" in ds.splits:
+        run = load_run(run_dir, device=str(device))
+        t = ds["test"]
+        ev = evaluate_probs(run.predict_proba(t.x), t.y, ds.class_names)
+        atomic.write_json(run_dir / "evaluation.json", {"split": "test", **ev})
+        metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
+    metrics["wall_time_s"] = round(time.perf_counter() - t_wall, 3)
+    metrics["environment"] = environment(str(device), threads, cfg.seed)
+    metrics["environment"]["pid"] = os.getpid()
+    atomic.write_json(run_dir / "metrics.json", metrics)
+    progress_out.message(f"stopped: {result.stop_reason}")
+    if result.status == "nan_loss":
+        kept = (f"the best checkpoint (epoch {result.best_epoch}) is kept in {run_dir}"
+                if result.best_epoch else f"no epoch finished, so there is no checkpoint; see {run_dir}")
+        raise TrainingError(f"training stopped: the loss became NaN at {result.nan_at}", str(run_dir),
+                            f"lower --lr or check the data's scaling; {kept}")
+    if run is None and result.best_epoch is not None:
+        run = load_run(run_dir, device=str(device))
+    if run is None:
+        raise TrainingError("training ended before an epoch finished", str(run_dir), "train again")
+    run.metrics = metrics
+    return run
