@@ -21,9 +21,9 @@ from .data.sources import DataOptions, load_source
 from .data.split import prepare_splits
 from .errors import DataError
 from .evaluate import evaluate_probs
-from .models import SpecModel, build_module, parse_spec
+from .models import SpecModel, build_module, spec_from
 from .runs import Run, load_run
-from .train.session import load_data, resolve_spec
+from .train.session import load_data
 from .train.session import train as _train
 
 
@@ -39,16 +39,7 @@ def build_model(model: str | dict = "fashion-cnn", input_shape: tuple | None = N
                 num_classes: int | None = None) -> SpecModel:
     """A torch module from a preset name, a spec file or a spec mapping; ``model.spec``
     holds the shapes and parameter counts (``print(model.spec.summary())``)."""
-    from .models import load_spec_file, preset_spec
-    from .models.presets import PRESETS
-
-    if isinstance(model, dict):
-        spec = parse_spec(model)
-    elif model in PRESETS:
-        spec = parse_spec(preset_spec(model, input_shape, num_classes), model)
-    else:
-        spec = parse_spec(load_spec_file(model), model)
-    return build_module(spec)
+    return build_module(spec_from(model, input_shape, num_classes))
 
 
 def summary(model: str | dict = "fashion-cnn", input_shape: tuple | None = None,

@@ -8,7 +8,7 @@ name and what would work.
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .data.augment import AugmentOptions
@@ -22,20 +22,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
-class TrainConfig:
-    # data
+class TrainConfig(DataOptions, AugmentOptions):
+    """Every key of a training run. The data keys come from DataOptions, the augmentation keys
+    (Keras ImageDataGenerator names) from AugmentOptions; these are the rest."""
+
     source: str = "fashion-mnist"
     val_source: str | None = None
     test_source: str | None = None
-    data_dir: str | None = None
-    image_size: list | None = None
-    color_mode: str = "auto"
-    labels: str = "en"
-    class_names: str | None = None
-    label_column: str | None = None
-    image_column: str | None = None
-    image_pattern: str | None = None
-    download: bool = True
     val_split: float = 0.2
     test_split: float = 0.2
     scale: str = "255"
@@ -57,38 +50,23 @@ class TrainConfig:
     patience: int | None = 2
     min_delta: float = 0.0
     restore_best: bool = True
-    # augmentation (Keras ImageDataGenerator names)
-    rotation_range: float = 0.0
-    width_shift_range: float = 0.0
-    height_shift_range: float = 0.0
-    shear_range: float = 0.0
-    zoom_range: float | list = 0.0
-    horizontal_flip: bool = False
-    vertical_flip: bool = False
-    fill_mode: str = "nearest"
-    cval: float = 0.0
-    random_crop: int = 0
-    random_erasing: float = 0.0
     # run directory
     name: str | None = None
     runs_dir: str = "runs"
-    quiet: bool = False
-    extra: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ views
     def data_options(self) -> DataOptions:
-        return DataOptions(self.data_dir, tuple(self.image_size) if self.image_size else None,
-                           self.color_mode, self.labels, self.class_names, self.label_column,
-                           self.image_column, self.image_pattern, self.download, self.quiet)
+        opts = DataOptions(**{f.name: getattr(self, f.name) for f in fields(DataOptions)})
+        opts.image_size = tuple(self.image_size) if self.image_size else None
+        return opts
 
     def augment_options(self) -> AugmentOptions:
-        names = {f.name for f in fields(AugmentOptions)}
-        return AugmentOptions(**{k: v for k, v in asdict(self).items() if k in names})
+        return AugmentOptions(**{f.name: getattr(self, f.name) for f in fields(AugmentOptions)})
 
     def to_dict(self) -> dict:
+        """All keys, the run's own first, then data, then augmentation (for config.yaml)."""
         d = asdict(self)
-        d.pop("extra")
-        return d
+        return {k: d[k] for k in KEYS}
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> TrainConfig:
@@ -131,11 +109,13 @@ class TrainConfig:
             self.image_size = [int(s[0]), int(s[1])]
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be >= 1, got {self.threads!r}", "--threads", "use e.g. 2")
-        self.augment_options().validate()
+        AugmentOptions.validate(self)
         return self
 
 
-KEYS = [f.name for f in fields(TrainConfig) if f.name != "extra"]
+_GROUPED = {f.name for cls in (DataOptions, AugmentOptions) for f in fields(cls)}
+KEYS = ([f.name for f in fields(TrainConfig) if f.name not in _GROUPED]
+        + [f.name for f in fields(DataOptions)] + [f.name for f in fields(AugmentOptions)])
 
 
 def check_keys(d: dict, where: str) -> None:

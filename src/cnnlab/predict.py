@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .data.files import LABEL_COLUMNS, IMAGE_COLUMNS, pick_column, read_table, resolve_image_paths
+from .data.files import IMAGE_COLUMNS, LABEL_COLUMNS, pick_column, read_table, resolve_image_paths
 from .data.images import is_image_file, load_images
 from .errors import DataError
 

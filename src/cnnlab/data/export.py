@@ -32,7 +32,7 @@ def export_images(ds: Dataset, out: str | Path, limit: int | None = None) -> dic
         folder = out / "images" / split
         folder.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda i: _save_png(folder / f"{i}.png", s.x[i]), range(n)))
+            list(pool.map(lambda i, f=folder, x=s.x: _save_png(f / f"{i}.png", x[i]), range(n)))
         lines = ["id,class"] + [f"{i},{'' if s.y is None else int(s.y[i])}" for i in range(n)]
         atomic.write_text(out / f"{split}.csv", "\n".join(lines) + "\n")
         if split == "test":

@@ -19,7 +19,7 @@ from .dataset import Dataset, Split
 @dataclass
 class DataOptions:
     data_dir: str | None = None
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[int, int] | list | None = None
     color_mode: str = "auto"
     labels: str = "en"
     class_names: str | None = None

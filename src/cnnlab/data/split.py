@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .dataset import Dataset, Split
+from .dataset import Dataset
 
 
 def stratified_indices(y: np.ndarray, fraction: float, seed: int,

@@ -139,3 +139,16 @@ def preset_spec(name: str, input_shape: tuple | None = None, num_classes: int | 
     if not p.flat_input and len(shape) == 2:
         shape = (*shape, 1)
     return {"name": name, "input_shape": list(shape), "layers": p.build(num_classes or p.num_classes)}
+
+
+def spec_from(model: str | dict, input_shape: tuple | None = None, num_classes: int | None = None):
+    """A validated Spec from a preset name (adapted to the data), a spec file or a mapping."""
+    from pathlib import Path
+
+    from .spec import load_spec_file, parse_spec
+
+    if isinstance(model, dict):
+        return parse_spec(model)
+    if model in PRESETS or not (str(model).lower().endswith((".yaml", ".yml", ".json")) or Path(model).is_file()):
+        return parse_spec(preset_spec(model, input_shape, num_classes), model)
+    return parse_spec(load_spec_file(model), model)

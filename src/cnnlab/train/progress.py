@@ -41,10 +41,11 @@ class Progress:
     def epoch_end(self, epoch: int, logs: dict, note: str = "") -> None:
         if self.quiet:
             return
-        if self.live:
-            self.stream.write("\r\033[K")
-        self.stream.write(f"Epoch {epoch}/{self.epochs} - {logs['time_s']:.1f}s - "
-                          f"{format_logs(logs)}{note}\n")
+        if self.live:  # the finished bar, as Keras leaves it
+            head, tail = f"\r{self.steps}/{self.steps} [{'=' * 30}]", "\033[K"
+        else:  # a log: one self-contained line per epoch
+            head, tail = f"Epoch {epoch}/{self.epochs}", ""
+        self.stream.write(f"{head} - {logs['time_s']:.1f}s - {format_logs(logs)}{note}{tail}\n")
         self.stream.flush()
 
     def message(self, text: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,8 +17,7 @@ from ..data.sources import load_source
 from ..data.split import prepare_splits
 from ..errors import DataError, TrainingError
 from ..evaluate import evaluate_probs
-from ..models import Spec, build_module, check_fits, load_spec_file, parse_spec, preset_spec
-from ..models.presets import PRESETS
+from ..models import Spec, build_module, check_fits, spec_from
 from ..runs import Run, environment, load_run, new_run_dir, save_weights, write_history
 from .loop import fit, resolve_device, to_tensor
 from .progress import Progress
@@ -28,13 +26,8 @@ from .progress import Progress
 def resolve_spec(model: str | dict, input_shape: tuple, num_classes: int) -> Spec:
     """A preset name (adapted to the data), a spec file path or a spec mapping, validated
     against the data's image shape and number of classes."""
-    if isinstance(model, dict):
-        spec, where = parse_spec(model), "spec"
-    elif model in PRESETS or not (str(model).endswith((".yaml", ".yml", ".json")) or Path(model).is_file()):
-        spec, where = parse_spec(preset_spec(model, input_shape, num_classes), model), model
-    else:
-        spec, where = parse_spec(load_spec_file(model), model), model
-    check_fits(spec, input_shape, num_classes, where)
+    spec = spec_from(model, input_shape, num_classes)
+    check_fits(spec, input_shape, num_classes, model if isinstance(model, str) else "spec")
     return spec
 
 
@@ -84,12 +77,13 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     np.random.seed(cfg.seed % 2**32)
     device = resolve_device(cfg.device)
     progress_out = Progress(cfg.epochs, 1, cfg.quiet)
-    ds = dataset if dataset is not None else load_data(cfg)
-    if dataset is not None and "validation" not in ds.splits:
-        ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)
-    progress_out.message(ds.summary())
+    if spec_override is None:
+        spec_from(cfg.model)  # an unknown preset or a bad spec file fails before data loads
+    # A given dataset gets only the splits it lacks; prepare_splits keeps the ones it has.
+    ds = load_data(cfg) if dataset is None else prepare_splits(dataset, cfg.val_split, cfg.test_split, cfg.seed)
     spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
                         ds.input_shape, ds.num_classes)
+    progress_out.message(ds.summary())
     prep = Preprocessing.fit(cfg.scale, ds["train"].x)
     torch.manual_seed(cfg.seed)
     model = build_module(spec).to(device)
@@ -104,7 +98,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     atomic.write_json(run_dir / "data.json", {
         "source": ds.source, "image_size": [h, w], "channels": c,
         "color_mode": "rgb" if c == 3 else "grayscale", "splits": {k: len(v) for k, v in ds.splits.items()},
-        "class_counts": class_counts(ds), **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
+        "class_counts": class_counts(ds),
+        **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
     progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {run_dir}")
 
     x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)

@@ -1,0 +1,145 @@
+import json
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.errors import SpecError
+from cnnlab.models import build_module, check_fits, parse_spec, preset_spec
+
+# preset -> (total, non-trainable), as Keras prints them for the notebooks' models.
+PRESET_TOTALS = {
+    "fashion-cnn": (333_526, 0),
+    "mnist-convnet": (93_322, 0),
+    "deep-bn-cnn": (907_658, 768),
+    "deep-mlp": (2_222_460, 0),
+    "bn-mlp": (331_018, 896),
+    "wide-cnn": (3_361_546, 0),
+    "lenet": (61_706, 0),
+    "small-convnet": (3_453_121, 0),
+}
+
+
+@pytest.mark.parametrize("name", PRESET_TOTALS)
+def test_preset_summary_totals_match_keras(name, capsys):
+    assert main(["summary", name, "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    total, fixed = PRESET_TOTALS[name]
+    assert s["total_params"] == total
+    assert s["non_trainable_params"] == fixed
+    assert s["trainable_params"] == total - fixed
+    assert sum(layer["params"] for layer in s["layers"]) == total
+    assert all(layer["output_shape"][0] is None for layer in s["layers"])
+
+
+@pytest.mark.parametrize("name", PRESET_TOTALS)
+def test_torch_module_matches_inferred_shapes_and_counts(name):
+    spec = parse_spec(preset_spec(name))
+    model = build_module(spec).eval()
+    trainable = sum(p.numel() for p in model.parameters())
+    running = sum(b.numel() for n, b in model.named_buffers() if "running" in n)
+    assert trainable == spec.trainable_params
+    assert running == spec.non_trainable_params
+    h, w = spec.input_shape[:2]
+    c = spec.input_shape[2] if len(spec.input_shape) == 3 else 1
+    x = torch.zeros(2, c, h, w)
+    for info, out in zip(spec.layers, model.features(x)):
+        shape = tuple(out.shape[1:]) if out.dim() == 2 else (out.shape[2], out.shape[3], out.shape[1])
+        assert shape == info.output_shape, info.name
+
+
+def test_summary_table_is_keras_style(capsys):
+    assert main(["summary", "fashion-cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d (Conv2D)" in out and "(None, 28, 28, 32)" in out
+    assert "max_pooling2d_1 (MaxPooling2D)" in out and "(None, 7, 7, 64)" in out
+    assert "Total params: 333,526" in out and "Non-trainable params: 0" in out
+
+
+@pytest.mark.parametrize("h,w,k,s,pad", [(7, 9, 3, 2, "same"), (8, 8, 2, 1, "same"), (10, 7, 4, 3, "same"),
+                                          (9, 9, 3, 2, "valid"), (5, 6, 2, 2, "same")])
+def test_strided_and_same_padding_shapes_equal_keras(h, w, k, s, pad):
+    # Keras: 'same' -> ceil(n / s); 'valid' -> floor((n - k) / s) + 1.
+    spec = parse_spec({"input_shape": [h, w, 1], "layers": [
+        {"type": "Conv2D", "filters": 4, "kernel_size": k, "strides": s, "padding": pad},
+        {"type": "MaxPooling2D", "pool_size": 2, "padding": "same"},
+        {"type": "AveragePooling2D", "pool_size": 2, "strides": 1, "padding": "same"},
+        {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 3, "activation": "softmax"}]})
+    import math
+    oh = math.ceil(h / s) if pad == "same" else (h - k) // s + 1
+    ow = math.ceil(w / s) if pad == "same" else (w - k) // s + 1
+    assert spec.layers[0].output_shape == (oh, ow, 4)
+    assert spec.layers[1].output_shape == (math.ceil(oh / 2), math.ceil(ow / 2), 4)
+    model = build_module(spec).eval()
+    outs = model.features(torch.randn(2, 1, h, w))
+    assert tuple(outs[0].shape) == (2, 4, oh, ow)
+    assert tuple(outs[1].shape) == (2, 4, math.ceil(oh / 2), math.ceil(ow / 2))
+    assert tuple(outs[2].shape) == tuple(outs[1].shape)
+    assert torch.isfinite(outs[-1]).all()
+
+
+def test_same_average_pooling_ignores_padding_like_keras():
+    spec = parse_spec({"input_shape": [3, 3, 1], "layers": [
+        {"type": "AveragePooling2D", "pool_size": 2, "padding": "same"},
+        {"type": "Flatten"}, {"type": "Dense", "units": 2, "activation": "softmax"}]})
+    model = build_module(spec).eval()
+    x = torch.arange(9.0).view(1, 1, 3, 3)
+    pooled = model.features(x)[0][0, 0]
+    # Windows [0,1,3,4] [2,5] [6,7] [8]: padded cells are not counted.
+    assert pooled.tolist() == [[2.0, 3.5], [6.5, 8.0]]
+
+
+def test_batchnorm_counts_moving_stats_as_non_trainable():
+    spec = parse_spec({"input_shape": [4, 4, 3], "layers": [
+        {"type": "BatchNormalization"}, {"type": "Flatten"}, {"type": "Dense", "units": 2, "activation": "softmax"}]})
+    assert spec.layers[0].trainable == 6 and spec.layers[0].non_trainable == 6
+
+
+def test_flat_input_and_aliases():
+    spec = parse_spec({"input_shape": [28, 28], "layers": [
+        {"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]})
+    assert spec.total_params == 7850
+    spec = parse_spec({"input_shape": [8, 8, 1], "layers": [
+        {"type": "MaxPool2D"}, {"type": "GlobalMaxPool2D"}, {"type": "Dense", "units": 2, "activation": "softmax"}]})
+    assert spec.layers[0].name == "max_pooling2d"
+
+
+def test_binary_head():
+    spec = parse_spec(preset_spec("small-convnet"))
+    assert spec.head == "binary" and spec.num_classes == 2
+    multi = parse_spec(preset_spec("small-convnet", (150, 150, 3), 5))
+    assert multi.head == "multiclass" and multi.output_units == 5
+
+
+@pytest.mark.parametrize("layers,needle", [
+    ([{"type": "Conv3D", "filters": 3}], "unknown layer type 'Conv3D'"),
+    ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "kernal": 2}], "unknown argument 'kernal'"),
+    ([{"type": "Conv2D", "kernel_size": 3}], "missing argument 'filters'"),
+    ([{"type": "Conv2D", "filters": 3, "kernel_size": 9}], "output of size 0x0"),
+    ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "padding": "full"}], "padding='full'"),
+    ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "activation": "rleu"}], "did you mean 'relu'"),
+    ([{"type": "Dropout", "rate": 1.5}], "rate=1.5"),
+    ([{"type": "Flatten"}, {"type": "Dense", "units": 1}], "needs activation sigmoid"),
+])
+def test_invalid_specs_name_layer_argument_and_value(layers, needle):
+    layers = layers + ([{"type": "Flatten"}, {"type": "Dense", "units": 3, "activation": "softmax"}]
+                       if layers[-1]["type"] not in ("Dense",) else [])
+    with pytest.raises(SpecError) as e:
+        parse_spec({"input_shape": [8, 8, 1], "layers": layers})
+    msg = e.value.line()
+    assert needle in msg
+    assert "layer 0" in msg or "layer 1" in msg
+
+
+def test_spec_that_does_not_fit_the_data():
+    spec = parse_spec(preset_spec("fashion-cnn"))
+    with pytest.raises(SpecError, match="units but the data has 3 classes.*units: 3"):
+        check_fits(spec, (28, 28, 1), 3)
+    with pytest.raises(SpecError, match="does not match the data's images"):
+        check_fits(spec, (28, 28, 3), 10)
+
+
+def test_spec_round_trips_through_to_dict():
+    spec = parse_spec(preset_spec("deep-bn-cnn"))
+    again = parse_spec(json.loads(json.dumps(spec.to_dict())))
+    assert again.summary_dict() == spec.summary_dict()
