@@ -218,3 +218,17 @@ def test_console_script_has_no_traceback(tmp_path):
     env = dict(os.environ)
     p = subprocess.run(cmd + ["evaluate", str(tmp_path / "missing")], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and p.stderr.startswith("error: run directory not found") and "Traceback" not in p.stderr
+
+
+def test_missing_and_corrupt_idx_files_through_cli(tmp_path, capsys):
+    from test_data import make_idx_set
+
+    folder = tmp_path / "data" / "fashion-mnist"
+    make_idx_set(folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    code, _, err = run_cli(capsys, "train", "fashion-mnist", "--data-dir", str(tmp_path / "data"), "--no-download")
+    assert code == 2 and "missing t10k-labels-idx1-ubyte.gz" in err and err.count("\n") == 1
+    make_idx_set(folder)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage")
+    code, _, err = run_cli(capsys, "train", "fashion-mnist", "--data-dir", str(tmp_path / "data"))
+    assert code == 2 and "corrupt gzip data" in err and "train-images-idx3-ubyte.gz" in err

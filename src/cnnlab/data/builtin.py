@@ -104,6 +104,18 @@ def locate(name: str, data_dir: str | None = None) -> dict[str, Path] | None:
     return None
 
 
+def partial_folders(name: str, data_dir: str | None) -> str:
+    """'; <folder> has 3 of the 4 files (missing X)' for folders holding only some files."""
+    spec = IDX_SETS[name]
+    notes = []
+    for folder in candidate_dirs(name, data_dir):
+        missing = [spec.files[p][0] for p in PARTS if _find_file(folder, spec.files[p][0]) is None]
+        if 0 < len(missing) < len(PARTS):
+            notes.append(f"{folder} has {len(PARTS) - len(missing)} of the {len(PARTS)} files "
+                         f"(missing {', '.join(missing)})")
+    return "".join("; " + n for n in notes)
+
+
 def mirrors(name: str) -> list[str]:
     extra = os.environ.get("CNNLAB_MIRROR")
     urls = [u.strip() for u in extra.split(",") if u.strip()] if extra else []
@@ -168,7 +180,7 @@ def load_idx_set(name: str, data_dir: str | None = None, allow_download: bool = 
                  labels: str = "en", quiet: bool = False) -> Dataset:
     paths = locate(name, data_dir)
     if paths is None:
-        looked = ", ".join(str(d) for d in candidate_dirs(name, data_dir))
+        looked = ", ".join(str(d) for d in candidate_dirs(name, data_dir)) + partial_folders(name, data_dir)
         offline = allow_download and os.environ.get("CNNLAB_OFFLINE", "") in ("", "0")
         if not offline:
             raise DataError(f"{name} not found", f"looked in {looked}; downloads are off",

@@ -58,9 +58,10 @@ def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int 
     was_training = model.training
     model.eval()
     off, inv = prep.tensors(x.device)
+    model.to(memory_format=torch.channels_last)
     outs = []
     for i in range(0, len(x), batch_size):
-        xb = (x[i:i + batch_size].float() - off) * inv
+        xb = ((x[i:i + batch_size].float() - off) * inv).contiguous(memory_format=torch.channels_last)
         outs.append(model(xb).float())
     model.train(was_training)
     if not outs:
@@ -88,6 +89,8 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
     On a NaN loss or Ctrl-C the best weights so far are restored (when ``restore_best``).
     """
     device = x_train.device
+    # channels_last activations make CPU convolutions ~25% faster (docs/performance.md).
+    model.to(memory_format=torch.channels_last)
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
     g = torch.Generator(device=device).manual_seed(seed)
     cpu_g = torch.Generator().manual_seed(seed)
@@ -116,7 +119,7 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
                 xb = x_train[idx].float()
                 if aug is not None:
                     xb = augment(xb, aug, g)
-                xb = (xb - off) * inv
+                xb = ((xb - off) * inv).contiguous(memory_format=torch.channels_last)
                 yb = y_train[idx]
                 logits = model(xb)
                 loss = model.loss(logits, yb, label_smoothing)
