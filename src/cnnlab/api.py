@@ -54,7 +54,9 @@ def train(source: str | Dataset = "fashion-mnist", model: str | dict = "fashion-
     dataset = source if isinstance(source, Dataset) else None
     src = dataset.source if dataset is not None else source
     spec = model if isinstance(model, dict) else None
-    cfg = make_config(config, source=src, model=spec.get("name", "spec") if spec else model, **options)
+    explicit_none = [k for k, v in options.items() if v is None]  # e.g. patience=None: no early stopping
+    cfg = make_config(config, source=src, model=spec.get("name", "spec") if spec else model,
+                      explicit_none=explicit_none, **options)
     return _train(cfg, spec_override=spec, dataset=dataset)
 
 

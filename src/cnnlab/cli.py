@@ -79,6 +79,15 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     opt("--momentum", key="momentum", type=float, help="momentum for sgd and rmsprop")
     opt("--weight-decay", key="weight_decay", type=float, help="weight decay (adamw: 0.004 when 0)")
     opt("--label-smoothing", key="label_smoothing", type=float, help="label smoothing")
+    opt("--schedule", key="schedule", choices=["constant", "onecycle", "triangular", "cosine"],
+        help="learning-rate schedule over the whole run (per step)")
+    opt("--warmup", key="warmup", type=float, metavar="F",
+        help="fraction of training spent warming up (onecycle, triangular, cosine)")
+    opt("--tta", key="tta", choices=["none", "flip"],
+        help="test-time augmentation for evaluation and prediction: average with the mirror image")
+    opt("--recipe", key="recipe", choices=["keras", "fast"],
+        help="a set of training settings; flags you give still win (none: the preset's own recipe, "
+        "else keras: the notebooks' recipe)")
     opt("--seed", key="seed", type=int, help="random seed: splits, initial weights, batches, augmentation")
     opt("--device", key="device", choices=["auto", "cpu", "cuda"], help="where to train; auto picks cuda when present")
     opt("--threads", key="threads", type=int, help="CPU threads (none: torch's default)")
@@ -120,12 +129,8 @@ def cmd_train(args) -> int:
     overrides = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
     if "zoom_range" in overrides:
         overrides["zoom_range"] = _zoom(overrides["zoom_range"])
-    patience_given = "patience" in overrides
-    patience = overrides.pop("patience", None)
-    cfg = make_config(args.config, **overrides)
-    if patience_given:
-        cfg.patience = patience
-        cfg.validate()
+    explicit_none = [k for k, v in overrides.items() if v is None]  # e.g. --patience none
+    cfg = make_config(args.config, explicit_none=explicit_none, **overrides)
     run = train(cfg)
     m = run.metrics
     ev_path = run.path / "evaluation.json"

@@ -27,7 +27,8 @@ def predict_proba(run, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     x = conform(x, run.image_size, run.color_mode)
     device = next(run.model.parameters()).device
     with torch.inference_mode():
-        logits = predict_logits(run.model, to_tensor(x, device), run.preprocessing, batch_size)
+        logits = predict_logits(run.model, to_tensor(x, device), run.preprocessing, batch_size,
+                                tta=run.config.get("tta", "none"))
         return run.model.probabilities(logits).cpu().numpy()
 
 

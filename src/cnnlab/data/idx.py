@@ -46,8 +46,8 @@ def parse_idx(data: bytes, where: str = "<bytes>") -> np.ndarray:
     if len(data) - header != expected:
         raise DataError(f"IDX file holds {len(data) - header} data bytes but its header "
                         f"{list(dims)} needs {expected}", where, fix)
-    arr = np.frombuffer(data, dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else arr
+    # A writable, native-endian copy (frombuffer views of bytes are read-only).
+    return np.frombuffer(data, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..data.preprocess import Preprocessing
 from .callbacks import early_stopping, is_improvement
 from .optim import make_optimizer
 from .progress import Progress
+from .schedules import lr_factor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,8 +35,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
-    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous().to(device)
+    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``, kept in
+    channels_last memory order (the NHWC bytes as they are, no copy on the CPU)."""
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(device)
 
 
 @dataclass
@@ -53,8 +55,10 @@ class FitResult:
 
 
 @torch.inference_mode()
-def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for uint8 (N, C, H, W) images, in eval mode."""
+def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 1024,
+                   tta: str = "none") -> torch.Tensor:
+    """Logits for uint8 (N, C, H, W) images, in eval mode; ``tta="flip"`` averages the logits
+    of each image and its mirror image."""
     was_training = model.training
     model.eval()
     off, inv = prep.tensors(x.device)
@@ -62,15 +66,19 @@ def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int 
     outs = []
     for i in range(0, len(x), batch_size):
         xb = ((x[i:i + batch_size].float() - off) * inv).contiguous(memory_format=torch.channels_last)
-        outs.append(model(xb).float())
+        logits = model(xb).float()
+        if tta == "flip":
+            logits = (logits + model(xb.flip(3)).float()) / 2
+        outs.append(logits)
     model.train(was_training)
     if not outs:
         return torch.zeros(0, 1)
     return torch.cat(outs)
 
 
-def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing) -> tuple[float, float]:
-    logits = predict_logits(model, x, prep)
+def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing,
+                     tta: str = "none") -> tuple[float, float]:
+    logits = predict_logits(model, x, prep, tta=tta)
     loss = float(model.loss(logits, y))
     acc = float((model.predicted(logits) == y).float().mean())
     return loss, acc
@@ -79,10 +87,12 @@ def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessin
 def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor,
         x_val: torch.Tensor | None, y_val: torch.Tensor | None, *, epochs: int, batch_size: int,
         optimizer: str = "adam", lr: float | None = None, momentum: float = 0.0,
-        weight_decay: float = 0.0, label_smoothing: float = 0.0, monitor: str = "val_loss",
+        weight_decay: float = 0.0, label_smoothing: float = 0.0, schedule: str = "constant",
+        warmup: float = 0.25, monitor: str = "val_loss",
         patience: int | None = 2, min_delta: float = 0.0, restore_best: bool = True,
         augment_options: AugmentOptions | None = None, seed: int = 42, quiet: bool = False,
-        on_best: Callable[[int, dict], None] | None = None, progress: Progress | None = None) -> FitResult:
+        on_best: Callable[[int, dict], None] | None = None,
+        on_epoch: Callable[[list[dict]], None] | None = None, progress: Progress | None = None) -> FitResult:
     """Train ``model`` in place; returns the history and why training stopped.
 
     The monitored metric falls back to the training metric when there is no validation set.
@@ -92,6 +102,7 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
     # channels_last activations make CPU convolutions ~25% faster (docs/performance.md).
     model.to(memory_format=torch.channels_last)
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    base_lr = opt.param_groups[0]["lr"]
     g = torch.Generator(device=device).manual_seed(seed)
     cpu_g = torch.Generator().manual_seed(seed)
     off, inv = prep.tensors(device)
@@ -102,6 +113,7 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
     n = len(x_train)
     steps = math.ceil(n / batch_size)
     progress = progress or Progress(epochs, steps, quiet)
+    total_steps = epochs * steps
     result = FitResult()
     best_state, best_value = None, None
     t_start = time.perf_counter()
@@ -115,6 +127,10 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
             correct = torch.zeros((), device=device)
             seen = 0
             for step in range(steps):
+                if schedule != "constant":
+                    lr_now = base_lr * lr_factor(schedule, (epoch - 1) * steps + step, total_steps, warmup)
+                    for group in opt.param_groups:
+                        group["lr"] = lr_now
                 idx = perm[step * batch_size:(step + 1) * batch_size]
                 xb = x_train[idx].float()
                 if aug is not None:
@@ -151,6 +167,8 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
                 if on_best is not None:
                     on_best(epoch, best_state)
             progress.epoch_end(epoch, logs, note)
+            if on_epoch is not None:
+                on_epoch(result.history)
             stop, _, reason = early_stopping([h[monitor] for h in result.history], mode, patience, min_delta)
             if stop:
                 result.status, result.stop_reason = "early_stopped", f"early stopping on {monitor}: {reason}"

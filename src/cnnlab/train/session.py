@@ -110,9 +110,11 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     result = fit(model, prep, x_tr, y_tr, x_va, y_va, epochs=cfg.epochs, batch_size=cfg.batch_size,
                  optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
                  weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+                 schedule=cfg.schedule, warmup=cfg.warmup,
                  monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
                  restore_best=cfg.restore_best, augment_options=cfg.augment_options(), seed=cfg.seed,
                  on_best=lambda epoch, state: save_weights(run_dir / "best.safetensors", state),
+                 on_epoch=lambda history: write_history(run_dir / "history.csv", history),
                  progress=Progress(cfg.epochs, steps, cfg.quiet))
     write_history(run_dir / "history.csv", result.history)
     if result.best_epoch is not None:

@@ -1,0 +1,32 @@
+import pytest
+
+from cnnlab.config import make_config
+from cnnlab.errors import ConfigError
+from cnnlab.train.schedules import lr_factor
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "triangular", "cosine"])
+def test_schedules_warm_up_then_anneal(schedule):
+    total = 101
+    f = [lr_factor(schedule, s, total, warmup=0.3) for s in range(total)]
+    peak = f.index(max(f))
+    assert abs(peak - 30) <= 1 and max(f) == pytest.approx(1.0)
+    assert all(a <= b + 1e-12 for a, b in zip(f[:peak], f[1:peak + 1]))  # rises to the peak
+    assert all(a >= b - 1e-12 for a, b in zip(f[peak:], f[peak + 1:]))  # then only falls
+    assert f[-1] < 0.01
+
+
+def test_constant_schedule():
+    assert {lr_factor("constant", s, 10) for s in range(10)} == {1.0}
+
+
+def test_recipe_fills_only_unset_keys():
+    cfg = make_config(recipe="fast", epochs=7)
+    assert cfg.schedule == "onecycle" and cfg.epochs == 7 and cfg.patience is None and cfg.tta == "flip"
+    assert make_config().schedule == "constant" and make_config().patience == 2
+    with pytest.raises(ConfigError, match="recipe"):
+        make_config(recipe="fastest")
+
+
+def test_explicit_none_patience_disables_early_stopping():
+    assert make_config(patience=None, explicit_none=["patience"]).patience is None
