@@ -142,3 +142,16 @@ def test_binary_head_trains_with_sigmoid(tmp_path):
     run = cnnlab.train(f"npz:{tmp_path / 'b.npz'}", model=spec, epochs=2, runs_dir=str(tmp_path / "r"), quiet=True)
     probs = run.predict_proba(x[:5])
     assert probs.shape == (5, 2) and np.allclose(probs.sum(1), 1)
+
+
+def test_a_model_trains_again_after_predicting(npz_path, tmp_path):
+    """Prediction (inference mode) must not turn the weights into inference-only tensors."""
+    from cnnlab.data.preprocess import Preprocessing
+    from cnnlab.train.loop import fit, to_tensor
+
+    run = tiny_train(npz_path, tmp_path, epochs=1)
+    x = cnnlab.load_dataset(f"npz:{npz_path}")["train"]
+    run.predict_proba(x.x[:4])
+    result = fit(run.model, Preprocessing.fit("255", x.x), to_tensor(x.x, "cpu"), torch.from_numpy(x.y),
+                 None, None, epochs=1, batch_size=16, quiet=True)
+    assert result.epochs_run == 1

@@ -113,6 +113,9 @@ class SpecModel(nn.Module):
             blocks.append(nn.Sequential(*mods))
         self.blocks = nn.ModuleList(blocks)
         self.reset_parameters()
+        # channels_last weights and activations make CPU convolutions ~25% faster
+        # (docs/performance.md); inputs are made channels_last by the training loop too.
+        self.to(memory_format=torch.channels_last)
 
     def reset_parameters(self) -> None:
         """Keras' defaults: Glorot-uniform kernels, zero biases."""

@@ -62,7 +62,6 @@ def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int 
     was_training = model.training
     model.eval()
     off, inv = prep.tensors(x.device)
-    model.to(memory_format=torch.channels_last)
     outs = []
     for i in range(0, len(x), batch_size):
         xb = ((x[i:i + batch_size].float() - off) * inv).contiguous(memory_format=torch.channels_last)
@@ -99,8 +98,6 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
     On a NaN loss or Ctrl-C the best weights so far are restored (when ``restore_best``).
     """
     device = x_train.device
-    # channels_last activations make CPU convolutions ~25% faster (docs/performance.md).
-    model.to(memory_format=torch.channels_last)
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
     base_lr = opt.param_groups[0]["lr"]
     g = torch.Generator(device=device).manual_seed(seed)

@@ -19,6 +19,7 @@ from ..errors import DataError, TrainingError
 from ..evaluate import evaluate_probs
 from ..models import Spec, build_module, check_fits, spec_from
 from ..runs import Run, environment, load_run, new_run_dir, save_weights, write_history
+from ..viz.inspect import weight_stats
 from .loop import fit, resolve_device, to_tensor
 from .progress import Progress
 
@@ -100,6 +101,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
         "color_mode": "rgb" if c == 3 else "grayscale", "splits": {k: len(v) for k, v in ds.splits.items()},
         "class_counts": class_counts(ds),
         **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
+    atomic.write_json(run_dir / "weights_init.json", weight_stats(model))
     progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {run_dir}")
 
     x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)

@@ -1,0 +1,131 @@
+"""Figures for notebooks and reports. Each function takes arrays or a loaded run and returns a
+matplotlib Figure:
+
+>>> run = cnnlab.load_run("runs/...")
+>>> cnnlab.viz.curves(run)                       # or curves(history_list, best_epoch=3)
+>>> cnnlab.viz.confusion(run)                    # or confusion(cm, class_names)
+>>> cnnlab.viz.feature_maps(run, image)          # or feature_maps([(name, (C, H, W)), ...])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import figures as _f
+from .fonts import setup_fonts
+from .inspect import feature_maps as layer_feature_maps
+from .inspect import grad_cam, weight_stats, weights
+
+
+def _is_run(obj) -> bool:
+    from ..runs import Run
+
+    return isinstance(obj, Run)
+
+
+def curves(history, best_epoch=None, stop_reason=None):
+    if _is_run(history):
+        run = history
+        return _f.curves(run.history, run.metrics.get("best_epoch"), run.metrics.get("stop_reason"))
+    return _f.curves(history, best_epoch, stop_reason)
+
+
+def confusion(cm, class_names=None, normalize=False):
+    if _is_run(cm):
+        ev = evaluation(cm)
+        return _f.confusion(ev["confusion_matrix"], cm.class_names, normalize)
+    return _f.confusion(cm, class_names, normalize)
+
+
+def samples(x, y=None, class_names=None, n=25, seed=0):
+    if _is_run(x):
+        split = test_split(x)
+        return _f.samples(split.x, split.y, x.class_names, n, seed)
+    return _f.samples(x, y, class_names, n, seed)
+
+
+def misclassified(x, y=None, probs=None, class_names=None, n=8):
+    if _is_run(x):
+        run, split = x, test_split(x)
+        return _f.misclassified(split.x, split.y, run.predict_proba(split.x), run.class_names, n, split.ids)
+    return _f.misclassified(x, y, probs, class_names, n)
+
+
+def kernels(weight, max_kernels=64):
+    if _is_run(weight):
+        first = next(iter(weights(weight.model).values()))
+        if first.ndim != 4:
+            raise ValueError("the model's first weighted layer is not a Conv2D layer")
+        return _f.kernels(first, max_kernels)
+    return _f.kernels(weight, max_kernels)
+
+
+def feature_maps(maps, image=None, max_channels=32):
+    if _is_run(maps):
+        if image is None:
+            image = test_split(maps).x[0]
+        return _f.feature_maps(layer_feature_maps(maps, image), image, max_channels)
+    return _f.feature_maps(maps, image, max_channels)
+
+
+def histograms(trained, initial=None):
+    if _is_run(trained):
+        run = trained
+        init_path = run.path / "weights_init.json"
+        import json
+
+        initial = json.loads(init_path.read_text()) if init_path.is_file() else None
+        return _f.histograms(weights(run.model), initial)
+    return _f.histograms(trained, initial)
+
+
+def diagram(spec):
+    return _f.diagram(spec.spec if _is_run(spec) else spec)
+
+
+def probabilities(probs, class_names=None, image=None, true=None, title=None):
+    if _is_run(probs):
+        run = probs
+        p = run.predict_proba(np.asarray(image)[None])[0]
+        return _f.probabilities(p, run.class_names, image, true, title)
+    return _f.probabilities(probs, class_names, image, true, title)
+
+
+def gradcam(run, images, titles=None):
+    images = np.asarray(images)
+    cams, classes = grad_cam(run, images)
+    titles = titles or [run.class_names[int(c)] for c in classes]
+    return _f.gradcam_overlay(list(images), list(cams), titles)
+
+
+def class_counts(counts, class_names=None):
+    if _is_run(counts):
+        return _f.class_counts(counts.data.get("class_counts", {}), counts.class_names)
+    return _f.class_counts(counts, class_names)
+
+
+# ------------------------------------------------------------------ run data
+
+def test_split(run):
+    """The run's test images (reloaded from its source, split as in training)."""
+    cache = run.__dict__.setdefault("_cache", {})
+    if "test" not in cache:
+        from ..api import evaluation_split
+
+        cache["test"] = evaluation_split(run, None, "test")
+    return cache["test"]
+
+
+def evaluation(run) -> dict:
+    import json
+
+    path = run.path / "evaluation.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    from ..api import evaluate
+
+    return evaluate(run)
+
+
+__all__ = ["class_counts", "confusion", "curves", "diagram", "feature_maps", "gradcam", "histograms",
+           "kernels", "misclassified", "probabilities", "samples", "setup_fonts", "weight_stats"]

@@ -1,0 +1,52 @@
+"""Hangul-capable fonts for figures: NanumGothic, bundled by the koreanize-matplotlib package
+(or Debian's fonts-nanum), registered as a fallback after matplotlib's default font."""
+
+from __future__ import annotations
+
+import glob
+import os
+from functools import lru_cache
+
+HANGUL_FAMILY = "NanumGothic"
+
+
+def _font_files() -> list[str]:
+    files = []
+    try:
+        import koreanize_matplotlib  # noqa: F401  (only its font files are used)
+
+        root = os.path.join(os.path.dirname(koreanize_matplotlib.__file__), "fonts")
+        files += glob.glob(os.path.join(root, "NanumGothic*.ttf"))
+    except ImportError:
+        pass
+    files += glob.glob("/usr/share/fonts/truetype/nanum/NanumGothic*.ttf")
+    return files
+
+
+@lru_cache(maxsize=1)
+def setup_fonts() -> str | None:
+    """Register NanumGothic and put it after DejaVu Sans in the sans-serif fallback list.
+    Returns the Hangul font file used, or None when none is installed."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    files = _font_files()
+    for f in files:
+        font_manager.fontManager.addfont(f)
+    if not files:
+        return None
+    matplotlib.rcParams["font.family"] = ["sans-serif"]
+    fallback = ["DejaVu Sans", HANGUL_FAMILY]
+    rest = [f for f in matplotlib.rcParams["font.sans-serif"] if f not in fallback]
+    matplotlib.rcParams["font.sans-serif"] = fallback + rest
+    matplotlib.rcParams["axes.unicode_minus"] = False
+    return next((f for f in files if f.endswith("NanumGothic.ttf")), files[0])
+
+
+def has_glyphs(font_file: str, text: str) -> bool:
+    """Whether ``font_file`` has a glyph for every non-space character of ``text``."""
+    from matplotlib.ft2font import FT2Font
+
+    font = FT2Font(font_file)
+    cmap = font.get_charmap()
+    return all(ord(ch) in cmap for ch in text if not ch.isspace())

@@ -1,0 +1,90 @@
+"""Looking inside a trained network: feature maps, Grad-CAM, weights and their statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _input(run, images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> the normalised float batch the model sees."""
+    from ..data.dataset import as_uint8_images
+    from ..data.sources import conform
+    from ..train.loop import to_tensor
+
+    x = conform(as_uint8_images(np.asarray(images), "images"), run.image_size, run.color_mode)
+    device = next(run.model.parameters()).device
+    off, inv = run.preprocessing.tensors(device)
+    return ((to_tensor(x, device).float() - off) * inv).contiguous()
+
+
+def weighted_layers(model) -> dict[str, nn.Module]:
+    """Spec layer name -> its Conv2d or Linear module, in order."""
+    out = {}
+    for info, block in zip(model.spec.layers, model.blocks):
+        for m in block.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                out[info.name] = m
+                break
+    return out
+
+
+def weights(model) -> dict[str, np.ndarray]:
+    return {name: m.weight.detach().cpu().numpy() for name, m in weighted_layers(model).items()}
+
+
+def weight_stats(model, bins: int = 50) -> dict[str, dict]:
+    """Mean, std, range and a histogram of each layer's weights (recorded at train start)."""
+    stats = {}
+    for name, w in weights(model).items():
+        w = w.ravel().astype(np.float64)
+        counts, edges = np.histogram(w, bins=bins)
+        stats[name] = {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()),
+                       "max": float(w.max()), "counts": counts.tolist(), "edges": edges.tolist()}
+    return stats
+
+
+def conv_indices(model) -> list[int]:
+    return [i for i, info in enumerate(model.spec.layers) if info.type == "Conv2D"]
+
+
+@torch.inference_mode()
+def feature_maps(run, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(layer name, (C, H, W) activations) for every Conv2D layer, for one image (H, W, C)."""
+    model = run.model.eval()
+    outs = model.features(_input(run, image[None]))
+    return [(model.spec.layers[i].name, outs[i][0].float().cpu().numpy()) for i in conv_indices(model)]
+
+
+def grad_cam(run, images: np.ndarray, class_index: int | list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM heat-maps (N, H, W) in [0, 1] at the input's size for the last Conv2D layer,
+    for the predicted class (or ``class_index``); returns (cams, classes)."""
+    model = run.model.eval()
+    convs = conv_indices(model)
+    if not convs:
+        raise ValueError("Grad-CAM needs a model with a Conv2D layer")
+    last = convs[-1]
+    x = _input(run, images)
+    with torch.enable_grad():
+        h = x
+        for i, block in enumerate(model.blocks):
+            h = block(h)
+            if i == last:
+                acts = h
+                acts.retain_grad()
+        logits = h
+        if model.spec.head == "binary":
+            logits = torch.cat([-logits, logits], 1)
+        classes = logits.argmax(1) if class_index is None else torch.as_tensor(
+            np.broadcast_to(class_index, (len(x),)).copy(), device=x.device)
+        score = logits.gather(1, classes.view(-1, 1)).sum()
+        model.zero_grad(set_to_none=True)
+        score.backward()
+    w = acts.grad.mean((2, 3), keepdim=True)
+    cam = F.relu((w * acts).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    top = cam.flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1)
+    model.zero_grad(set_to_none=True)
+    return (cam / top).detach().cpu().numpy(), classes.cpu().numpy()
