@@ -232,7 +232,7 @@ def diagram(spec) -> Figure:
     """The layer stack as boxes with output shapes, drawn without graphviz."""
     layers = spec.layers
     h = 0.55 * (len(layers) + 1) + 0.4
-    fig = new_figure(5.5, h)
+    fig = new_figure(5.5, h, layout=None)
     ax = fig.add_axes([0, 0, 1, 1])
     ax.set_xlim(0, 1)
     ax.set_ylim(0, len(layers) + 1)

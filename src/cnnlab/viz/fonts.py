@@ -11,14 +11,12 @@ HANGUL_FAMILY = "NanumGothic"
 
 
 def _font_files() -> list[str]:
-    files = []
-    try:
-        import koreanize_matplotlib  # noqa: F401  (only its font files are used)
+    import importlib.util
 
-        root = os.path.join(os.path.dirname(koreanize_matplotlib.__file__), "fonts")
-        files += glob.glob(os.path.join(root, "NanumGothic*.ttf"))
-    except ImportError:
-        pass
+    files = []
+    spec = importlib.util.find_spec("koreanize_matplotlib")  # its font files only: importing it
+    for root in (spec.submodule_search_locations or []) if spec else []:  # would change rcParams
+        files += glob.glob(os.path.join(root, "fonts", "NanumGothic*.ttf"))
     files += glob.glob("/usr/share/fonts/truetype/nanum/NanumGothic*.ttf")
     return files
 
