@@ -9,14 +9,21 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION="${CNNLAB_TORCH_VERSION:-2.13.0}"
 PY="${PYTHON:-python3}"
 
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1; then
+# Debian packages: the data always; Chromium for the browser tests when CNNLAB_INSTALL_BROWSER=1.
+APT_PACKAGES=""
+[ -d /usr/share/datasets/fashion-mnist ] || APT_PACKAGES="dataset-fashion-mnist"
+if [ "${CNNLAB_INSTALL_BROWSER:-0}" = "1" ] && [ ! -x /usr/bin/chromium ]; then
+  APT_PACKAGES="$APT_PACKAGES chromium"
+fi
+if [ -n "$APT_PACKAGES" ] && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" != "0" ]; then SUDO="$(command -v sudo || true)"; fi
   if [ "$(id -u)" = "0" ] || [ -n "$SUDO" ]; then
-    echo "== installing dataset-fashion-mnist with apt-get"
+    echo "== installing$APT_PACKAGES with apt-get"
     $SUDO apt-get update -qq || echo "warning: apt-get update failed" >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
-      || echo "warning: could not install dataset-fashion-mnist; cnnlab will try to download it" >&2
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $APT_PACKAGES >/dev/null \
+      || echo "warning: could not install$APT_PACKAGES (the data can still be downloaded; browser tests skip)" >&2
   fi
 fi
 

@@ -2,6 +2,6 @@
 # Set-up command 2: install everything, then run the linter and the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
+CNNLAB_INSTALL_BROWSER=1 bash scripts/install.sh
 .venv/bin/ruff check src tests benchmarks
 exec .venv/bin/python -m pytest -q "$@"

@@ -26,7 +26,7 @@ def spec_file(tmp_path):
 def trained(npz_path, spec_file, tmp_path):
     runs = tmp_path / "runs"
     code = main(["train", f"npz:{npz_path}", "--model", str(spec_file), "--epochs", "3", "--batch-size", "16",
-                 "--runs-dir", str(runs), "--quiet", "--threads", "2"])
+                 "--runs-dir", str(runs), "--quiet", "--threads", "2", "--no-report"])
     assert code == 0
     return next(runs.iterdir())
 
@@ -60,7 +60,9 @@ def test_train_prints_report_and_run_dir(npz_path, spec_file, tmp_path, capsys):
                              "--runs-dir", str(tmp_path / "r"), "--batch-size", "16")
     assert code == 0
     assert "precision" in out and "confusion matrix" in out and "test accuracy" in out
-    assert "run written to" in out
+    assert "run written to" in out and "report written to" in out
+    run_dir = Path(out.split("run written to ")[1].split()[0])
+    assert (run_dir / "report.html").is_file()
     assert "Epoch 1/2" in err and "val_accuracy" in err  # epoch summary lines (a log, not a tty)
 
 
@@ -124,7 +126,7 @@ def test_config_file_and_flag_override(npz_path, spec_file, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"source: npz:{npz_path}\nmodel: {spec_file}\nepochs: 3\nbatch_size: 16\nquiet: true\n"
                    f"runs_dir: {tmp_path / 'r'}\n")
-    code, out, _ = run_cli(capsys, "train", "--config", str(cfg), "--epochs", "1")
+    code, out, _ = run_cli(capsys, "train", "--config", str(cfg), "--epochs", "1", "--no-report")
     assert code == 0
     run = next((tmp_path / "r").iterdir())
     import yaml

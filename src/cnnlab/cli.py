@@ -120,6 +120,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     opt("--runs-dir", key="runs_dir", group=o, metavar="DIR", help="where run directories are written")
     opt("--quiet", "-q", key="quiet", group=o, action="store_true",
         help="no progress bar or epoch lines (default: off)")
+    groups[o].add_argument("--no-report", dest="report", action="store_false", default=True,
+                           help="skip writing report.html at the end (default: write it)")
 
 
 def cmd_train(args) -> int:
@@ -140,6 +142,10 @@ def cmd_train(args) -> int:
     if "test" in m:
         print(f"test accuracy {m['test']['accuracy']:.4f} - test loss {m['test']['loss']:.4f} - "
               f"best epoch {m['best_epoch']} of {m['epochs_run']} - {m['wall_time_s']:.1f}s")
+    if args.report and "test" in m:
+        from .report import build_report
+
+        print(f"report written to {build_report(run)}")
     print(f"run written to {run.path}")
     if m.get("status") == "interrupted":
         print("training was interrupted: the best checkpoint so far is kept", file=sys.stderr)
@@ -253,6 +259,81 @@ def cmd_export(args) -> int:
     return 0
 
 
+PLOTS = ("curves", "confusion", "samples", "kernels", "feature-maps", "histograms", "misclassified",
+         "diagram", "gradcam", "class-counts")
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    from .runs import load_run
+
+    path = build_report(load_run(args.run), args.out)
+    print(f"report written to {path}")
+    return 0
+
+
+def _image_arg(run, image: str | None):
+    from .data.images import load_image
+
+    return None if image is None else load_image(image, run.image_size, run.color_mode)
+
+
+def cmd_plot(args) -> int:
+    from . import viz
+    from .atomic import write_with
+    from .runs import load_run
+
+    run = load_run(args.run)
+    image = _image_arg(run, args.image)
+    kind = args.kind
+    if kind == "feature-maps":
+        fig = viz.feature_maps(run, image)
+    elif kind == "gradcam":
+        import numpy as np
+
+        imgs = image[None] if image is not None else viz.test_split(run).x[:8]
+        fig = viz.gradcam(run, np.asarray(imgs))
+    else:
+        fig = getattr(viz, kind.replace("-", "_"))(run)
+    out = Path(args.out or run.path / f"{kind}.{args.format}")
+    write_with(out, lambda tmp: fig.savefig(tmp, format=args.format, dpi=args.dpi))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from . import viz
+    from .atomic import write_with
+    from .runs import load_run
+    from .viz.inspect import grad_cam
+
+    run = load_run(args.run)
+    image = _image_arg(run, args.image)
+    probs = run.predict_proba(image[None])[0]
+    out_dir = Path(args.out_dir or run.path / "explain" / Path(args.image).stem)
+    figs = {"probabilities": viz.probabilities(probs, run.class_names, image, title=Path(args.image).name),
+            "feature_maps": viz.feature_maps(run, image) if viz.inspect.conv_indices(run.model) else None,
+            "gradcam": viz.gradcam(run, image[None]) if viz.inspect.conv_indices(run.model) else None}
+    order = probs.argsort()[::-1]
+    print(f"{args.image}: {run.class_names[order[0]]} ({probs[order[0]]:.4f})")
+    for i in order[:5]:
+        print(f"  {run.class_names[i]:<16} {probs[i]:.4f}")
+    if figs["gradcam"] is not None:
+        cam, _ = grad_cam(run, image[None])
+        h, w = cam.shape[1:]
+        ys, xs = divmod(int(cam[0].argmax()), w)
+        where = ("top" if ys < h / 3 else "bottom" if ys > 2 * h / 3 else "middle") + "-" + \
+                ("left" if xs < w / 3 else "right" if xs > 2 * w / 3 else "centre")
+        print(f"  Grad-CAM: the evidence for {run.class_names[order[0]]} is strongest at the {where} "
+              f"(pixel row {ys}, column {xs})")
+    for name, fig in figs.items():
+        if fig is not None:
+            out = out_dir / f"{name}.png"
+            write_with(out, lambda tmp, f=fig: f.savefig(tmp, format="png", dpi=100))
+    print(f"figures written to {out_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -301,6 +382,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=int, default=None, help="adapt a preset to this many classes")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_summary)
+
+    r = sub.add_parser("report", help="write the run's self-contained report.html", formatter_class=fmt)
+    r.add_argument("run", help="run directory")
+    r.add_argument("--out", default=None, help="output file (default: RUN/report.html)")
+    r.set_defaults(func=cmd_report)
+
+    pl = sub.add_parser("plot", help="write one figure of a run as PNG or SVG", formatter_class=fmt)
+    pl.add_argument("run", help="run directory")
+    pl.add_argument("kind", choices=PLOTS, help="which figure")
+    pl.add_argument("--format", default="png", choices=["png", "svg"], help="file format")
+    pl.add_argument("--out", default=None, help="output file (default: RUN/KIND.FORMAT)")
+    pl.add_argument("--image", default=None, help="image for feature-maps / gradcam (default: test images)")
+    pl.add_argument("--dpi", type=int, default=100, help="resolution of PNG files")
+    pl.set_defaults(func=cmd_plot)
+
+    ex = sub.add_parser("explain", help="prediction, feature maps and Grad-CAM for one image", formatter_class=fmt)
+    ex.add_argument("run", help="run directory")
+    ex.add_argument("image", help="an image file")
+    ex.add_argument("--out-dir", default=None, help="where the PNG files go (default: RUN/explain/IMAGE_NAME)")
+    ex.set_defaults(func=cmd_explain)
 
     m = sub.add_parser("models", help="list model presets", formatter_class=fmt)
     m.set_defaults(func=cmd_models)

@@ -33,10 +33,9 @@ def setup_fonts() -> str | None:
         font_manager.fontManager.addfont(f)
     if not files:
         return None
-    matplotlib.rcParams["font.family"] = ["sans-serif"]
-    fallback = ["DejaVu Sans", HANGUL_FAMILY]
-    rest = [f for f in matplotlib.rcParams["font.sans-serif"] if f not in fallback]
-    matplotlib.rcParams["font.sans-serif"] = fallback + rest
+    # Explicit families: matplotlib falls back glyph by glyph along font.family, but expands the
+    # generic "sans-serif" to a single font.
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", HANGUL_FAMILY]
     matplotlib.rcParams["axes.unicode_minus"] = False
     return next((f for f in files if f.endswith("NanumGothic.ttf")), files[0])
 

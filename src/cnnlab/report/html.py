@@ -1,0 +1,256 @@
+"""``report.html``: one self-contained file per run (images, font and script inline, no network).
+
+Sections: data, model, training, results (with a clickable confusion matrix), mistakes,
+inside the network, config and environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .. import atomic
+
+THUMBS_PER_CELL = 48  # thumbnails kept per confusion-matrix cell
+THUMB_MAX = 64  # longest side of a thumbnail, pixels
+
+
+def _png(fig, dpi: int = 80) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _thumb(img: np.ndarray) -> str:
+    arr = img[..., 0] if img.shape[-1] == 1 else img
+    im = Image.fromarray(arr)
+    if max(im.size) > THUMB_MAX:
+        im.thumbnail((THUMB_MAX, THUMB_MAX))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _font_face(text: str) -> str:
+    """An @font-face with NanumGothic subset to the Hangul in ``text`` (a few KB), so Korean
+    class names render even on machines without CJK fonts."""
+    chars = sorted({ch for ch in text if "\uac00" <= ch <= "\ud7a3" or "\u3130" <= ch <= "\u318f"})
+    if not chars:
+        return ""
+    from ..viz.fonts import setup_fonts
+
+    font_file = setup_fonts()
+    if not font_file:
+        return ""
+    from fontTools import subset
+
+    opts = subset.Options()
+    opts.flavor = None
+    font = subset.load_font(font_file, opts)
+    sub = subset.Subsetter(opts)
+    sub.populate(text="".join(chars) + " ")
+    sub.subset(font)
+    buf = io.BytesIO()
+    subset.save_font(font, buf, opts)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return ("@font-face{font-family:'NanumGothicSubset';"
+            f"src:url(data:font/ttf;base64,{data}) format('truetype');}}")
+
+
+def _json_script(obj) -> str:
+    """JSON safe inside a <script> element."""
+    return json.dumps(obj, ensure_ascii=False).replace("</", "<\\/")
+
+
+def _table(headers: list[str], rows: list[list], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _confusion_html(cm: list[list[int]], names: list[str]) -> str:
+    k = len(names)
+    top = max(max(r) for r in cm) or 1
+    head = "<th>true \\ predicted</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = []
+    for i in range(k):
+        cells = []
+        for j in range(k):
+            v = cm[i][j]
+            alpha = 0.08 + 0.85 * v / top
+            color = ("transparent" if v == 0 else f"rgba(31,119,180,{alpha:.2f})" if i == j
+                     else f"rgba(214,39,40,{min(alpha * 2, 0.9):.2f})")
+            cells.append(f'<td class="cell" data-cell="{i},{j}" style="background:{color}" '
+                         f'title="true {html.escape(names[i])}, predicted {html.escape(names[j])}: {v}">{v}</td>')
+        rows.append(f"<tr><th>{html.escape(names[i])}</th>{''.join(cells)}</tr>")
+    return f'<table class="confusion"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _cell_thumbnails(x, y, probs, ids, names, rng) -> dict:
+    pred = probs.argmax(1)
+    cells = {}
+    for i in range(len(names)):
+        for j in range(len(names)):
+            idx = np.nonzero((y == i) & (pred == j))[0]
+            if len(idx) == 0:
+                continue
+            if len(idx) > THUMBS_PER_CELL:  # the most confident first, as mistakes are read
+                idx = idx[np.argsort(-probs[idx, j])][:THUMBS_PER_CELL] if i != j else \
+                    np.sort(rng.choice(idx, THUMBS_PER_CELL, replace=False))
+            cells[f"{i},{j}"] = {"total": int(((y == i) & (pred == j)).sum()), "items": [
+                {"id": ids[n] if ids is not None else f"#{n}", "src": _thumb(x[n]),
+                 "p": round(float(probs[n, j]), 4)} for n in idx]}
+    return cells
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI','DejaVu Sans',NanumGothicSubset,sans-serif;
+margin:0;color:#222;background:#fafafa}
+header{background:#1f3b57;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
+header .meta{opacity:.85;font-size:14px;margin-top:6px}
+nav{position:sticky;top:0;background:#fff;border-bottom:1px solid #ddd;padding:8px 28px;z-index:2}
+nav a{margin-right:16px;color:#1f3b57;text-decoration:none;font-size:14px}
+section{padding:12px 28px;border-bottom:1px solid #eee;background:#fff;margin:10px 0}
+h2{font-size:18px;color:#1f3b57}img.fig{max-width:100%;height:auto;border:1px solid #eee}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
+th{background:#f2f4f7}td:first-child,th:first-child{text-align:left}
+table.confusion td.cell{cursor:pointer;min-width:34px;text-align:center}
+table.confusion td.cell:hover,table.confusion td.selected{outline:2px solid #111}
+#thumbs{display:flex;flex-wrap:wrap;gap:8px;margin-top:10px}
+#thumbs figure{margin:0;width:92px;font-size:11px;text-align:center}
+#thumbs img{width:64px;height:64px;image-rendering:pixelated;border:1px solid #ccc}
+.kpi{display:inline-block;margin-right:28px}.kpi b{font-size:22px;display:block}
+pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px}
+.note{color:#666;font-size:13px}
+"""
+
+JS = """
+const cells = JSON.parse(document.getElementById('cells').textContent);
+const names = JSON.parse(document.getElementById('names').textContent);
+const box = document.getElementById('thumbs'), title = document.getElementById('thumbs-title');
+function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));}
+document.querySelectorAll('td.cell').forEach(td => td.addEventListener('click', () => {
+  document.querySelectorAll('td.selected').forEach(e => e.classList.remove('selected'));
+  td.classList.add('selected');
+  const [i, j] = td.dataset.cell.split(',').map(Number);
+  const c = cells[td.dataset.cell] || {total: 0, items: []};
+  title.textContent = `true ${names[i]}, predicted ${names[j]}: ${c.total} image(s)` +
+    (c.items.length < c.total ? `, ${c.items.length} shown` : '');
+  box.innerHTML = c.items.map(t => `<figure class="thumb"><img src="${t.src}" alt="${esc(t.id)}">` +
+    `<figcaption>${esc(t.id)}<br>true ${esc(names[i])}<br>pred ${esc(names[j])} ` +
+    `(${t.p.toFixed(2)})</figcaption></figure>`).join('');
+}));
+"""
+
+
+def build_report(run, out: str | Path | None = None, max_mistakes: int = 12) -> Path:
+    """Write ``report.html`` for a run (its test split is reloaded from the run's source)."""
+    import yaml
+
+    from .. import viz
+    from ..models.spec import Spec
+    from ..viz.inspect import conv_indices
+
+    t0 = time.perf_counter()
+    path = Path(out) if out else run.path / "report.html"
+    names = run.class_names
+    split = viz.test_split(run)
+    probs = run.predict_proba(split.x)
+    ev = viz.evaluation(run)
+    m = run.metrics
+    spec: Spec = run.spec
+    rng = np.random.default_rng(0)
+    figs = {}
+    figs["counts"] = _png(viz.class_counts(run))
+    train_like = split  # sample grid from the test images (training images are not reloaded twice)
+    figs["samples"] = _png(viz.figures.samples(train_like.x, train_like.y, names, n=24, cols=8))
+    figs["diagram"] = _png(viz.diagram(run))
+    if run.history:
+        figs["curves"] = _png(viz.curves(run))
+    figs["mistakes"] = _png(viz.figures.misclassified(split.x, split.y, probs, names, max_mistakes, split.ids))
+    has_conv = bool(conv_indices(run.model))
+    if has_conv:
+        figs["kernels"] = _png(viz.kernels(run))
+        sample = split.x[int(rng.integers(len(split.x)))]
+        figs["feature_maps"] = _png(viz.feature_maps(run, sample), dpi=70)
+        pick = rng.choice(len(split.x), size=min(8, len(split.x)), replace=False)
+        figs["gradcam"] = _png(viz.gradcam(run, split.x[pick],
+                                           [f"{names[split.y[i]]}" for i in pick]))
+    figs["histograms"] = _png(viz.histograms(run))
+    cells = _cell_thumbnails(split.x, split.y, probs, split.ids, names, rng)
+
+    report = ev["classification_report"]
+    rep_rows = [[n, f"{report[n]['precision']:.4f}", f"{report[n]['recall']:.4f}",
+                 f"{report[n]['f1-score']:.4f}", int(report[n]["support"])] for n in names]
+    for k in ("macro avg", "weighted avg"):
+        rep_rows.append([k, f"{report[k]['precision']:.4f}", f"{report[k]['recall']:.4f}",
+                         f"{report[k]['f1-score']:.4f}", int(report[k]["support"])])
+    summary_rows = [[l.name, l.type, "(None, " + ", ".join(map(str, l.output_shape)) + ")", f"{l.params:,}"]
+                    for l in spec.layers]
+    summary_rows.append(["total", "", "", f"{spec.total_params:,}"])
+    summary_rows.append(["trainable / non-trainable", "", "",
+                         f"{spec.trainable_params:,} / {spec.non_trainable_params:,}"])
+    acc = ev["accuracy"]
+    data = run.data
+    split_sizes = ", ".join(f"{k} {v:,}" for k, v in data.get("splits", {}).items())
+    stop = m.get("stop_reason", "")
+    best = m.get("best_epoch")
+    title = f"{spec.name} on {data.get('source', '?')}"
+    env = m.get("environment", {})
+    text_for_font = " ".join(names) + title
+
+    def img(key, alt):
+        return f'<img class="fig" src="{figs[key]}" alt="{alt}">' if key in figs else ""
+
+    body = f"""
+<header><h1>{html.escape(title)}</h1>
+<div class="meta">run {html.escape(run.path.name)} · status {html.escape(str(m.get('status', '?')))} ·
+test accuracy {acc:.4f} · {spec.total_params:,} parameters</div></header>
+<nav><a href="#data">Data</a><a href="#model">Model</a><a href="#training">Training</a><a href="#results">Results</a>
+<a href="#mistakes">Mistakes</a><a href="#inside">Inside the network</a><a href="#config">Config</a></nav>
+<section id="data"><h2>Data</h2>
+<p>Source <b>{html.escape(str(data.get('source')))}</b>: {split_sizes}; images {data.get('image_size')}
+{html.escape(str(data.get('color_mode')))}; {len(names)} classes.</p>
+{img('counts', 'class counts per split')}
+<h3>Random test images with their labels</h3>{img('samples', 'sample images')}</section>
+<section id="model"><h2>Model</h2>{_table(['layer', 'type', 'output shape', 'params'], summary_rows, 'summary')}
+{img('diagram', 'layer diagram')}</section>
+<section id="training"><h2>Training</h2>
+<p>{m.get('epochs_run', '?')} epochs; best epoch {best} ({html.escape(str(m.get('monitor', '')))});
+{html.escape(stop)}. Training time {m.get('train_time_s', 0):.1f} s.</p>
+{img('curves', 'loss and accuracy curves')}</section>
+<section id="results"><h2>Results</h2>
+<div class="kpi"><b>{acc:.4f}</b>test accuracy</div><div class="kpi"><b>{ev['loss']:.4f}</b>test loss</div>
+<div class="kpi"><b>{ev['n']:,}</b>test images</div>
+<h3>Classification report</h3>{_table(['class', 'precision', 'recall', 'f1-score', 'support'], rep_rows, 'report')}
+<h3>Confusion matrix</h3><p class="note">Click a cell to see its test images.</p>
+{_confusion_html(ev['confusion_matrix'], names)}
+<h3 id="thumbs-title" class="note">No cell selected.</h3><div id="thumbs"></div></section>
+<section id="mistakes"><h2>Mistakes</h2><p class="note">The most confident misclassifications first.</p>
+{img('mistakes', 'most confident misclassifications')}</section>
+<section id="inside"><h2>Inside the network</h2>
+{'<h3>First-layer kernels</h3>' + img('kernels', 'first-layer kernels') if has_conv else ''}
+{'<h3>Feature maps of every convolutional layer</h3>' + img('feature_maps', 'feature maps') if has_conv else ''}
+<h3>Weights: trained against initial</h3>{img('histograms', 'weight histograms')}
+{'<h3>Grad-CAM</h3>' + img('gradcam', 'Grad-CAM heat-maps') if has_conv else ''}</section>
+<section id="config"><h2>Config and environment</h2>
+<pre>{html.escape(yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True))}</pre>
+<pre>{html.escape(json.dumps(env, indent=2, ensure_ascii=False))}</pre>
+<p class="note">Report written in {{elapsed}} s by cnnlab {html.escape(str(env.get('cnnlab', '')))}.</p></section>
+<script type="application/json" id="cells">{_json_script(cells)}</script>
+<script type="application/json" id="names">{_json_script(names)}</script>
+<script>{JS}</script>"""
+    body = body.replace("{elapsed}", f"{time.perf_counter() - t0:.1f}")
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>cnnlab report: {html.escape(title)}</title>"
+            f"<style>{_font_face(text_for_font)}{CSS}</style></head><body>{body}</body></html>")
+    atomic.write_text(path, page)
+    return path

@@ -1,0 +1,88 @@
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnlab
+from cnnlab.cli import PLOTS, main
+from cnnlab.report import build_report
+from conftest import TINY_SPEC, bars
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def korean_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    x, y = bars(20)
+    xt, yt = bars(8, seed=3)
+    np.savez(d / "b.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    (d / "names.txt").write_text("가로\n세로\n대각선\n", encoding="utf-8")
+    return cnnlab.train(f"npz:{d / 'b.npz'}", model=TINY_SPEC, epochs=2, runs_dir=str(d / "runs"),
+                        quiet=True, batch_size=16, class_names=str(d / "names.txt"))
+
+
+def test_report_is_one_self_contained_file(korean_run):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Glyph .* missing")  # Korean names drawn as boxes
+        path = build_report(korean_run)
+    text = path.read_text(encoding="utf-8")
+    assert path == korean_run.path / "report.html"
+    for section in ("Data", "Model", "Training", "Results", "Mistakes", "Inside the network",
+                    "Config and environment"):
+        assert f"<h2>{section}</h2>" in text
+    assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from the network
+    assert "@font-face" in text and "NanumGothicSubset" in text  # Hangul travels with the page
+    assert "가로" in text and "confusion" in text and 'data-cell="0,0"' in text
+    assert path.stat().st_size < 8_000_000
+
+
+def test_plot_every_kind_and_svg(korean_run, tmp_path, capsys):
+    for kind in PLOTS:
+        out = tmp_path / f"{kind}.png"
+        assert main(["plot", str(korean_run.path), kind, "--out", str(out)]) == 0, kind
+        assert Image.open(out).size[0] > 100
+    out = tmp_path / "curves.svg"
+    assert main(["plot", str(korean_run.path), "curves", "--format", "svg", "--out", str(out)]) == 0
+    assert out.read_text().lstrip().startswith("<?xml")
+
+
+def test_explain_one_image(korean_run, tmp_path, capsys):
+    x, _ = bars(1, seed=11)
+    img = tmp_path / "one.png"
+    Image.fromarray(x[0, ..., 0]).save(img)
+    assert main(["explain", str(korean_run.path), str(img), "--out-dir", str(tmp_path / "ex")]) == 0
+    out = capsys.readouterr().out
+    assert "one.png:" in out and "Grad-CAM" in out
+    assert {p.name for p in (tmp_path / "ex").iterdir()} == {"probabilities.png", "feature_maps.png", "gradcam.png"}
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM),
+                    reason="Debian's chromium is not installed")
+def test_report_in_headless_chromium(korean_run, tmp_path):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    path = build_report(korean_run)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        outside = []
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+        page.goto(path.as_uri())
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        assert (tmp_path / "report.png").stat().st_size > 20_000
+        assert page.locator("#thumbs figure").count() == 0
+        page.click('td.cell[data-cell="1,1"]')
+        page.wait_for_selector("#thumbs figure")
+        n = page.locator("#thumbs figure").count()
+        assert n == int(page.locator('td.cell[data-cell="1,1"]').inner_text()) > 0
+        caption = page.locator("#thumbs figcaption").first.inner_text()
+        assert "true 세로" in caption and "pred 세로" in caption
+        # The Hangul font inside the page has the glyphs: Korean text is as wide as real glyphs, not boxes
+        assert page.evaluate("document.fonts.check('16px NanumGothicSubset', '세로')")
+        browser.close()
+    assert outside == []
