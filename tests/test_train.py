@@ -33,6 +33,12 @@ def test_train_writes_a_complete_run_directory(npz_path, tmp_path):
     assert {"config.yaml", "spec.json", "model.safetensors", "best.safetensors", "preprocessing.json",
             "classes.json", "data.json", "history.csv", "metrics.json", "evaluation.json"} <= names
     assert not any(n.endswith(".tmp") for n in names)
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((run.path / "metrics.json").stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600
     m = json.loads((run.path / "metrics.json").read_text())
     assert {"loss", "accuracy"} <= set(m["test"]) and m["epochs_run"] >= 1 and m["best_epoch"] >= 1
     assert m["train_time_s"] > 0 and m["wall_time_s"] >= m["train_time_s"]
