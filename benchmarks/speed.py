@@ -84,7 +84,9 @@ def main(argv=None) -> int:
         for bs in args.batch_sizes:
             plain, ours = [], []
             for r in range(args.repeats):
-                plain.append(plain_epoch(fresh(args.model, r), x_float, y_tr, bs))
+                # the obvious module: default (NCHW) memory format, as nn.Module code gets it
+                plain_model = fresh(args.model, r).to(memory_format=torch.contiguous_format)
+                plain.append(plain_epoch(plain_model, x_float, y_tr, bs))
                 ours.append(cnnlab_epoch(fresh(args.model, r), x_u8, y_tr, prep, bs))
                 print(f"  batch {bs} repeat {r + 1}: plain {plain[-1]:.2f}s cnnlab {ours[-1]:.2f}s",
                       file=sys.stderr)

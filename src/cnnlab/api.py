@@ -64,14 +64,24 @@ def _as_run(run: Run | str | Path) -> Run:
     return run if isinstance(run, Run) else load_run(run)
 
 
+def _run_config(run: Run) -> TrainConfig:
+    return TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.__dataclass_fields__})
+
+
+def run_dataset(run: Run) -> Dataset:
+    """The run's own data with its train / validation / test splits, as in training."""
+    cfg = _run_config(run)
+    cfg.quiet = True
+    return load_data(cfg)
+
+
 def evaluation_split(run: Run, source: str | None = None, split: str = "test") -> Split:
     """The images a run is evaluated on: its own data's split, or another source's."""
-    cfg = TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.__dataclass_fields__})
+    cfg = _run_config(run)
     if split not in ("train", "validation", "test", "all"):
         raise DataError(f"unknown split '{split}'", "--split", "use train, validation, test or all")
     if source is None:
-        cfg.quiet = True
-        ds = load_data(cfg)
+        ds = run_dataset(run)
     else:
         opts = cfg.data_options()
         opts.image_size, opts.color_mode, opts.quiet = run.image_size, run.color_mode, True

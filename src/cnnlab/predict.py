@@ -15,7 +15,7 @@ from .data.images import is_image_file, load_images
 from .errors import DataError
 
 
-def predict_proba(run, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def predict_proba(run, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Probabilities (N, K) for uint8 images (N, H, W[, C]); other sizes are resized."""
     import torch
 
@@ -54,7 +54,7 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return out
 
 
-def predict_paths(run, paths: list[Path], batch_size: int = 1024) -> np.ndarray:
+def predict_paths(run, paths: list[Path], batch_size: int = 256) -> np.ndarray:
     x, _, _ = load_images(paths, run.image_size, run.color_mode)
     return run.predict_proba(x, batch_size)
 

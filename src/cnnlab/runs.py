@@ -128,7 +128,7 @@ class Run:
         c = self.spec.input_shape[2] if len(self.spec.input_shape) == 3 else 1
         return "rgb" if c == 3 else "grayscale"
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, K) for uint8 images (N, H, W, C) or (N, H, W)."""
         from .predict import predict_proba
 

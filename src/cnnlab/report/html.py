@@ -169,8 +169,8 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12) -> 
     rng = np.random.default_rng(0)
     figs = {}
     figs["counts"] = _png(viz.class_counts(run))
-    train_like = split  # sample grid from the test images (training images are not reloaded twice)
-    figs["samples"] = _png(viz.figures.samples(train_like.x, train_like.y, names, n=24, cols=8))
+    train = viz.run_split(run, "train")
+    figs["samples"] = _png(viz.figures.samples(train.x, train.y, names, n=24, cols=8))
     figs["diagram"] = _png(viz.diagram(run))
     if run.history:
         figs["curves"] = _png(viz.curves(run))
@@ -219,7 +219,7 @@ test accuracy {acc:.4f} · {spec.total_params:,} parameters</div></header>
 <p>Source <b>{html.escape(str(data.get('source')))}</b>: {split_sizes}; images {data.get('image_size')}
 {html.escape(str(data.get('color_mode')))}; {len(names)} classes.</p>
 {img('counts', 'class counts per split')}
-<h3>Random test images with their labels</h3>{img('samples', 'sample images')}</section>
+<h3>Random training images with their labels</h3>{img('samples', 'sample images')}</section>
 <section id="model"><h2>Model</h2>{_table(['layer', 'type', 'output shape', 'params'], summary_rows, 'summary')}
 {img('diagram', 'layer diagram')}</section>
 <section id="training"><h2>Training</h2>

@@ -37,7 +37,10 @@ def resolve_device(name: str) -> torch.device:
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
     """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``, kept in
     channels_last memory order (the NHWC bytes as they are, no copy on the CPU)."""
-    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(device)
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable:  # e.g. np.asarray of a PIL image; torch wants writable memory
+        x = x.copy()
+    return torch.from_numpy(x).permute(0, 3, 1, 2).to(device)
 
 
 @dataclass
@@ -55,7 +58,7 @@ class FitResult:
 
 
 @torch.inference_mode()
-def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 1024,
+def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 256,
                    tta: str = "none") -> torch.Tensor:
     """Logits for uint8 (N, C, H, W) images, in eval mode; ``tta="flip"`` averages the logits
     of each image and its mirror image."""

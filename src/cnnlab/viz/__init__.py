@@ -39,7 +39,7 @@ def confusion(cm, class_names=None, normalize=False):
 
 def samples(x, y=None, class_names=None, n=25, seed=0):
     if _is_run(x):
-        split = test_split(x)
+        split = run_split(x, "train")
         return _f.samples(split.x, split.y, x.class_names, n, seed)
     return _f.samples(x, y, class_names, n, seed)
 
@@ -106,14 +106,19 @@ def class_counts(counts, class_names=None):
 
 # ------------------------------------------------------------------ run data
 
-def test_split(run):
-    """The run's test images (reloaded from its source, split as in training)."""
+def run_split(run, split: str = "test"):
+    """One split of the run's data, reloaded from its source and split as in training
+    (loaded once per run object)."""
     cache = run.__dict__.setdefault("_cache", {})
-    if "test" not in cache:
-        from ..api import evaluation_split
+    if "dataset" not in cache:
+        from ..api import run_dataset
 
-        cache["test"] = evaluation_split(run, None, "test")
-    return cache["test"]
+        cache["dataset"] = run_dataset(run)
+    return cache["dataset"][split]
+
+
+def test_split(run):
+    return run_split(run, "test")
 
 
 def evaluation(run) -> dict:
