@@ -22,7 +22,7 @@ def test_constant_schedule():
 
 def test_recipe_fills_only_unset_keys():
     cfg = make_config(recipe="fast", epochs=7)
-    assert cfg.schedule == "onecycle" and cfg.epochs == 7 and cfg.patience is None and cfg.tta == "flip"
+    assert cfg.schedule == "onecycle" and cfg.epochs == 7 and cfg.patience is None and cfg.batch_size == 256
     assert make_config().schedule == "constant" and make_config().patience == 2
     with pytest.raises(ConfigError, match="recipe"):
         make_config(recipe="fastest")
@@ -30,3 +30,9 @@ def test_recipe_fills_only_unset_keys():
 
 def test_explicit_none_patience_disables_early_stopping():
     assert make_config(patience=None, explicit_none=["patience"]).patience is None
+
+
+def test_flip_tta_requires_flip_training():
+    with pytest.raises(ConfigError, match="horizontal-flip"):
+        make_config(tta="flip")
+    assert make_config(tta="flip", horizontal_flip=True).tta == "flip"
