@@ -105,3 +105,18 @@ TINY_SPEC = {
         {"type": "Dense", "units": 3, "activation": "softmax"},
     ],
 }
+
+
+def train_tiny_run(folder: Path, class_names: list[str] | None = None, test_per_class: int = 6):
+    """A 2-epoch run of TINY_SPEC on bar images (with its own test set) in ``folder``."""
+    import cnnlab
+
+    x, y = bars(20)
+    xt, yt = bars(test_per_class, seed=2)
+    np.savez(folder / "b.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    names = None
+    if class_names:
+        (folder / "names.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+        names = str(folder / "names.txt")
+    return cnnlab.train(f"npz:{folder / 'b.npz'}", model=TINY_SPEC, epochs=2, runs_dir=str(folder / "runs"),
+                        quiet=True, batch_size=16, class_names=names)

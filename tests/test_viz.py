@@ -2,20 +2,14 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import cnnlab
 import cnnlab.viz as V
 from cnnlab.viz.fonts import has_glyphs, setup_fonts
-from conftest import TINY_SPEC, bars
+from conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("viz")
-    x, y = bars(20)
-    xt, yt = bars(6, seed=2)
-    np.savez(d / "b.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
-    return cnnlab.train(f"npz:{d / 'b.npz'}", model=TINY_SPEC, epochs=2, runs_dir=str(d / "runs"),
-                        quiet=True, batch_size=16)
+    return train_tiny_run(tmp_path_factory.mktemp("viz"))
 
 
 def test_every_figure_from_a_run(tiny_run, tmp_path):
