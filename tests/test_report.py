@@ -1,9 +1,11 @@
 import re
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
+import cnnlab
 from cnnlab.cli import PLOTS, main
 from cnnlab.report import build_report
 from conftest import bars, train_tiny_run
@@ -81,3 +83,12 @@ def test_report_in_headless_chromium(korean_run, tmp_path):
         assert page.evaluate("document.fonts.check('16px NanumGothicSubset', '세로')")
         browser.close()
     assert outside == []
+
+
+def test_report_without_test_split_is_a_clear_error(tmp_path, capsys):
+    x, y = bars(10)
+    np.savez(tmp_path / "t.npz", x_train=x, y_train=y)
+    run = cnnlab.train(f"npz:{tmp_path / 't.npz'}", model="fashion-cnn", epochs=1, test_split=0,
+                       runs_dir=str(tmp_path / "r"), quiet=True, image_size=[28, 28])
+    assert main(["report", str(run.path)]) == 2
+    assert "no test split" in capsys.readouterr().err

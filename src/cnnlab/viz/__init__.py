@@ -114,7 +114,13 @@ def run_split(run, split: str = "test"):
         from ..api import run_dataset
 
         cache["dataset"] = run_dataset(run)
-    return cache["dataset"][split]
+    ds = cache["dataset"]
+    if split not in ds.splits:
+        from ..errors import DataError
+
+        raise DataError(f"the run's data has no {split} split", str(run.path),
+                        "train with a test set (--test-split or --test-source) to get a report")
+    return ds[split]
 
 
 def test_split(run):
