@@ -118,6 +118,8 @@ class Run:
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    # The run's data with its splits, once loaded (by training, or on first use by figures).
+    dataset: object = field(default=None, repr=False, compare=False)
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -151,5 +151,5 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if run is None:
         raise TrainingError("training ended before an epoch finished", str(run_dir), "train again")
     run.metrics = metrics
-    run.__dict__.setdefault("_cache", {})["dataset"] = ds  # the report reuses it instead of reloading
+    run.dataset = ds  # figures and the report reuse it instead of reloading
     return run

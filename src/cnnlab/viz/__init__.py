@@ -109,12 +109,11 @@ def class_counts(counts, class_names=None):
 def run_split(run, split: str = "test"):
     """One split of the run's data, reloaded from its source and split as in training
     (loaded once per run object)."""
-    cache = run.__dict__.setdefault("_cache", {})
-    if "dataset" not in cache:
+    if run.dataset is None:
         from ..api import run_dataset
 
-        cache["dataset"] = run_dataset(run)
-    ds = cache["dataset"]
+        run.dataset = run_dataset(run)
+    ds = run.dataset
     if split not in ds.splits:
         from ..errors import DataError
 
