@@ -311,15 +311,15 @@ def cmd_explain(args) -> int:
     image = _image_arg(run, args.image)
     probs = run.predict_proba(image[None])[0]
     out_dir = Path(args.out_dir or run.path / "explain" / Path(args.image).stem)
-    figs = {"probabilities": viz.probabilities(probs, run.class_names, image, title=Path(args.image).name),
-            "feature_maps": viz.feature_maps(run, image) if viz.inspect.conv_indices(run.model) else None,
-            "gradcam": viz.gradcam(run, image[None]) if viz.inspect.conv_indices(run.model) else None}
     order = probs.argsort()[::-1]
+    figs = {"probabilities": viz.probabilities(probs, run.class_names, image, title=Path(args.image).name)}
     print(f"{args.image}: {run.class_names[order[0]]} ({probs[order[0]]:.4f})")
     for i in order[:5]:
         print(f"  {run.class_names[i]:<16} {probs[i]:.4f}")
-    if figs["gradcam"] is not None:
-        cam, _ = grad_cam(run, image[None])
+    if viz.inspect.conv_indices(run.model):
+        figs["feature_maps"] = viz.feature_maps(run, image)
+        cam, classes = grad_cam(run, image[None])  # computed once: for the figure and the summary
+        figs["gradcam"] = viz.figures.gradcam_overlay([image], [cam[0]], [run.class_names[int(classes[0])]])
         h, w = cam.shape[1:]
         ys, xs = divmod(int(cam[0].argmax()), w)
         where = ("top" if ys < h / 3 else "bottom" if ys > 2 * h / 3 else "middle") + "-" + \
@@ -327,9 +327,7 @@ def cmd_explain(args) -> int:
         print(f"  Grad-CAM: the evidence for {run.class_names[order[0]]} is strongest at the {where} "
               f"(pixel row {ys}, column {xs})")
     for name, fig in figs.items():
-        if fig is not None:
-            out = out_dir / f"{name}.png"
-            write_with(out, lambda tmp, f=fig: f.savefig(tmp, format="png", dpi=100))
+        write_with(out_dir / f"{name}.png", lambda tmp, f=fig: f.savefig(tmp, format="png", dpi=100))
     print(f"figures written to {out_dir}")
     return 0
 

@@ -151,8 +151,10 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
                     if not math.isfinite(running):
                         result.status, result.nan_at = "nan_loss", f"epoch {epoch}, batch {step + 1}"
                         result.stop_reason = f"loss became NaN at {result.nan_at}"
-                        raise _Stop
+                        break
                     progress.step(step + 1, {"loss": running, "accuracy": float(correct) / seen})
+            if result.status == "nan_loss":
+                break
             logs = {"epoch": epoch, "loss": float(loss_sum) / seen, "accuracy": float(correct) / seen}
             if x_val is not None:
                 logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, x_val, y_val, prep)
@@ -160,7 +162,7 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
             logs["time_s"] = time.perf_counter() - t0
             result.history.append(logs)
             note = ""
-            if is_improvement(logs[monitor], best_value, mode, 0.0 if best_value is None else min_delta):
+            if is_improvement(logs[monitor], best_value, mode, min_delta):
                 best_value, result.best_epoch = logs[monitor], epoch
                 best_state = copy.deepcopy(model.state_dict())
                 note = f" - {monitor} improved"
@@ -173,16 +175,11 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
             if stop:
                 result.status, result.stop_reason = "early_stopped", f"early stopping on {monitor}: {reason}"
                 break
-    except _Stop:
-        pass
     except KeyboardInterrupt:
         result.status, result.stop_reason = "interrupted", "interrupted by the user (Ctrl-C)"
     result.train_time_s = time.perf_counter() - t_start
-    if best_state is not None and (restore_best or result.status in ("nan_loss",)):
+    if best_state is not None and (restore_best or result.status == "nan_loss"):
         model.load_state_dict(best_state)
     model.eval()
     return result
 
-
-class _Stop(Exception):
-    """Internal: leave the epoch loop (NaN loss)."""
