@@ -21,6 +21,24 @@ def test_early_stopping_rule_matches_keras():
     assert early_stopping([0.5, 0.6, 0.7, 0.8], "min", None)[:2] == (False, 0)
 
 
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_dropout_drops_the_configured_fraction_and_is_seeded(rate):
+    from cnnlab.models.build import Dropout
+
+    x = torch.ones(64, 16, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_()
+    drop = Dropout(rate).train()
+    torch.manual_seed(3)
+    out = drop(x)
+    assert abs((out == 0).float().mean().item() - rate) < 0.01
+    assert abs(out.mean().item() - 1.0) < 0.02  # inverted dropout keeps the expected value
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())  # the gradient passes through kept units only
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), out)
+    assert drop.eval()(x) is x
+
+
 def tiny_train(npz_path, tmp_path, **kw):
     opts = dict(epochs=4, batch_size=16, seed=1, runs_dir=str(tmp_path / "runs"), quiet=True, threads=2)
     opts.update(kw)

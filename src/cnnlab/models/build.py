@@ -33,6 +33,33 @@ class PadPool2d(nn.Module):
         return total / count
 
 
+class Dropout(nn.Module):
+    """Inverted dropout. On CPU the mask comes from 16-bit random integers (four per int64
+    draw): torch's bernoulli_ draws one number per element and made dropout ~17% of a
+    deep-bn-cnn training step; this is ~4x faster (docs/performance.md). ``rate`` is kept to
+    1/65536. Uses torch's global generator, so a seed still makes a run repeatable."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+        self.threshold = int(round(rate * 65536)) - 32768  # int16 values below it are dropped
+
+    def forward(self, x):
+        if not self.training or self.rate == 0:
+            return x
+        if x.device.type != "cpu" or not x.dtype.is_floating_point:
+            return F.dropout(x, self.rate, True)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
+        n = x.numel()
+        bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
+        keep = (bits >= self.threshold).to(x.dtype).mul_(1.0 / (1.0 - self.rate))
+        return x * keep.as_strided(x.shape, x.stride())
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
 class FlattenNHWC(nn.Module):
     """Flatten in Keras' (H, W, C) order, so Dense weights line up with Keras'."""
 
@@ -84,7 +111,7 @@ def _layer(info: LayerInfo) -> list[nn.Module]:
         bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
         return [bn(shape[-1], eps=a["epsilon"], momentum=1.0 - a["momentum"])]
     if info.type == "Dropout":
-        return [nn.Dropout(a["rate"])]
+        return [Dropout(a["rate"])]
     if info.type == "Flatten":
         return [FlattenNHWC()]
     if info.type == "Dense":
