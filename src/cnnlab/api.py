@@ -60,6 +60,22 @@ def train(source: str | Dataset = "fashion-mnist", model: str | dict = "fashion-
     return _train(cfg, spec_override=spec, dataset=dataset)
 
 
+def compare(source: str = "fashion-mnist", models=None, *,
+            cv: int | None = None, jobs: int = 1, subsample=None, time_limit=None, out=None,
+            config: str | Path | None = None, quiet: bool = True, **options):
+    """A leaderboard (pandas DataFrame, best first) of ``models`` (default: tree, forest,
+    logreg, hog-svm, fashion-cnn) trained on the same stratified
+    split, or the same ``cv`` folds: baselines (tree, forest, extra-trees, logreg, knn,
+    linear-svm, hgb, hog-svm, xgboost, lightgbm), presets or spec files. ``subsample`` and
+    ``time_limit`` take a number or a per-model dict. Files go to ``out`` (``df.attrs["out"]``);
+    ``df.attrs["folds"]`` has one row per model and fold."""
+    from .comparison import DEFAULT_MODELS
+    from .comparison import compare as _compare
+
+    return _compare(source, models or DEFAULT_MODELS, cv=cv, jobs=jobs, subsample_n=subsample, time_limit=time_limit,
+                    out=out, config=config, quiet=quiet, **options)
+
+
 def _as_run(run: Run | str | Path) -> Run:
     return run if isinstance(run, Run) else load_run(run)
 

@@ -27,10 +27,13 @@ def _zoom(values):
     return values[0] if len(values) == 1 else values
 
 
-def add_train_options(p: argparse.ArgumentParser) -> None:
+def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool = True) -> None:
+    """The training-config keys as options; ``skip`` leaves some keys out."""
     S = argparse.SUPPRESS
 
     def opt(*names, key, help, **kw):
+        if key in skip:
+            return
         p_ = groups.get(kw.pop("group", "training"))
         if kw.get("action") in ("store_true", "store_false"):
             p_.add_argument(*names, dest=key, default=S, help=help, **kw)
@@ -91,6 +94,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     opt("--seed", key="seed", type=int, help="random seed: splits, initial weights, batches, augmentation")
     opt("--device", key="device", choices=["auto", "cpu", "cuda"], help="where to train; auto picks cuda when present")
     opt("--threads", key="threads", type=int, help="CPU threads (none: torch's default)")
+    opt("--time-limit", key="time_limit", type=float, metavar="S",
+        help="stop training after S seconds (the best epoch so far is kept; none: no limit)")
     opt("--monitor", key="monitor", group=e, choices=["val_loss", "val_accuracy"], help="metric to monitor")
     opt("--patience", key="patience", group=e, type=_patience,
         help="epochs without improvement before stopping; none disables early stopping")
@@ -120,8 +125,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     opt("--runs-dir", key="runs_dir", group=o, metavar="DIR", help="where run directories are written")
     opt("--quiet", "-q", key="quiet", group=o, action="store_true",
         help="no progress bar or epoch lines (default: off)")
-    groups[o].add_argument("--no-report", dest="report", action="store_false", default=True,
-                           help="skip writing report.html at the end (default: write it)")
+    if report:
+        groups[o].add_argument("--no-report", dest="report", action="store_false", default=True,
+                               help="skip writing report.html at the end (default: write it)")
 
 
 def cmd_train(args) -> int:
@@ -149,6 +155,26 @@ def cmd_train(args) -> int:
     print(f"run written to {run.path}")
     if m.get("status") == "interrupted":
         print("training was interrupted: the best checkpoint so far is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .comparison import compare
+    from .comparison.leaderboard import markdown
+
+    overrides = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
+    if "zoom_range" in overrides:
+        overrides["zoom_range"] = _zoom(overrides["zoom_range"])
+    overrides.pop("source", None)
+    board = compare(getattr(args, "source", "fashion-mnist"), args.models, cv=args.cv, jobs=args.jobs,
+                    subsample_n=args.subsample, time_limit=args.time_limit_each, out=args.out,
+                    config=args.config, quiet=overrides.pop("quiet", False), **overrides)
+    print(markdown(board, board.attrs["meta"]), end="")
+    out = Path(board.attrs["out"])
+    print(f"leaderboard written to {out / 'leaderboard.html'} (also .csv and .md)")
+    if board.attrs["meta"]["interrupted"]:
+        print("the comparison was interrupted: the leaderboard holds the models that finished", file=sys.stderr)
         return 130
     return 0
 
@@ -334,6 +360,8 @@ def cmd_explain(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .comparison import DEFAULT_MODELS
+    from .comparison.baselines import BASELINES
 
     p = argparse.ArgumentParser(prog="cnnlab", description="Train, evaluate and explain convolutional "
                                 "image classifiers (Keras vocabulary, PyTorch engine).")
@@ -348,6 +376,30 @@ def build_parser() -> argparse.ArgumentParser:
                        "best weights restored), evaluated on the test set.")
     add_train_options(t)
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="one leaderboard: decision tree, forest, ... and CNNs on the same split",
+                       description="Train every model on the same stratified split (or the same K stratified "
+                       "folds) with the same pixel scaling, and print a leaderboard: accuracy, macro-F1, size, "
+                       "train time and predict time. Saved as CSV, Markdown and HTML under --out; neural "
+                       "models keep their run directories there. The source's test split is never read.")
+    add_train_options(c, skip=("model", "name", "time_limit"), report=False)
+    cg = c.add_argument_group("comparison")
+    cg.add_argument("--models", default=",".join(DEFAULT_MODELS), metavar="LIST",
+                    help="comma-separated: baselines " + ", ".join(BASELINES) + "; any preset (cnnlab models) "
+                    "or spec file (default: %(default)s)")
+    cg.add_argument("--cv", type=int, default=None, metavar="K",
+                    help="K stratified folds of the labeled training data instead of one validation split "
+                    "(default: none)")
+    cg.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs for the baselines (default: 1)")
+    cg.add_argument("--subsample", default=None, metavar="N",
+                    help="train each model on at most N images (stratified); per model: 20000,knn=5000 "
+                    "(default: all)")
+    cg.add_argument("--time-limit", dest="time_limit_each", default=None, metavar="S",
+                    help="seconds per model and fold; a baseline over it is reported as timeout, a neural "
+                    "model stops and keeps its best epoch; per model: 600,forest=120 (default: none)")
+    cg.add_argument("--out", default=None, metavar="DIR",
+                    help="where the leaderboard goes (default: RUNS_DIR/<timestamp>-compare-<source>)")
+    c.set_defaults(func=cmd_compare)
 
     e = sub.add_parser("evaluate", help="evaluate a run: loss, accuracy, per-class report, confusion matrix",
                        formatter_class=fmt)

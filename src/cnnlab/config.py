@@ -50,6 +50,7 @@ class TrainConfig(DataOptions, AugmentOptions):
     seed: int = 42
     device: str = "auto"
     threads: int | None = None
+    time_limit: float | None = None  # seconds of training; stops after the batch that passes it
     # early stopping and checkpoints
     monitor: str = "val_loss"
     patience: int | None = 2
@@ -123,6 +124,9 @@ class TrainConfig(DataOptions, AugmentOptions):
                 raise ConfigError(f"image_size must be two positive integers, got {s!r}",
                                   "--image-size", "use e.g. --image-size 150 150")
             self.image_size = [int(s[0]), int(s[1])]
+        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float)) and self.time_limit > 0):
+            raise ConfigError(f"time_limit must be > 0 seconds, got {self.time_limit!r}", "--time-limit",
+                              "use e.g. 300, or leave it out for no limit")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"threads must be >= 1, got {self.threads!r}", "--threads", "use e.g. 2")
         AugmentOptions.validate(self)

@@ -47,7 +47,7 @@ def to_tensor(x: np.ndarray, device) -> torch.Tensor:
 class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None  # 1-based
-    status: str = "completed"  # completed | early_stopped | interrupted | nan_loss
+    status: str = "completed"  # completed | early_stopped | time_limit | interrupted | nan_loss
     stop_reason: str = "all epochs run"
     train_time_s: float = 0.0
     nan_at: str | None = None
@@ -93,12 +93,15 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
         warmup: float = 0.25, monitor: str = "val_loss",
         patience: int | None = 2, min_delta: float = 0.0, restore_best: bool = True,
         augment_options: AugmentOptions | None = None, seed: int = 42, quiet: bool = False,
+        time_limit: float | None = None,
         on_best: Callable[[int, dict], None] | None = None,
         on_epoch: Callable[[list[dict]], None] | None = None, progress: Progress | None = None) -> FitResult:
     """Train ``model`` in place; returns the history and why training stopped.
 
     The monitored metric falls back to the training metric when there is no validation set.
     On a NaN loss or Ctrl-C the best weights so far are restored (when ``restore_best``).
+    With ``time_limit`` (seconds), training stops after the batch that passes it; that last,
+    partial epoch is still validated, so a model always has a best epoch to restore.
     """
     device = x_train.device
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
@@ -146,6 +149,12 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
                     loss_sum += loss.detach() * len(idx)
                     correct += (model.predicted(logits) == yb).sum()
                 seen += len(idx)
+                if time_limit is not None and time.perf_counter() - t_start > time_limit:
+                    result.status = "time_limit"
+                    result.stop_reason = (f"time limit of {time_limit:g} s reached in epoch {epoch} "
+                                          f"(after {step + 1} of {steps} batches)")
+                    progress.step(step + 1, {"loss": float(loss_sum) / seen, "accuracy": float(correct) / seen})
+                    break
                 if progress.live or step == steps - 1 or step % 50 == 0:
                     running = float(loss_sum) / seen
                     if not math.isfinite(running):
@@ -171,6 +180,8 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
             progress.epoch_end(epoch, logs, note)
             if on_epoch is not None:
                 on_epoch(result.history)
+            if result.status == "time_limit":
+                break
             stop, _, reason = early_stopping([h[monitor] for h in result.history], mode, patience, min_delta)
             if stop:
                 result.status, result.stop_reason = "early_stopped", f"early stopping on {monitor}: {reason}"

@@ -115,6 +115,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
                  schedule=cfg.schedule, warmup=cfg.warmup,
                  monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
                  restore_best=cfg.restore_best, augment_options=cfg.augment_options(), seed=cfg.seed,
+                 time_limit=cfg.time_limit,
                  on_best=lambda epoch, state: save_weights(run_dir / "best.safetensors", state),
                  on_epoch=lambda history: write_history(run_dir / "history.csv", history),
                  progress=Progress(cfg.epochs, steps, cfg.quiet))

@@ -1,0 +1,214 @@
+"""Classic machine-learning baselines on images: scikit-learn models on flattened, scaled pixels,
+HOG features + a linear SVM, and XGBoost / LightGBM when installed.
+
+Each baseline is fitted and scored by :func:`fit_and_score`, which can run in a child process
+so that a time limit can stop it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.preprocess import Preprocessing
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    kind: str
+    description: str
+    features: str = "pixels"  # pixels | hog
+    needs: str | None = None  # an optional package
+
+
+BASELINES = {b.name: b for b in [
+    Baseline("tree", "decision tree", "DecisionTreeClassifier"),
+    Baseline("forest", "ensemble (bagging)", "RandomForestClassifier, 100 trees"),
+    Baseline("extra-trees", "ensemble (bagging)", "ExtraTreesClassifier, 100 trees"),
+    Baseline("logreg", "linear", "LogisticRegression (multinomial, lbfgs)"),
+    Baseline("knn", "nearest neighbours", "KNeighborsClassifier, k = 5"),
+    Baseline("linear-svm", "linear", "LinearSVC, C = 1"),
+    Baseline("hgb", "ensemble (boosting)", "HistGradientBoostingClassifier, up to 100 rounds"),
+    Baseline("hog-svm", "features + linear", "HOG features (9 orientations, 2x2-cell blocks) + LinearSVC", "hog"),
+    Baseline("xgboost", "ensemble (boosting)", "XGBClassifier, 200 rounds, hist", needs="xgboost"),
+    Baseline("lightgbm", "ensemble (boosting)", "LGBMClassifier, 200 rounds", needs="lightgbm"),
+]}
+
+
+def installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def make_estimator(name: str, seed: int, jobs: int):
+    if name == "tree":
+        from sklearn.tree import DecisionTreeClassifier
+        return DecisionTreeClassifier(random_state=seed)
+    if name in ("forest", "extra-trees"):
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+        cls = RandomForestClassifier if name == "forest" else ExtraTreesClassifier
+        return cls(n_estimators=100, n_jobs=jobs, random_state=seed)
+    if name == "logreg":
+        from sklearn.linear_model import LogisticRegression
+        return LogisticRegression(max_iter=200)
+    if name == "knn":
+        from sklearn.neighbors import KNeighborsClassifier
+        return KNeighborsClassifier(n_neighbors=5, n_jobs=jobs)
+    if name in ("linear-svm", "hog-svm"):
+        from sklearn.svm import LinearSVC
+        return LinearSVC(C=1.0, dual="auto", max_iter=2000, random_state=seed)
+    if name == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+    if name == "xgboost":
+        from xgboost import XGBClassifier
+        return XGBClassifier(n_estimators=200, tree_method="hist", n_jobs=jobs, random_state=seed, verbosity=0)
+    if name == "lightgbm":
+        from lightgbm import LGBMClassifier
+        return LGBMClassifier(n_estimators=200, n_jobs=jobs, random_state=seed, verbose=-1)
+    raise KeyError(name)
+
+
+def model_size(name: str, est) -> tuple[int, str]:
+    """(size, unit): nodes for tree models, stored values for k-NN, parameters otherwise."""
+    if name == "tree":
+        return int(est.tree_.node_count), "nodes"
+    if name in ("forest", "extra-trees"):
+        return int(sum(t.tree_.node_count for t in est.estimators_)), "nodes"
+    if name == "hgb":
+        return int(sum(len(p.nodes) for it in est._predictors for p in it)), "nodes"
+    if name == "xgboost":
+        return int(len(est.get_booster().trees_to_dataframe())), "nodes"
+    if name == "lightgbm":
+        info = est.booster_.dump_model()["tree_info"]
+        return int(sum(2 * t["num_leaves"] - 1 for t in info)), "nodes"
+    if name == "knn":
+        return int(est.n_samples_fit_ * est.n_features_in_), "stored values"
+    return int(est.coef_.size + est.intercept_.size), "params"
+
+
+# ---------------------------------------------------------------------------------------- HOG
+def hog_features(x: np.ndarray, cell: int | None = None, bins: int = 9, chunk: int = 4096) -> np.ndarray:
+    """Histogram-of-oriented-gradients features of uint8 (N, H, W, C) images, batched numpy.
+
+    Dalal & Triggs' layout as in scikit-image's ``hog``: centred gradients, unsigned
+    orientations in ``bins`` bins, ``cell`` x ``cell`` pixel cells (about 7 cells across: 4 px
+    for 28 x 28, 2 for 8 x 8, at most 8), blocks of 2 x 2 cells with stride one cell, L2-Hys
+    block normalisation. Matches ``skimage.feature.hog(..., block_norm="L2-Hys")``.
+    """
+    n, h, w, _ = x.shape
+    cell = cell or min(8, max(2, round(min(h, w) / 7)))
+    ch, cw = h // cell, w // cell
+    if ch < 2 or cw < 2:
+        raise ValueError(f"images of {h}x{w} are too small for HOG with {cell}-pixel cells")
+    out = []
+    for i in range(0, n, chunk):
+        g = x[i:i + chunk].astype(np.float32).mean(-1)[:, :ch * cell, :cw * cell]  # grayscale
+        gx = np.zeros_like(g)
+        gy = np.zeros_like(g)
+        gx[:, :, 1:-1] = g[:, :, 2:] - g[:, :, :-2]
+        gy[:, 1:-1, :] = g[:, 2:, :] - g[:, :-2, :]
+        mag = np.hypot(gx, gy)
+        ang = np.rad2deg(np.arctan2(gy, gx)) % 180.0
+        b = np.minimum((ang * (bins / 180.0)).astype(np.int64), bins - 1)
+        m = len(g)
+        hist = np.zeros((m, ch, cw, bins), np.float32)
+        cell_y = (np.arange(ch * cell) // cell)[None, :, None]
+        cell_x = (np.arange(cw * cell) // cell)[None, None, :]
+        flat = ((np.arange(m)[:, None, None] * ch + cell_y) * cw + cell_x) * bins + b
+        np.add.at(hist.reshape(-1), flat.ravel(), mag.ravel())
+        hist /= cell * cell
+        blocks = np.concatenate([hist[:, :-1, :-1], hist[:, :-1, 1:], hist[:, 1:, :-1], hist[:, 1:, 1:]], -1)
+        eps = 1e-5
+        blocks = blocks / np.sqrt((blocks ** 2).sum(-1, keepdims=True) + eps ** 2)
+        blocks = np.minimum(blocks, 0.2)
+        blocks = blocks / np.sqrt((blocks ** 2).sum(-1, keepdims=True) + eps ** 2)
+        out.append(blocks.reshape(m, -1))
+    return np.concatenate(out) if out else np.zeros((0, (ch - 1) * (cw - 1) * 4 * bins), np.float32)
+
+
+def features(baseline: Baseline, x: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    if baseline.features == "hog":
+        return hog_features(x)
+    return prep.apply_numpy(x).reshape(len(x), -1)
+
+
+def fit_and_score(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
+                  y_eval: np.ndarray, scale: str, seed: int, jobs: int) -> dict:
+    """Fit one baseline on uint8 images and score it. Train time covers scaling, feature
+    extraction and fitting; predict time covers the same for the evaluation images."""
+    from sklearn.metrics import accuracy_score, f1_score
+    from threadpoolctl import threadpool_limits
+
+    baseline = BASELINES[name]
+    with threadpool_limits(jobs), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning and friends: the score says it
+        t0 = time.perf_counter()
+        prep = Preprocessing.fit(scale, x_train)
+        est = make_estimator(name, seed, jobs)
+        est.fit(features(baseline, x_train, prep), y_train)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pred = np.asarray(est.predict(features(baseline, x_eval, prep))).astype(np.int64)
+        predict_s = time.perf_counter() - t0
+    size, unit = model_size(name, est)
+    return {"accuracy": float(accuracy_score(y_eval, pred)),
+            "macro_f1": float(f1_score(y_eval, pred, average="macro", zero_division=0)),
+            "train_time_s": train_s, "predict_s": predict_s, "size": size, "size_unit": unit,
+            "status": "ok"}
+
+
+def _child(conn, args):
+    conn.send("started")  # the data has arrived; the clock starts now
+    try:
+        conn.send(fit_and_score(*args))
+    except Exception as e:  # reported on the leaderboard; the comparison goes on
+        conn.send({"status": "error", "error": f"{type(e).__name__}: {e}"})
+    finally:
+        conn.close()
+
+
+def _over(time_limit: float, took: float | None = None) -> dict:
+    took_text = f"took {took:.1f} s, " if took is not None else ""
+    return {"status": "timeout", "error": f"{took_text}over the time limit of {time_limit:g} s"}
+
+
+def run_baseline(name: str, x_train, y_train, x_eval, y_eval, scale: str, seed: int, jobs: int,
+                 time_limit: float | None) -> dict:
+    """``fit_and_score``, in a child process when there is a time limit, so that it can be
+    stopped; a model that runs out of time gets status ``timeout``."""
+    args = (name, x_train, y_train, x_eval, y_eval, scale, seed, jobs)
+    if time_limit is None:
+        try:
+            return fit_and_score(*args)
+        except Exception as e:
+            return {"status": "error", "error": f"{type(e).__name__}: {e}"}
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no OpenMP state inherited from torch
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, args), daemon=True)
+    proc.start()
+    send.close()
+    result = None
+    try:
+        # starting Python and receiving the data is not held against the model
+        if recv.poll(300) and recv.recv() == "started" and recv.poll(time_limit):
+            result = recv.recv()
+    except EOFError:
+        result = None
+    finally:
+        if result is None:
+            proc.kill()
+        proc.join()
+    if result is None:
+        if proc.exitcode not in (0, -9):
+            return {"status": "error", "error": f"the process ended with exit code {proc.exitcode}"}
+        return _over(time_limit)
+    if result.get("status") == "ok" and result["train_time_s"] + result["predict_s"] > time_limit:
+        return _over(time_limit, result["train_time_s"] + result["predict_s"])
+    return result
