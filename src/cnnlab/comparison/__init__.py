@@ -126,13 +126,14 @@ def subsample(idx: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> np.nd
 
 
 def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
+    """Train a preset or spec on one fold (``cfg`` already holds that model's recipe)."""
     from sklearn.metrics import f1_score
 
     from ..train.session import train
 
     fold_ds = Dataset(ds.source, ds.class_names, {"train": pool.take(tr), "validation": pool.take(ev)}, ds.info)
     stem = Path(name).stem if name not in BASELINES else name
-    fold_cfg = replace(cfg, model=name, val_split=0.0, test_split=0.0, runs_dir=str(out / "runs"),
+    fold_cfg = replace(cfg, val_split=0.0, test_split=0.0, runs_dir=str(out / "runs"),
                        name=f"{stem}-fold{fold + 1}", quiet=True, time_limit=limit)
     t0 = time.perf_counter()
     run = train(fold_cfg, dataset=fold_ds)
@@ -203,7 +204,10 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
                                        cfg.seed, jobs, limits[name])
                     res.setdefault("note", res.pop("error", ""))
                 else:
-                    res = _neural(name, cfg, ds, pool, tr_m, ev, k, out, limits[name])
+                    # per model: a preset's own recipe fills what the options leave open
+                    model_cfg = make_config(config, source=source, model=name, explicit_none=explicit_none,
+                                            **options)
+                    res = _neural(name, model_cfg, ds, pool, tr_m, ev, k, out, limits[name])
             except KeyboardInterrupt:
                 interrupted = True
                 res = {"status": "interrupted", "note": "interrupted by the user (Ctrl-C)"}
