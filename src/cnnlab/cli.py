@@ -241,7 +241,10 @@ def cmd_models(args) -> int:
         s = parse_spec(preset_spec(name))
         shape = "x".join(map(str, p.input_shape))
         print(f"{name:<15}{shape:<13}{s.total_params:>11,}{s.non_trainable_params:>12,}  {p.description}")
-    print("\nPresets adapt to the data (input shape, number of classes): cnnlab summary PRESET "
+        if p.recipe:
+            print(f"{'':<51}recipe: " + ", ".join(f"{k} {v}" for k, v in p.recipe.items()))
+    print("\nA preset's recipe applies unless --recipe or your flags say otherwise.")
+    print("Presets adapt to the data (input shape, number of classes): cnnlab summary PRESET "
           "--input-shape H W C --classes K")
     return 0
 
