@@ -12,6 +12,7 @@ import yaml
 from .. import atomic
 from ..config import TrainConfig
 from ..data.dataset import Dataset
+from ..data.drawing import foreground_stats
 from ..data.preprocess import Preprocessing
 from ..data.sources import load_source
 from ..data.split import prepare_splits
@@ -99,7 +100,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     atomic.write_json(run_dir / "data.json", {
         "source": ds.source, "image_size": [h, w], "channels": c,
         "color_mode": "rgb" if c == 3 else "grayscale", "splits": {k: len(v) for k, v in ds.splits.items()},
-        "class_counts": class_counts(ds),
+        "class_counts": class_counts(ds), "drawing": foreground_stats(ds["train"].x),
         **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
     atomic.write_json(run_dir / "weights_init.json", weight_stats(model))
     progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {run_dir}")

@@ -1,0 +1,185 @@
+"""cnnlab serve: the JSON API, its limits, drawings framed like the data, and the page in Chromium."""
+
+import base64
+import io
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from cnnlab.cli import main
+from cnnlab.data.drawing import foreground_stats, prepare_drawing
+from conftest import bars, train_tiny_run
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+NAMES = ["가로", "세로", "대각선"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("serve"), NAMES)
+
+
+@pytest.fixture(scope="module")
+def client(run):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve import create_app
+
+    return TestClient(create_app([run.path.parent], max_upload_bytes=200_000, max_pixels=1_000_000))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def bar_png(cls: int = 1, seed: int = 4) -> bytes:
+    x, y = bars(3, seed=seed)
+    return png_bytes(Image.fromarray(x[list(y).index(cls), ..., 0]))
+
+
+def test_predict_a_file_and_base64(client, run):
+    data = bar_png()
+    r = client.post("/api/predict", files={"file": ("v.png", data, "image/png")})
+    assert r.status_code == 200
+    body = r.json()
+    assert [p["class"] for p in body["probabilities"]] == NAMES
+    assert abs(sum(p["p"] for p in body["probabilities"]) - 1) < 1e-5
+    assert body["class"] == NAMES[body["index"]] and body["run"] == run.path.name
+    # the same image through the API and through the Python API gives the same probabilities
+    expected = run.predict_proba(np.asarray(Image.open(io.BytesIO(data)))[None, ..., None])[0]
+    np.testing.assert_allclose([p["p"] for p in body["probabilities"]], expected, atol=1e-5)
+    r2 = client.post("/api/predict", json={"image": base64.b64encode(data).decode()})
+    assert r2.status_code == 200 and r2.json()["probabilities"] == body["probabilities"]
+    r3 = client.post("/api/predict", json={"image": "data:image/png;base64," + base64.b64encode(data).decode(),
+                                           "explain": True})
+    ex = r3.json()
+    assert ex["input_png"].startswith("data:image/png;base64,") and ex["gradcam_png"]
+    assert [m["layer"] for m in ex["feature_maps"]] == ["conv2d"] and ex["feature_maps"][0]["channels"] == 8
+
+
+def test_model_runs_and_docs(client, run):
+    m = client.get("/api/model").json()
+    assert m["classes"] == NAMES and m["summary"]["total_params"] == run.spec.total_params
+    assert m["metrics"]["test"]["accuracy"] == run.metrics["test"]["accuracy"]
+    assert client.get("/api/runs").json()["runs"][0]["id"] == run.path.name
+    assert client.get("/docs").status_code == 200
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and "세로" in page.text and "NanumGothicSubset" in page.text
+
+
+def test_limits_and_bad_input(client):
+    r = client.post("/api/predict", files={"file": ("big.png", b"\0" * 300_000, "image/png")})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    huge = png_bytes(Image.new("L", (1200, 1000)))  # small file, 1.2 M pixels
+    r = client.post("/api/predict", files={"file": ("huge.png", huge, "image/png")})
+    assert r.status_code == 413 and "1,200,000 pixels" in r.json()["error"]
+    r = client.post("/api/predict", files={"file": ("notes.txt", b"not an image", "text/plain")})
+    assert r.status_code == 400 and "not an image" in r.json()["error"]
+    assert client.post("/api/predict", json={"image": "%%%"}).status_code == 400
+    assert client.post("/api/predict", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    # runs are named, never paths: nothing outside the given runs can be reached
+    assert client.get("/api/model", params={"run": "../../etc/passwd"}).status_code == 404
+    assert client.get("/runs/../config.yaml").status_code == 404
+
+
+def test_streamed_body_over_the_limit_is_refused(run):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve import create_app
+
+    client = TestClient(create_app([run.path], max_upload_bytes=1000))
+
+    def chunks():
+        for _ in range(10):
+            yield b"\0" * 500
+
+    r = client.post("/api/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_drawings_are_framed_like_the_training_data():
+    canvas = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(canvas).line([(30, 30), (90, 60)], fill=255, width=18)  # small, off-centre
+    mnist_like = prepare_drawing(canvas, (28, 28), "grayscale", background=0, extent=0.72)
+    ys, xs = np.nonzero(mnist_like[..., 0] > 40)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 in (19, 20, 21)
+    assert abs(np.average(xs, weights=mnist_like[ys, xs, 0]) - 13.5) < 1.5  # centred on its mass
+    light = prepare_drawing(canvas, (28, 28), "rgb", background=240, extent=1.0)
+    assert light.shape == (28, 28, 3) and light[0, 0, 0] == 255 and light.min() < 60  # dark ink on light
+    empty = prepare_drawing(Image.new("L", (280, 280), 0), (28, 28), "grayscale")
+    assert empty.max() == 0
+    x, _ = bars(10)
+    assert foreground_stats(x)["background"] < 60
+
+
+def test_cli_serve_binds_to_localhost_and_checks_its_runs(run, tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(kw))
+    assert main(["serve", str(run.path.parent)]) == 0
+    assert calls["host"] == "127.0.0.1" and calls["port"] == 8000
+    assert "1 run(s)" in capsys.readouterr().out
+    code = main(["serve", str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not a run directory" in err
+
+
+@pytest.mark.skipif(not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM),
+                    reason="Debian's chromium is not installed")
+def test_draw_and_upload_in_headless_chromium(run, tmp_path):
+    import uvicorn
+
+    from cnnlab.serve import create_app
+
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app([run.path.parent]), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    upload = tmp_path / "upload.png"
+    upload.write_bytes(bar_png(0))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            outside = []
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
+                (f"http://127.0.0.1:{port}", "data:", "blob:")) else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            assert page.locator(".bar").count() == 3 and "세로" in page.locator("#bars").inner_text()
+            box = page.locator("#pad").bounding_box()
+            page.mouse.move(box["x"] + 140, box["y"] + 30)
+            page.mouse.down()
+            for i in range(12):
+                page.mouse.move(box["x"] + 140, box["y"] + 30 + i * 20)
+            page.mouse.up()
+            page.wait_for_function("document.querySelector('#result b') !== null")
+            shown = [float(t.rstrip("%")) for t in page.locator(".bar .p").all_inner_texts()]
+            assert abs(sum(shown) - 100) < 0.5
+            page.wait_for_selector("#gradcam")
+            assert page.locator("img.fmap").count() == 1
+            page.screenshot(path=str(tmp_path / "drawn.png"))
+            page.evaluate("document.querySelector('#result').textContent = ''")
+            page.set_input_files("#file", str(upload))
+            page.wait_for_function("document.querySelector('#result b') !== null")
+            assert page.locator("#result b").inner_text() in NAMES
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert outside == []
