@@ -1,0 +1,93 @@
+"""Screen candidate architectures and recipes for the `fast` preset on the validation split.
+
+    .venv/bin/python benchmarks/fast_screen.py                       # every candidate, seed 1
+    .venv/bin/python benchmarks/fast_screen.py --only bn16 bn24 --epochs 3 4
+
+Each candidate trains on Fashion-MNIST's 48,000 training images and is scored on the 12,000
+validation images (stratified, seed 42) after every epoch; the test set is not read. The table
+shows the validation accuracy per epoch and the wall time of the `cnnlab.train` call (data
+already in memory), so the choice is made on validation numbers and on time, as issue 3 asks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+import cnnlab
+from cnnlab.data.dataset import Dataset
+
+
+def conv(f, k=3, act=None):
+    return {"type": "Conv2D", "filters": f, "kernel_size": k, "padding": "same", "activation": act,
+            "use_bias": act is not None}
+
+
+def block(f):
+    return [conv(f), {"type": "BatchNormalization"}, {"type": "Activation", "activation": "relu"},
+            {"type": "MaxPooling2D", "pool_size": 2}]
+
+
+def bn_cnn(widths, dense=128, dropout=0.2):
+    layers = [layer for f in widths for layer in block(f)]
+    return {"input_shape": [28, 28, 1], "layers": layers + [
+        {"type": "Flatten"}, {"type": "Dense", "units": dense, "activation": "relu"},
+        {"type": "Dropout", "rate": dropout}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
+
+
+FAST = {"batch_size": 256, "optimizer": "adam", "lr": 0.004, "schedule": "onecycle", "warmup": 0.25,
+        "label_smoothing": 0.1, "patience": None}
+
+CANDIDATES = {
+    "fashion-cnn": ("fashion-cnn", FAST),
+    "bn16": (bn_cnn((16, 32, 64)), FAST),
+    "bn24": (bn_cnn((24, 48, 96)), FAST),
+    "bn32": (bn_cnn((32, 64, 128)), FAST),
+    "bn24-b512": (bn_cnn((24, 48, 96)), {**FAST, "batch_size": 512, "lr": 0.006}),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    ap.add_argument("--epochs", nargs="+", type=int, default=[3])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--runs-dir", default="runs/screen")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    full = cnnlab.load_dataset("fashion-mnist", seed=42)
+    # train + validation only: the screening never reads the test set
+    ds = Dataset(full.source, full.class_names, {k: full[k] for k in ("train", "validation")}, full.info)
+    rows = []
+    for name in args.only:
+        model, recipe = CANDIDATES[name]
+        for epochs in args.epochs:
+            t0 = time.perf_counter()
+            run = cnnlab.train(ds, model=model, seed=args.seed, epochs=epochs, runs_dir=args.runs_dir,
+                               quiet=True, test_split=0.0, **recipe)
+            wall = time.perf_counter() - t0
+            accs = [h["val_accuracy"] for h in run.history]
+            rows.append({"candidate": name, "epochs": epochs, "params": run.spec.total_params,
+                         "val_accuracy": accs, "train_time_s": run.metrics["train_time_s"], "wall_s": wall,
+                         "recipe": recipe})
+            print(f"{name:<12} {epochs} epochs  params {run.spec.total_params:>8,}  val "
+                  f"{' '.join(f'{a:.4f}' for a in accs)}  train {run.metrics['train_time_s']:.0f} s  "
+                  f"wall {wall:.0f} s", file=sys.stderr, flush=True)
+    print(f"\nFashion-MNIST validation split (12,000 images), seed {args.seed}, {torch.get_num_threads()} threads\n")
+    print("| candidate | params | epochs | val accuracy by epoch | train s | wall s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['candidate']} | {r['params']:,} | {r['epochs']} | "
+              f"{' / '.join(f'{a:.4f}' for a in r['val_accuracy'])} | {r['train_time_s']:.0f} | {r['wall_s']:.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
