@@ -179,3 +179,13 @@ def test_a_model_trains_again_after_predicting(npz_path, tmp_path):
     result = fit(run.model, Preprocessing.fit("255", x.x), to_tensor(x.x, "cpu"), torch.from_numpy(x.y),
                  None, None, epochs=1, batch_size=16, quiet=True)
     assert result.epochs_run == 1
+
+
+def test_time_limit_stops_training_and_keeps_the_epoch_reached(npz_path, tmp_path):
+    run = tiny_train(npz_path, tmp_path, epochs=500, patience=None, time_limit=0.5)
+    m = run.metrics
+    assert m["status"] == "time_limit" and "time limit of 0.5 s" in m["stop_reason"]
+    assert 1 <= m["epochs_run"] < 500 and m["best_epoch"] is not None
+    assert "test" in m and (run.path / "model.safetensors").is_file()
+    with pytest.raises(cnnlab.CnnlabError, match="time_limit must be > 0"):
+        tiny_train(npz_path, tmp_path, time_limit=0)
