@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CNNLAB_INSTALL_BROWSER=1 bash scripts/install.sh
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks scripts
 exec .venv/bin/python -m pytest -q "$@"
