@@ -37,9 +37,11 @@ def main(argv=None) -> int:
             page = browser.new_page(viewport={"width": 1100, "height": 820})
             page.goto(f"http://127.0.0.1:{port}/")
             box = page.locator("#pad").bounding_box()
-            # trousers: a waistband and two legs
-            for path in ([(95, 40), (185, 40)], [(100, 40), (85, 250)], [(180, 40), (195, 250)],
-                         [(140, 45), (125, 250)], [(140, 45), (155, 250)]):
+            # trousers: a filled waist and two filled legs with a gap between them
+            paths = [[(100, y), (180, y)] for y in range(40, 101, 12)]
+            paths += [[(100 + d, 100), (86 + d, 250)] for d in range(0, 33, 8)]
+            paths += [[(148 + d, 100), (162 + d, 250)] for d in range(0, 33, 8)]
+            for path in paths:
                 page.mouse.move(box["x"] + path[0][0], box["y"] + path[0][1])
                 page.mouse.down()
                 steps = 10
