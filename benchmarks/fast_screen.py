@@ -27,16 +27,28 @@ def conv(f, k=3, act=None):
             "use_bias": act is not None}
 
 
-def block(f):
-    return [conv(f), {"type": "BatchNormalization"}, {"type": "Activation", "activation": "relu"},
+def block(f, momentum=0.9):
+    return [conv(f), {"type": "BatchNormalization", "momentum": momentum}, {"type": "Activation", "activation": "relu"},
             {"type": "MaxPooling2D", "pool_size": 2}]
 
 
-def bn_cnn(widths, dense=128, dropout=0.2):
-    layers = [layer for f in widths for layer in block(f)]
+def bn_cnn(widths, dense=128, dropout=0.2, momentum=0.9):
+    layers = [layer for f in widths for layer in block(f, momentum)]
     return {"input_shape": [28, 28, 1], "layers": layers + [
         {"type": "Flatten"}, {"type": "Dense", "units": dense, "activation": "relu"},
         {"type": "Dropout", "rate": dropout}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
+
+
+def stem_cnn(w1=32, w2=32, w3=64, dense=128, dropout=0.2, momentum=0.9):
+    """A 2x2 stride-2 'patchify' stem (28 -> 14 at almost no cost), then two 3x3 conv blocks."""
+    bn = {"type": "BatchNormalization", "momentum": momentum}
+    relu = {"type": "Activation", "activation": "relu"}
+    pool = {"type": "MaxPooling2D", "pool_size": 2}
+    return {"input_shape": [28, 28, 1], "layers": [
+        {"type": "Conv2D", "filters": w1, "kernel_size": 2, "strides": 2, "use_bias": False}, bn, relu,
+        conv(w2), bn, relu, pool, conv(w3), bn, relu, pool, {"type": "Flatten"},
+        {"type": "Dense", "units": dense, "activation": "relu"}, {"type": "Dropout", "rate": dropout},
+        {"type": "Dense", "units": 10, "activation": "softmax"}]}
 
 
 FAST = {"batch_size": 256, "optimizer": "adam", "lr": 0.004, "schedule": "onecycle", "warmup": 0.25,
@@ -45,8 +57,12 @@ FAST = {"batch_size": 256, "optimizer": "adam", "lr": 0.004, "schedule": "onecyc
 CANDIDATES = {
     "fashion-cnn": ("fashion-cnn", FAST),
     "bn16": (bn_cnn((16, 32, 64)), FAST),
+    "bn16-m99": (bn_cnn((16, 32, 64), momentum=0.99), FAST),  # Keras' default BatchNorm momentum
+    "bn16-b128": (bn_cnn((16, 32, 64)), {**FAST, "batch_size": 128, "lr": 0.003}),
     "bn24": (bn_cnn((24, 48, 96)), FAST),
     "bn32": (bn_cnn((32, 64, 128)), FAST),
+    "stem32": (stem_cnn(), FAST),
+    "bn8": (bn_cnn((8, 16, 32)), FAST),
     "bn24-b512": (bn_cnn((24, 48, 96)), {**FAST, "batch_size": 512, "lr": 0.006}),
 }
 
