@@ -121,11 +121,17 @@ def test_drawings_are_framed_like_the_training_data():
 
 
 def test_cli_serve_binds_to_localhost_and_checks_its_runs(run, tmp_path, capsys, monkeypatch):
+    import torch
     import uvicorn
 
     calls = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(kw))
-    assert main(["serve", str(run.path.parent)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["serve", str(run.path.parent)]) == 0
+        assert torch.get_num_threads() == 1  # one thread per request; requests run in parallel
+    finally:
+        torch.set_num_threads(threads)
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8000
     assert "1 run(s)" in capsys.readouterr().out
     code = main(["serve", str(tmp_path / "nothing")])

@@ -188,6 +188,11 @@ def cmd_serve(args) -> int:
     if args.max_upload_mb <= 0 or args.max_pixels <= 0:
         raise ConfigError("limits must be positive", "--max-upload-mb/--max-pixels", "use e.g. 5 and 25000000")
     runs = find_runs(args.runs)
+    if args.threads < 1:
+        raise ConfigError(f"invalid threads {args.threads}", "--threads", "use 1 or more")
+    import torch
+
+    torch.set_num_threads(args.threads)  # one image per request: parallel requests beat parallel ops
     app = create_app(args.runs, int(args.max_upload_mb * 1024 * 1024), args.max_pixels)
     import uvicorn
 
@@ -436,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="port")
     sv.add_argument("--max-upload-mb", type=float, default=5.0, help="largest request body, MB (413 above)")
     sv.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image, pixels (413 above)")
+    sv.add_argument("--threads", type=int, default=1,
+                    help="torch threads per request; concurrent requests already use the other cores")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                     help="server log level")
     sv.set_defaults(func=cmd_serve)

@@ -173,12 +173,14 @@ def predict_image(runs: Runs, rid: str | None, img: Image.Image, drawing: bool, 
                             float(stats.get("extent", 1.0)))
     else:
         x = to_array(img, run.image_size, run.color_mode)
-    with lock:
-        p = run.predict_proba(x[None])[0]
-        out = {"run": rid or runs.default, "class": run.class_names[int(p.argmax())], "index": int(p.argmax()),
-               "confidence": float(p.max()),
-               "probabilities": [{"class": c, "p": float(v)} for c, v in zip(run.class_names, p)]}
-        if explain:
+    # Plain predictions run in parallel (inference only); explanations take the run's lock, since
+    # Grad-CAM computes gradients on the shared model.
+    p = run.predict_proba(x[None])[0]
+    out = {"run": rid or runs.default, "class": run.class_names[int(p.argmax())], "index": int(p.argmax()),
+           "confidence": float(p.max()),
+           "probabilities": [{"class": c, "p": float(v)} for c, v in zip(run.class_names, p)]}
+    if explain:
+        with lock:
             view = x[..., 0] if x.shape[-1] == 1 else x
             out["input_png"] = _png_b64(_upscale(view))
             out["feature_maps"] = [{"layer": name, "channels": int(m.shape[0]),
