@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                      f"≤ {time_goal:.0f}", "✓" if statistics.median(walls) <= time_goal else "✗"])
     if 4 in args.items or 5 in args.items:
         sys.path.insert(0, str(Path(__file__).parent))
-        from speed import cnnlab_epoch, fresh, plain_epoch  # noqa: E402
+        from speed import api_rates, cnnlab_epoch, fresh, plain_epoch, png_rates  # noqa: E402
 
         import cnnlab
         from cnnlab.data.preprocess import Preprocessing
@@ -112,28 +112,10 @@ def main(argv=None) -> int:
         if 5 in args.items:
             run = cnnlab.train(ds, model="fashion-cnn", epochs=1, batch_size=256, quiet=True, patience=None,
                                runs_dir=tempfile.mkdtemp(prefix="cnnlab-issue3-"))
-            x_te = ds["test"].x
-            run.predict_proba(x_te[:2048])
-            rates = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                run.predict_proba(x_te)
-                rates.append(len(x_te) / (time.perf_counter() - t))
+            rates = api_rates(run, ds["test"].x, args.repeats)
             rows.append(["5", "prediction, Python API, images/s (10,000 in memory)", f"{args.repeats}",
                          *spread(rates, ",.0f"), "≥ 20,000", "✓" if statistics.median(rates) >= 20000 else "✗"])
-            with tempfile.TemporaryDirectory() as tmp:
-                from PIL import Image
-
-                n = 2000
-                for i in range(n):
-                    Image.fromarray(x_te[i, ..., 0]).save(Path(tmp) / f"{i}.png")
-                exe = Path(sys.executable).with_name("cnnlab")
-                files = []
-                for _ in range(args.repeats):
-                    t = time.perf_counter()
-                    subprocess.run([str(exe), "predict", str(run.path), tmp, "--out", str(Path(tmp) / "p.csv")],
-                                   check=True, capture_output=True)
-                    files.append(n / (time.perf_counter() - t))
+            files = png_rates(run, ds["test"].x, args.repeats)
             raw[5] = {"api_images_per_s": rates, "png_files_per_s": files}
             rows.append(["5", "`cnnlab predict`, PNG files/s (2,000 files, process start included)",
                          f"{args.repeats}", *spread(files, ",.0f"), "(reported)", ""])

@@ -130,13 +130,19 @@ def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool
                                help="skip writing report.html at the end (default: write it)")
 
 
+def config_overrides(args) -> dict:
+    """The training-config keys given on the command line."""
+    overrides = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
+    if "zoom_range" in overrides:
+        overrides["zoom_range"] = _zoom(overrides["zoom_range"])
+    return overrides
+
+
 def cmd_train(args) -> int:
     from .evaluate import format_evaluation
     from .train.session import train
 
-    overrides = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
-    if "zoom_range" in overrides:
-        overrides["zoom_range"] = _zoom(overrides["zoom_range"])
+    overrides = config_overrides(args)
     explicit_none = [k for k, v in overrides.items() if v is None]  # e.g. --patience none
     cfg = make_config(args.config, explicit_none=explicit_none, **overrides)
     run = train(cfg)
@@ -163,9 +169,7 @@ def cmd_compare(args) -> int:
     from .comparison import compare
     from .comparison.leaderboard import markdown
 
-    overrides = {k: getattr(args, k) for k in KEYS if hasattr(args, k)}
-    if "zoom_range" in overrides:
-        overrides["zoom_range"] = _zoom(overrides["zoom_range"])
+    overrides = config_overrides(args)
     overrides.pop("source", None)
     board = compare(getattr(args, "source", "fashion-mnist"), args.models, cv=args.cv, jobs=args.jobs,
                     subsample_n=args.subsample, time_limit=args.time_limit_each, out=args.out,

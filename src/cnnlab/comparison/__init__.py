@@ -191,6 +191,9 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
                   if "validation" not in ds.splits else "the source's validation split")
     say(f"comparing {len(names)} models on {ds.source}: {len(pool):,} labeled images, {split_text}; "
         f"results in {out}")
+    # per neural model: its preset's own recipe fills what the options leave open
+    model_cfgs = {name: make_config(config, source=source, model=name, explicit_none=explicit_none, **options)
+                  for name in names if name not in BASELINES}
     rows: list[dict] = []
     interrupted = False
     for name in names:
@@ -204,10 +207,7 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
                                        cfg.seed, jobs, limits[name])
                     res.setdefault("note", res.pop("error", ""))
                 else:
-                    # per model: a preset's own recipe fills what the options leave open
-                    model_cfg = make_config(config, source=source, model=name, explicit_none=explicit_none,
-                                            **options)
-                    res = _neural(name, model_cfg, ds, pool, tr_m, ev, k, out, limits[name])
+                    res = _neural(name, model_cfgs[name], ds, pool, tr_m, ev, k, out, limits[name])
             except KeyboardInterrupt:
                 interrupted = True
                 res = {"status": "interrupted", "note": "interrupted by the user (Ctrl-C)"}

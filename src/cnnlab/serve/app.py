@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from ..data.drawing import prepare_drawing
 from ..data.images import to_array
 from ..errors import RunError
-from ..runs import REQUIRED, load_run
+from ..models import parse_spec
+from ..runs import REQUIRED, _read_json, load_run
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 25_000_000  # 5,000 x 5,000
@@ -65,11 +66,13 @@ def find_runs(paths: list[str | Path]) -> dict[str, Path]:
 
 
 class Runs:
-    """The runs a server may use, loaded on first use; one lock per run around the model."""
+    """The runs a server may use. Models load on first use (one lock per run, for Grad-CAM);
+    listing runs reads only their small JSON files."""
 
     def __init__(self, paths: list[str | Path]):
         self.dirs = find_runs(paths)
         self._loaded: dict[str, tuple] = {}
+        self._described: dict[str, dict] = {}
         self._lock = threading.Lock()
 
     @property
@@ -86,11 +89,17 @@ class Runs:
         return self._loaded[rid]
 
     def describe(self, rid: str) -> dict:
-        run, _ = self.get(rid)
-        test = run.metrics.get("test", {})
-        return {"id": rid, "model": run.spec.name, "source": run.data.get("source"),
-                "classes": run.class_names, "image_size": list(run.image_size), "color_mode": run.color_mode,
-                "test_accuracy": test.get("accuracy"), "params": run.spec.total_params}
+        if rid not in self._described:
+            d = self.dirs[rid]
+            spec = parse_spec(_read_json(d / "spec.json"), str(d / "spec.json"))
+            metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
+            h, w, *c = spec.input_shape
+            self._described[rid] = {
+                "id": rid, "model": spec.name, "source": _read_json(d / "data.json").get("source"),
+                "classes": list(_read_json(d / "classes.json")["class_names"]), "image_size": [h, w],
+                "color_mode": "rgb" if c and c[0] == 3 else "grayscale",
+                "test_accuracy": metrics.get("test", {}).get("accuracy"), "params": spec.total_params}
+        return self._described[rid]
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -201,7 +210,6 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
     app = FastAPI(title="cnnlab serve", version=__version__,
                   description="Classify images with trained cnnlab runs. POST /api/predict with a multipart "
                   "'file' field or JSON {\"image\": base64}.")
-    app.state.runs = runs
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError):
@@ -265,7 +273,6 @@ class BodyLimit:
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
-        self.state = getattr(app, "state", None)
 
     async def _reject(self, send):
         body = json.dumps({"error": f"the upload is larger than the limit of {self.limit / 1024 / 1024:g} MB"}).encode()
