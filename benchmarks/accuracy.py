@@ -75,8 +75,7 @@ def main(argv=None) -> int:
         rs = [r for r in rows if r["model"] == model]
         accs = [r["test_accuracy"] for r in rs]
         walls = [r["wall_time_s"] for r in rs]
-        rec = RECIPES.get(model, {})
-        recipe = f"batch {rec.get('batch_size')}, patience {rec.get('patience')}"
+        recipe = f"batch {rs[0]['batch_size']}, patience {rs[0]['patience']}"
         if rs[0].get("time_limit"):
             recipe += f", limit {rs[0]['time_limit']:g} s"
         ok = ""

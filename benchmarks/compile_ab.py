@@ -20,14 +20,16 @@ from cnnlab.models.build import build_module
 from cnnlab.models.presets import spec_from
 
 
-def timed(fn, repeats: int, steps: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        out.append((time.perf_counter() - t) / steps * 1000)
-    return out
+def side_by_side(eager, compiled, rounds: int, steps: int) -> tuple[float, float]:
+    """Median ms per call of each, alternating rounds so drifts in machine speed hit both."""
+    ms: dict = {eager: [], compiled: []}
+    for _ in range(rounds):
+        for fn in (eager, compiled):
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            ms[fn].append((time.perf_counter() - t) / steps * 1000)
+    return statistics.median(ms[eager]), statistics.median(ms[compiled])
 
 
 def main(argv=None) -> int:
@@ -39,10 +41,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
-    model = build_module(spec_from(args.model))
+    spec = spec_from(args.model)
+    model = build_module(spec)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch,))
+    h, w, *c = spec.input_shape  # a flat-input preset (deep-mlp) has no channel axis
+    x = torch.randn(args.batch, c[0] if c else 1, h, w).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, spec.num_classes, (args.batch,))
 
     def stepper(module):
         def step():
@@ -56,11 +60,7 @@ def main(argv=None) -> int:
     compiled = stepper(torch.compile(model))
     compiled()
     print(f"{args.model}, batch {args.batch}: compile + first step {time.perf_counter() - t0:.1f} s")
-    ms = {"eager": [], "compiled": []}
-    for _ in range(args.repeats):  # alternate, so drifts in machine speed hit both
-        ms["eager"] += timed(eager, 1, args.steps)
-        ms["compiled"] += timed(compiled, 1, args.steps)
-    e, c = statistics.median(ms["eager"]), statistics.median(ms["compiled"])
+    e, c = side_by_side(eager, compiled, args.repeats, args.steps)
     print(f"training step: eager {e:.0f} ms, compiled {c:.0f} ms ({c / e:.2f}x)")
 
     bn, pool = nn.BatchNorm2d(64, momentum=0.01), nn.MaxPool2d(2)
@@ -81,11 +81,7 @@ def main(argv=None) -> int:
     compiled_chain = torch.compile(chain)
     chain_step(compiled_chain)()
     print(f"block-1 chain: compile {time.perf_counter() - t0:.1f} s")
-    ms = {"eager": [], "compiled": []}
-    for _ in range(args.repeats + 2):
-        ms["eager"] += timed(chain_step(chain), 1, 1)
-        ms["compiled"] += timed(chain_step(compiled_chain), 1, 1)
-    e, c = statistics.median(ms["eager"]), statistics.median(ms["compiled"])
+    e, c = side_by_side(chain_step(chain), chain_step(compiled_chain), args.repeats + 2, 1)
     print(f"block-1 ReLU->BatchNorm->MaxPool fwd+bwd: eager {e:.0f} ms, compiled {c:.0f} ms ({c / e:.2f}x)")
     return 0
 
