@@ -10,8 +10,9 @@ compiled alternating, and the first block's ReLU -> BatchNorm -> MaxPool chain a
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,17 +20,14 @@ from torch import nn
 from cnnlab.models.build import build_module
 from cnnlab.models.presets import spec_from
 
+sys.path.insert(0, str(Path(__file__).parent))
+from step_ab import alternate  # noqa: E402
+
 
 def side_by_side(eager, compiled, rounds: int, steps: int) -> tuple[float, float]:
     """Median ms per call of each, alternating rounds so drifts in machine speed hit both."""
-    ms: dict = {eager: [], compiled: []}
-    for _ in range(rounds):
-        for fn in (eager, compiled):
-            t = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            ms[fn].append((time.perf_counter() - t) / steps * 1000)
-    return statistics.median(ms[eager]), statistics.median(ms[compiled])
+    s = alternate({"eager": eager, "compiled": compiled}, rounds, steps)
+    return s["eager"] * 1000, s["compiled"] * 1000
 
 
 def main(argv=None) -> int:

@@ -39,6 +39,16 @@ def bn_cnn(widths, dense=128, dropout=0.2, momentum=0.9):
         {"type": "Dropout", "rate": dropout}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
 
 
+def pool_first_cnn(widths, dense=128, dropout=0.2, momentum=0.9):
+    """Conv -> MaxPool -> BatchNorm -> ReLU: BatchNorm and ReLU run on a quarter of the pixels."""
+    layers = [layer for f in widths for layer in (
+        conv(f), {"type": "MaxPooling2D", "pool_size": 2}, {"type": "BatchNormalization", "momentum": momentum},
+        {"type": "Activation", "activation": "relu"})]
+    return {"input_shape": [28, 28, 1], "layers": layers + [
+        {"type": "Flatten"}, {"type": "Dense", "units": dense, "activation": "relu"},
+        {"type": "Dropout", "rate": dropout}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
+
+
 def stem_cnn(w1=32, w2=32, w3=64, dense=128, dropout=0.2, momentum=0.9):
     """A 2x2 stride-2 'patchify' stem (28 -> 14 at almost no cost), then two 3x3 conv blocks."""
     bn = {"type": "BatchNormalization", "momentum": momentum}
@@ -64,6 +74,24 @@ CANDIDATES = {
     "stem32": (stem_cnn(), FAST),
     "bn8": (bn_cnn((8, 16, 32)), FAST),
     "bn24-b512": (bn_cnn((24, 48, 96)), {**FAST, "batch_size": 512, "lr": 0.006}),
+    # per-image step cost is nearly flat from batch 64 to 256 here, so smaller batches buy more steps
+    "stem32-b64": (stem_cnn(), {**FAST, "batch_size": 64, "lr": 0.002}),
+    "stem32-b128": (stem_cnn(), {**FAST, "batch_size": 128, "lr": 0.003}),
+    "bn16-b64": (bn_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.002}),
+    "bn16-b32": (bn_cnn((16, 32, 64)), {**FAST, "batch_size": 32, "lr": 0.0014}),
+    "bn16-b64-nodrop": (bn_cnn((16, 32, 64), dropout=0.0), {**FAST, "batch_size": 64, "lr": 0.002}),
+    "bn16-b64-lr3": (bn_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.003}),
+    "bn16-b64-lr5": (bn_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.005}),
+    "pf16-b64-lr3": (pool_first_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.003}),
+    "pf16-b64-lr5": (pool_first_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.005}),
+    "pf16-b64-lr5-plain": (pool_first_cnn((16, 32, 64), dropout=0.0),
+                           {**FAST, "batch_size": 64, "lr": 0.005, "label_smoothing": 0.0}),
+    "pf16-96-b64-lr5": (pool_first_cnn((16, 32, 96)), {**FAST, "batch_size": 64, "lr": 0.005}),
+    "pf24-b64-lr5": (pool_first_cnn((24, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.005}),
+    "pf16-d256-b64-lr5": (pool_first_cnn((16, 32, 64), dense=256), {**FAST, "batch_size": 64, "lr": 0.005}),
+    "pf16-b64-lr8": (pool_first_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.008}),
+    "pf16-b64-lr12": (pool_first_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.012}),
+    "pf16-d256-b64-lr8": (pool_first_cnn((16, 32, 64), dense=256), {**FAST, "batch_size": 64, "lr": 0.008}),
 }
 
 

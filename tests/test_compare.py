@@ -59,6 +59,16 @@ def test_every_baseline_and_a_cnn_on_one_split(bars_npz, tiny_spec_file, tmp_pat
     assert cnnlab.load_run(run_dir).spec.total_params > 0
 
 
+def test_the_fast_recipe_trains_each_model_but_keeps_the_comparison_split(bars_npz, tiny_spec_file, tmp_path):
+    # the fast recipe trains on every image (val_split 0), which must not empty the evaluation split
+    board = cnnlab.compare(f"npz:{bars_npz}", ["tree", str(tiny_spec_file)], out=tmp_path / "fast",
+                           recipe="fast", epochs=2, seed=3)
+    assert (board["status"] == "ok").all(), board[["model", "status", "note"]]
+    assert (board["n_eval"] == 24).all() and (board["n_train"] == 96).all()
+    run = cnnlab.load_run(board.attrs["folds"].set_index("model").loc[str(tiny_spec_file), "run"])
+    assert run.config["schedule"] == "onecycle" and run.config["batch_size"] == 64
+
+
 def test_every_model_sees_the_same_folds(bars_npz, tiny_spec_file, tmp_path):
     from sklearn.model_selection import StratifiedKFold
 

@@ -22,10 +22,17 @@ def test_constant_schedule():
 
 def test_recipe_fills_only_unset_keys():
     cfg = make_config(recipe="fast", epochs=7)
-    assert cfg.schedule == "onecycle" and cfg.epochs == 7 and cfg.patience is None and cfg.batch_size == 256
+    assert cfg.schedule == "onecycle" and cfg.epochs == 7 and cfg.patience is None and cfg.batch_size == 64
     assert make_config().schedule == "constant" and make_config().patience == 2
     with pytest.raises(ConfigError, match="recipe"):
         make_config(recipe="fastest")
+
+
+def test_fast_recipe_trains_on_every_image_unless_told():
+    assert make_config(model="fast").val_split == 0.0
+    assert make_config(model="fast", val_split=0.1).val_split == 0.1
+    assert make_config(model="fashion-cnn", recipe="fast").val_split == 0.0
+    assert make_config(model="fashion-cnn", recipe="keras").val_split == 0.2
 
 
 def test_explicit_none_patience_disables_early_stopping():

@@ -170,8 +170,8 @@ def load_config_file(path: str | Path) -> dict:
 # Training recipes: settings that go together. A recipe fills in only the keys the user did not
 # set; a preset may name its own (presets.Preset.recipe). "keras" is the notebooks' recipe (the
 # defaults); "fast" trades the fixed learning rate and early stopping for a one-cycle schedule
-# over a fixed number of epochs (4), batch 256, and label smoothing (models.presets.FAST_RECIPE).
-# Measured on fashion-cnn: 4 epochs reach val_accuracy 0.9173 (docs/performance.md).
+# over a fixed number of epochs (3), batch 64, and label smoothing (models.presets.FAST_RECIPE);
+# measurements in docs/performance.md.
 RECIPES: dict[str, dict] = {"keras": {}, "fast": FAST_RECIPE}
 
 

@@ -173,7 +173,10 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}", "--jobs", "use e.g. --jobs 2")
     explicit_none = [k for k, v in options.items() if v is None]
-    cfg = make_config(config, source=source, explicit_none=explicit_none, **options)
+    # The comparison's split comes from the options, never from a recipe (the fast recipe trains
+    # on every image); each model's recipe applies to its own config below.
+    cfg = make_config(config, source=source, explicit_none=explicit_none,
+                      **{k: v for k, v in options.items() if k != "recipe"})
     cfg.quiet = True
     ds = load_source(cfg.source, cfg.data_options())
     if ds["train"].y is None:

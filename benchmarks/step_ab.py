@@ -1,0 +1,89 @@
+"""Training-step time of engine variants, side by side in one process (issue 3, docs/performance.md).
+
+    .venv/bin/python benchmarks/step_ab.py                 # fused Adam, BatchNorm placement, batch size
+    .venv/bin/python benchmarks/step_ab.py --rounds 7 --images 4096
+
+Every variant runs forward + backward + optimizer step on the same random batch, in
+channels_last, and the variants alternate round by round, so drifts in machine speed hit all of
+them. Printed: the median time per image over the rounds, and its ratio to the first variant
+of its group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.models.build import build_module
+from cnnlab.models.presets import spec_from
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fast_screen import bn_cnn, pool_first_cnn  # noqa: E402
+
+
+def alternate(fns: dict, rounds: int, calls: dict | int = 1) -> dict:
+    """Median seconds per call of each function, the functions alternating round by round."""
+    calls = calls if isinstance(calls, dict) else dict.fromkeys(fns, calls)
+    out: dict = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(calls[k]):
+                fn()
+            out[k].append((time.perf_counter() - t) / calls[k])
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def stepper(model_spec, batch: int, fused: bool | None = True):
+    torch.manual_seed(0)
+    model = build_module(spec_from(model_spec))
+    opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7, fused=fused)
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):  # warm-up: oneDNN primitives, allocator
+        step()
+    return step
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--images", type=int, default=2048, help="images per variant per round")
+    args = ap.parse_args(argv)
+    bn16 = bn_cnn((16, 32, 64))
+    groups = {
+        "Adam at batch 64 (conv -> BN -> ReLU -> pool model)": {
+            "foreach Adam (torch's default)": (bn16, 64, None), "fused Adam": (bn16, 64, True)},
+        "BatchNorm placement, batch 64, fused Adam": {
+            "conv -> BN -> ReLU -> pool": (bn16, 64, True),
+            "conv -> pool -> BN -> ReLU (the fast preset)": (pool_first_cnn((16, 32, 64)), 64, True)},
+        "batch size, the fast preset": {f"batch {b}": ("fast", b, True) for b in (32, 64, 128, 256)},
+    }
+    print(f"{torch.get_num_threads()} threads, medians of {args.rounds} alternating rounds, "
+          f"{args.images} images per variant per round")
+    for title, variants in groups.items():
+        fns = {name: stepper(*v) for name, v in variants.items()}
+        batch = {name: v[1] for name, v in variants.items()}
+        s = alternate(fns, args.rounds, {k: max(1, args.images // b) for k, b in batch.items()})
+        per_image = {k: s[k] / batch[k] * 1e6 for k in s}
+        first = next(iter(per_image.values()))
+        print(f"\n{title}")
+        for k, us in per_image.items():
+            print(f"  {k:<46} {us:6.0f} us/image  {us / first:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
