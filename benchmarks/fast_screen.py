@@ -92,6 +92,12 @@ CANDIDATES = {
     "pf16-b64-lr8": (pool_first_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.008}),
     "pf16-b64-lr12": (pool_first_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.012}),
     "pf16-d256-b64-lr8": (pool_first_cnn((16, 32, 64), dense=256), {**FAST, "batch_size": 64, "lr": 0.008}),
+    "pf16-b64-sgd05": (pool_first_cnn((16, 32, 64)),
+                       {**FAST, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "lr": 0.05}),
+    "pf16-b64-sgd15": (pool_first_cnn((16, 32, 64)),
+                       {**FAST, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "lr": 0.15}),
+    "pf16-b64-adamw-wd05": (pool_first_cnn((16, 32, 64)),
+                            {**FAST, "batch_size": 64, "optimizer": "adamw", "lr": 0.008, "weight_decay": 0.05}),
 }
 
 
