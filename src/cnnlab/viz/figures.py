@@ -217,7 +217,8 @@ def histograms(trained: dict[str, np.ndarray], initial: dict[str, dict] | None =
         init = (initial or {}).get(name)
         edges = np.asarray(init["edges"]) if init else np.histogram_bin_edges(w, 50)
         lo, hi = min(edges[0], w.min()), max(edges[-1], w.max())
-        ax.hist(w, bins=np.linspace(lo, hi, 51), density=True, alpha=0.6, label="trained")
+        # one filled polygon instead of 50 bar patches: the same picture, drawn faster
+        ax.hist(w, bins=np.linspace(lo, hi, 51), density=True, alpha=0.6, label="trained", histtype="stepfilled")
         if init:
             centres = (edges[:-1] + edges[1:]) / 2
             widths = np.diff(edges)
