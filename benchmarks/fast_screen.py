@@ -39,11 +39,15 @@ def bn_cnn(widths, dense=128, dropout=0.2, momentum=0.9):
         {"type": "Dropout", "rate": dropout}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
 
 
-def pool_first_cnn(widths, dense=128, dropout=0.2, momentum=0.9):
-    """Conv -> MaxPool -> BatchNorm -> ReLU: BatchNorm and ReLU run on a quarter of the pixels."""
-    layers = [layer for f in widths for layer in (
-        conv(f), {"type": "MaxPooling2D", "pool_size": 2}, {"type": "BatchNormalization", "momentum": momentum},
-        {"type": "Activation", "activation": "relu"})]
+def pool_first_cnn(widths, dense=128, dropout=0.2, momentum=0.9, k1=3, pools=3, **first):
+    """Conv -> MaxPool -> BatchNorm -> ReLU: BatchNorm and ReLU run on a quarter of the pixels.
+    ``k1``: the first kernel size; ``pools``: how many blocks pool; ``first``: more arguments
+    of the first Conv2D (e.g. kernel_initializer, trainable)."""
+    layers = []
+    for i, f in enumerate(widths):
+        layers += [{**conv(f, k1 if i == 0 else 3), **(first if i == 0 else {})}]
+        layers += [{"type": "MaxPooling2D", "pool_size": 2}] if i < pools else []
+        layers += [{"type": "BatchNormalization", "momentum": momentum}, {"type": "Activation", "activation": "relu"}]
     return {"input_shape": [28, 28, 1], "layers": layers + [
         {"type": "Flatten"}, {"type": "Dense", "units": dense, "activation": "relu"},
         {"type": "Dropout", "rate": dropout}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
@@ -96,6 +100,14 @@ CANDIDATES = {
                        {**FAST, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "lr": 0.05}),
     "pf16-b64-sgd15": (pool_first_cnn((16, 32, 64)),
                        {**FAST, "batch_size": 64, "optimizer": "sgd", "momentum": 0.9, "lr": 0.15}),
+    # the `fast` preset as it is: pf16 with a fixed patch_whitening first layer
+    "fast": ("fast", {**FAST, "batch_size": 64, "lr": 0.008}),
+    "pf16w-b64-lr12": ("fast", {**FAST, "batch_size": 64, "lr": 0.012}),
+    "pf16w-trained": (pool_first_cnn((16, 32, 64), kernel_initializer="patch_whitening"),
+                      {**FAST, "batch_size": 64, "lr": 0.008}),
+    "pf16-k5": (pool_first_cnn((16, 32, 64), k1=5), {**FAST, "batch_size": 64, "lr": 0.008}),
+    "pf16-nopool3": (pool_first_cnn((16, 32, 64), pools=2), {**FAST, "batch_size": 64, "lr": 0.008}),
+    "pf16-standard": (pool_first_cnn((16, 32, 64)), {**FAST, "batch_size": 64, "lr": 0.008, "scale": "standard"}),
     "pf16-b64-adamw-wd05": (pool_first_cnn((16, 32, 64)),
                             {**FAST, "batch_size": 64, "optimizer": "adamw", "lr": 0.008, "weight_decay": 0.05}),
 }

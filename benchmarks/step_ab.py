@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/step_ab.py                 # fused Adam, BatchNorm placement, batch size
     .venv/bin/python benchmarks/step_ab.py --rounds 7 --images 4096
+    .venv/bin/python benchmarks/step_ab.py --groups denormals whitening
 
 Every variant runs forward + backward + optimizer step on the same random batch, in
 channels_last, and the variants alternate round by round, so drifts in machine speed hit all of
@@ -40,7 +41,7 @@ def alternate(fns: dict, rounds: int, calls: dict | int = 1) -> dict:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
-def stepper(model_spec, batch: int, fused: bool | None = True):
+def stepper(model_spec, batch: int, fused: bool | None = True, flush_denormal: bool = False):
     torch.manual_seed(0)
     model = build_module(spec_from(model_spec))
     opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7, fused=fused)
@@ -52,28 +53,46 @@ def stepper(model_spec, batch: int, fused: bool | None = True):
         F.cross_entropy(model(x), y).backward()
         opt.step()
 
+    def flushed():
+        torch.set_flush_denormal(True)  # a process-wide flag: on for this variant's steps only
+        try:
+            step()
+        finally:
+            torch.set_flush_denormal(False)
+
+    fn = flushed if flush_denormal else step
     for _ in range(3):  # warm-up: oneDNN primitives, allocator
-        step()
-    return step
+        fn()
+    return fn
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--images", type=int, default=2048, help="images per variant per round")
+    ap.add_argument("--groups", nargs="+", default=["adam", "placement", "batch"],
+                    choices=["adam", "placement", "batch", "whitening", "denormals"])
     args = ap.parse_args(argv)
     bn16 = bn_cnn((16, 32, 64))
     groups = {
-        "Adam at batch 64 (conv -> BN -> ReLU -> pool model)": {
+        "adam": {
             "foreach Adam (torch's default)": (bn16, 64, None), "fused Adam": (bn16, 64, True)},
-        "BatchNorm placement, batch 64, fused Adam": {
+        "placement": {
             "conv -> BN -> ReLU -> pool": (bn16, 64, True),
             "conv -> pool -> BN -> ReLU (the fast preset)": (pool_first_cnn((16, 32, 64)), 64, True)},
-        "batch size, the fast preset": {f"batch {b}": ("fast", b, True) for b in (32, 64, 128, 256)},
+        "batch": {f"batch {b}": ("fast", b, True) for b in (32, 64, 128, 256)},
+        "whitening": {"first conv trained from Glorot (pf16)": (pool_first_cnn((16, 32, 64)), 64, True),
+                      "first conv a fixed whitening (the fast preset)": ("fast", 64, True)},
+        "denormals": {"the fast preset, batch 64": ("fast", 64, True),
+                      "the same, torch.set_flush_denormal(True)": ("fast", 64, True, True)},
     }
+    titles = {"adam": "Adam at batch 64 (conv -> BN -> ReLU -> pool model)",
+              "placement": "BatchNorm placement, batch 64, fused Adam", "batch": "batch size, the fast preset",
+              "whitening": "first layer, batch 64, fused Adam", "denormals": "flushing denormals"}
     print(f"{torch.get_num_threads()} threads, medians of {args.rounds} alternating rounds, "
           f"{args.images} images per variant per round")
-    for title, variants in groups.items():
+    for key in args.groups:
+        title, variants = titles[key], groups[key]
         fns = {name: stepper(*v) for name, v in variants.items()}
         batch = {name: v[1] for name, v in variants.items()}
         s = alternate(fns, args.rounds, {k: max(1, args.images // b) for k, b in batch.items()})

@@ -19,7 +19,7 @@ PRESET_TOTALS = {
     "small-convnet": (3_453_121, 0),
     # not a notebook model: 144 + 4,608 + 18,432 conv weights (no biases), 3 BatchNorms
     # (4 x 16 + 4 x 32 + 4 x 64, half of it moving statistics), Dense 576 -> 128 -> 10
-    "fast": (98_778, 224),
+    "fast": (98_778, 368),  # 224 BatchNorm statistics + the fixed 144-weight whitening layer
 }
 
 
@@ -39,10 +39,11 @@ def test_preset_summary_totals_match_keras(name, capsys):
 def test_torch_module_matches_inferred_shapes_and_counts(name):
     spec = parse_spec(preset_spec(name))
     model = build_module(spec).eval()
-    trainable = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     running = sum(b.numel() for n, b in model.named_buffers() if "running" in n)
     assert trainable == spec.trainable_params
-    assert running == spec.non_trainable_params
+    assert running + frozen == spec.non_trainable_params
     h, w = spec.input_shape[:2]
     c = spec.input_shape[2] if len(spec.input_shape) == 3 else 1
     x = torch.zeros(2, c, h, w)
@@ -98,6 +99,46 @@ def test_batchnorm_counts_moving_stats_as_non_trainable():
     assert spec.layers[0].trainable == 6 and spec.layers[0].non_trainable == 6
 
 
+def test_frozen_layers_count_as_non_trainable_like_keras():
+    spec = parse_spec({"input_shape": [8, 8, 1], "layers": [
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "trainable": False}, {"type": "Flatten"},
+        {"type": "Dense", "units": 3, "activation": "softmax", "trainable": False}]})
+    assert spec.trainable_params == 0 and spec.non_trainable_params == 40 + 435
+    model = build_module(spec)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_he_uniform_kernels_have_keras_bounds():
+    spec = parse_spec({"input_shape": [8, 8, 3], "layers": [
+        {"type": "Conv2D", "filters": 64, "kernel_size": 3, "kernel_initializer": "he_uniform"}, {"type": "Flatten"},
+        {"type": "Dense", "units": 3, "activation": "softmax"}]})
+    w = build_module(spec).blocks[0][0].weight
+    bound = (6 / (3 * 3 * 3)) ** 0.5  # Keras: U(-sqrt(6 / fan_in), sqrt(6 / fan_in))
+    assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+
+
+def test_patch_whitening_decorrelates_the_first_layer():
+    spec = parse_spec({"input_shape": [12, 12, 1], "layers": [
+        {"type": "Conv2D", "filters": 8, "kernel_size": 2, "use_bias": True,
+         "kernel_initializer": "patch_whitening", "trainable": False},
+        {"type": "Flatten"}, {"type": "Dense", "units": 3, "activation": "softmax"}]})
+    model = build_module(spec)
+    g = torch.Generator().manual_seed(0)
+    # strongly correlated neighbouring pixels with an offset, as in real images
+    x = torch.rand(400, 1, 13, 13, generator=g).cumsum(2).cumsum(3)[:, :, 1:, 1:] / 20 + 3
+    model.init_from_data(x, eps=0.0)
+    out = model.blocks[0](x)[:, :4].permute(0, 2, 3, 1).reshape(-1, 4).double()
+    assert out.mean(0).abs().max() < 1e-3  # the bias centres the responses
+    cov = out.T @ out / len(out)
+    assert torch.allclose(cov, torch.eye(4, dtype=torch.float64), atol=1e-3)
+    w = model.blocks[0][0].weight
+    assert torch.equal(w[4:], -w[:4])  # +/- pairs
+    glorot = build_module(spec)
+    before = glorot.blocks[0][0].weight.clone()
+    glorot.init_from_data(torch.full((5, 1, 12, 12), 0.5))  # blank images: nothing to whiten
+    assert torch.equal(glorot.blocks[0][0].weight, before)
+
+
 def test_flat_input_and_aliases():
     spec = parse_spec({"input_shape": [28, 28], "layers": [
         {"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]})
@@ -122,6 +163,18 @@ def test_binary_head():
     ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "padding": "full"}], "padding='full'"),
     ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "activation": "rleu"}], "did you mean 'relu'"),
     ([{"type": "Dropout", "rate": 1.5}], "rate=1.5"),
+    ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "kernel_initializer": "orthogonal"}],
+     "kernel_initializer='orthogonal' is unknown for Conv2D"),
+    ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "kernel_initializer": "patch_whitening"}],
+     "even number of filters from 2 to 18"),
+    ([{"type": "Conv2D", "filters": 20, "kernel_size": 3, "kernel_initializer": "patch_whitening"}],
+     "at most 9 components"),
+    ([{"type": "Conv2D", "filters": 4, "kernel_size": 3},
+      {"type": "Conv2D", "filters": 4, "kernel_size": 3, "kernel_initializer": "patch_whitening"}],
+     "use it on the first layer only"),
+    ([{"type": "Flatten"}, {"type": "Dense", "units": 3, "kernel_initializer": "patch_whitening"}],
+     "unknown for Dense"),
+    ([{"type": "Conv2D", "filters": 3, "kernel_size": 3, "trainable": "no"}], "trainable='no' is not true/false"),
     ([{"type": "Flatten"}, {"type": "Dense", "units": 1}], "needs activation sigmoid"),
 ])
 def test_invalid_specs_name_layer_argument_and_value(layers, needle):

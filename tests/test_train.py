@@ -9,6 +9,7 @@ from cnnlab.errors import TrainingError
 from cnnlab.models.build import SpecModel
 from cnnlab.runs import load_run, load_weights
 from cnnlab.train.callbacks import early_stopping
+from cnnlab.viz.inspect import grad_cam
 from conftest import TINY_SPEC
 
 
@@ -189,3 +190,20 @@ def test_time_limit_stops_training_and_keeps_the_epoch_reached(npz_path, tmp_pat
     assert "test" in m and (run.path / "model.safetensors").is_file()
     with pytest.raises(cnnlab.CnnlabError, match="time_limit must be > 0"):
         tiny_train(npz_path, tmp_path, time_limit=0)
+
+
+def test_a_frozen_whitening_first_layer_trains_and_stays_fixed(npz_path, tmp_path):
+    spec = json.loads(json.dumps(TINY_SPEC))
+    spec["layers"][0].update(kernel_initializer="patch_whitening", trainable=False)
+    run = cnnlab.train(f"npz:{npz_path}", model=spec, epochs=4, batch_size=16, seed=1, quiet=True,
+                       runs_dir=str(tmp_path / "runs"))
+    assert run.spec.non_trainable_params == 8 * 9 + 8
+    init = json.loads((run.path / "weights_init.json").read_text())
+    w = load_weights(run.path / "model.safetensors")
+    first, dense = w["blocks.0.0.weight"], w["blocks.3.0.weight"]
+    assert torch.equal(first[4:], -first[:4])  # +/- principal components of the patches
+    assert float(first.double().std(correction=0)) == pytest.approx(init["conv2d"]["std"], rel=1e-6)  # not trained
+    assert float(dense.double().std(correction=0)) != pytest.approx(init["dense"]["std"], rel=1e-3)  # the rest is
+    assert run.metrics["test"]["accuracy"] > 0.6
+    cam, _ = grad_cam(run, cnnlab.load_dataset(f"npz:{npz_path}")["test"].x[:2])  # the only conv is frozen
+    assert cam.shape == (2, 12, 12) and np.isfinite(cam).all()

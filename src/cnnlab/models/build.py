@@ -140,17 +140,57 @@ class SpecModel(nn.Module):
             blocks.append(nn.Sequential(*mods))
         self.blocks = nn.ModuleList(blocks)
         self.reset_parameters()
+        for info, block in zip(spec.layers, self.blocks):
+            if info.args.get("trainable") is False:
+                block.requires_grad_(False)
         # channels_last weights and activations make CPU convolutions ~25% faster
         # (docs/performance.md); inputs are made channels_last by the training loop too.
         self.to(memory_format=torch.channels_last)
 
+    def _weighted(self):
+        """(layer info, its Conv2d or Linear) for every layer with a kernel."""
+        for info, block in zip(self.spec.layers, self.blocks):
+            for m in block.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    yield info, m
+
     def reset_parameters(self) -> None:
-        """Keras' defaults: Glorot-uniform kernels, zero biases."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+        """Keras' initializers: Glorot-uniform kernels unless a layer names he_uniform, zero
+        biases. patch_whitening layers start as Glorot until ``init_from_data``."""
+        for info, m in self._weighted():
+            if info.args.get("kernel_initializer") == "he_uniform":
+                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")  # U(+/- sqrt(6 / fan_in))
+            else:
                 nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, eps: float = 0.1) -> None:
+        """Set patch_whitening kernels from preprocessed training images ``x`` (N, C, H, W).
+
+        The kernels are the top filters/2 principal components of the images' kh x kw patches,
+        each divided by sqrt(its variance + eps x the mean variance), and their negatives, so
+        the layer outputs decorrelated, unit-variance responses. A bias, if the layer has one,
+        centres them. As in hlb-CIFAR10 and airbench; docs/performance.md has the effect.
+        """
+        for info, m in self._weighted():
+            if info.args.get("kernel_initializer") != "patch_whitening":
+                continue
+            patches = F.unfold(x.float(), m.kernel_size, dilation=m.dilation).transpose(1, 2)
+            patches = patches.reshape(-1, patches.shape[-1]).double()
+            mean = patches.mean(0)
+            centred = patches - mean
+            var, vecs = torch.linalg.eigh(centred.T @ centred / len(centred))
+            var, vecs = var.flip(0).clamp_min(0), vecs.flip(1)
+            if float(var.sum()) <= 1e-12:  # constant images: nothing to whiten, keep Glorot
+                continue
+            n = m.out_channels // 2
+            w = (vecs[:, :n] / torch.sqrt(var[:n] + eps * var.mean().clamp_min(1e-12))).T
+            w = torch.cat([w, -w])
+            m.weight.copy_(w.reshape(m.weight.shape).to(m.weight.dtype))
+            if m.bias is not None:
+                m.bias.copy_((-(w @ mean)).to(m.bias.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

@@ -28,7 +28,8 @@ _REQ = object()  # marks a required argument
 
 LAYER_ARGS: dict[str, dict] = {
     "Conv2D": {"filters": _REQ, "kernel_size": _REQ, "strides": 1, "padding": "valid",
-               "activation": None, "use_bias": True, "dilation_rate": 1},
+               "activation": None, "use_bias": True, "dilation_rate": 1,
+               "kernel_initializer": "glorot_uniform", "trainable": True},
     "MaxPooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},
     "AveragePooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},
     "GlobalAveragePooling2D": {},
@@ -36,10 +37,15 @@ LAYER_ARGS: dict[str, dict] = {
     "BatchNormalization": {"momentum": 0.99, "epsilon": 0.001},
     "Dropout": {"rate": _REQ},
     "Flatten": {},
-    "Dense": {"units": _REQ, "activation": None, "use_bias": True},
+    "Dense": {"units": _REQ, "activation": None, "use_bias": True,
+              "kernel_initializer": "glorot_uniform", "trainable": True},
     "Activation": {"activation": _REQ},
 }
 COMMON_ARGS = {"type", "name", "input_shape"}
+# Keras' glorot_uniform and he_uniform, and cnnlab's data-dependent patch_whitening: the first
+# Conv2D's kernels become the +/- principal components of the training images' patches, scaled
+# to unit variance (a "whitened first layer"; build.SpecModel.init_from_data).
+INITIALIZERS = ("glorot_uniform", "he_uniform", "patch_whitening")
 
 
 def snake(name: str) -> str:
@@ -197,6 +203,23 @@ def _check_activation(v, where: str) -> str | None:
     return None if v == "linear" else ("silu" if v == "swish" else v)
 
 
+def _check_initializer(i: int, ltype: str, args: dict, shape: tuple, where: str) -> None:
+    init = args["kernel_initializer"]
+    if init not in INITIALIZERS or (init == "patch_whitening" and ltype != "Conv2D"):
+        ok = INITIALIZERS if ltype == "Conv2D" else INITIALIZERS[:2]
+        raise SpecError(f"kernel_initializer={init!r} is unknown for {ltype}", where, f"use one of {', '.join(ok)}")
+    if init != "patch_whitening":
+        return
+    if i != 0:
+        raise SpecError("patch_whitening needs the image as the layer's input", where,
+                        "use it on the first layer only")
+    (kh, kw), f = args["kernel_size"], args["filters"]
+    dims = kh * kw * shape[2] if len(shape) == 3 else kh * kw
+    if not isinstance(f, int) or f % 2 or not 0 < f // 2 <= dims:
+        raise SpecError(f"patch_whitening makes +/- pairs of at most {dims} components, but filters={f!r}",
+                        where, f"use an even number of filters from 2 to {2 * dims}")
+
+
 def _infer(i: int, ltype: str, args: dict, shape: tuple, where: str) -> tuple[tuple, int, int]:
     """Output shape, trainable and non-trainable parameter counts of one layer."""
     rank3 = len(shape) == 3
@@ -320,9 +343,14 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
             args["padding"] = p
         if "activation" in args:
             args["activation"] = _check_activation(args["activation"], loc)
-        if "use_bias" in args and not isinstance(args["use_bias"], bool):
-            raise SpecError(f"use_bias={args['use_bias']!r} is not true/false", loc, "use true or false")
+        for flag in ("use_bias", "trainable"):
+            if flag in args and not isinstance(args[flag], bool):
+                raise SpecError(f"{flag}={args[flag]!r} is not true/false", loc, "use true or false")
+        if "kernel_initializer" in args:
+            _check_initializer(i, ltype, args, shape, loc)
         out, trainable, fixed = _infer(i, ltype, args, shape, loc)
+        if args.get("trainable") is False:  # Keras counts a frozen layer's weights as non-trainable
+            trainable, fixed = 0, fixed + trainable
         base = snake(ltype)
         name = raw.get("name")
         if name is None:

@@ -104,7 +104,9 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
     partial epoch is still validated, so a model always has a best epoch to restore.
     """
     device = x_train.device
-    opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    # a layer with trainable: false keeps its weights (e.g. a patch_whitening first layer)
+    opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], lr, momentum,
+                         weight_decay)
     base_lr = opt.param_groups[0]["lr"]
     g = torch.Generator(device=device).manual_seed(seed)
     cpu_g = torch.Generator().manual_seed(seed)

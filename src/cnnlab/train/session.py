@@ -60,6 +60,13 @@ def class_counts(ds: Dataset) -> dict:
             for name, s in ds.splits.items() if s.y is not None}
 
 
+def whitening_sample(prep: Preprocessing, x: np.ndarray, device, n: int = 5000) -> torch.Tensor:
+    """Up to ``n`` evenly spaced training images, preprocessed as the model sees them."""
+    x = to_tensor(x[:: max(1, len(x) // n)][:n], device)
+    off, inv = prep.tensors(device)
+    return (x.float() - off) * inv
+
+
 def set_threads(threads: int | None) -> int:
     if threads:
         torch.set_num_threads(threads)
@@ -89,6 +96,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     prep = Preprocessing.fit(cfg.scale, ds["train"].x)
     torch.manual_seed(cfg.seed)
     model = build_module(spec).to(device)
+    if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
+        model.init_from_data(whitening_sample(prep, ds["train"].x, device))
 
     run_dir = new_run_dir(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}")
     config = cfg.to_dict()

@@ -68,7 +68,7 @@ def grad_cam(run, images: np.ndarray, class_index: int | list | None = None) -> 
     last = convs[-1]
     x = _input(run, images)
     with torch.enable_grad():
-        h = x
+        h = x.detach().requires_grad_(True)  # gradients flow even if the first layers are frozen
         for i, block in enumerate(model.blocks):
             h = block(h)
             if i == last:
