@@ -6,6 +6,7 @@ import torch
 from cnnlab.cli import main
 from cnnlab.errors import SpecError
 from cnnlab.models import build_module, check_fits, parse_spec, preset_spec
+from cnnlab.models.build import patch_moments
 
 # preset -> (total, non-trainable), as Keras prints them for the notebooks' models.
 PRESET_TOTALS = {
@@ -133,6 +134,9 @@ def test_patch_whitening_decorrelates_the_first_layer():
     assert torch.allclose(cov, torch.eye(4, dtype=torch.float64), atol=1e-3)
     w = model.blocks[0][0].weight
     assert torch.equal(w[4:], -w[:4])  # +/- pairs
+    # large images are summed in chunks: the same moments as in one pass
+    one, chunked = patch_moments(x, (2, 2), (1, 1)), patch_moments(x, (2, 2), (1, 1), budget=1000)
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(one, chunked))
     glorot = build_module(spec)
     before = glorot.blocks[0][0].weight.clone()
     glorot.init_from_data(torch.full((5, 1, 12, 12), 0.5))  # blank images: nothing to whiten

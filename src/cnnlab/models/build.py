@@ -125,6 +125,21 @@ def _layer(info: LayerInfo) -> list[nn.Module]:
     raise AssertionError(info.type)
 
 
+def patch_moments(x: torch.Tensor, kernel, dilation, budget: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance (float64) of every kernel-sized patch of images ``x`` (N, C, H, W),
+    accumulated over chunks of about ``budget`` patch values, so large images stay in memory."""
+    total, outer, count = 0, 0, 0
+    step = max(1, budget // max(1, F.unfold(x[:1].float(), kernel, dilation=dilation).numel()))
+    for i in range(0, len(x), step):
+        p = F.unfold(x[i:i + step].float(), kernel, dilation=dilation).transpose(1, 2)
+        p = p.reshape(-1, p.shape[-1]).double()
+        total = total + p.sum(0)
+        outer = outer + p.T @ p
+        count += len(p)
+    mean = total / count
+    return mean, outer / count - torch.outer(mean, mean)
+
+
 class SpecModel(nn.Module):
     """The network of a Spec. ``forward`` returns logits (the output layer's softmax or
     sigmoid is left to the loss and to ``probabilities``); ``blocks[i]`` is spec layer i."""
@@ -177,11 +192,8 @@ class SpecModel(nn.Module):
         for info, m in self._weighted():
             if info.args.get("kernel_initializer") != "patch_whitening":
                 continue
-            patches = F.unfold(x.float(), m.kernel_size, dilation=m.dilation).transpose(1, 2)
-            patches = patches.reshape(-1, patches.shape[-1]).double()
-            mean = patches.mean(0)
-            centred = patches - mean
-            var, vecs = torch.linalg.eigh(centred.T @ centred / len(centred))
+            mean, cov = patch_moments(x, m.kernel_size, m.dilation)
+            var, vecs = torch.linalg.eigh(cov)
             var, vecs = var.flip(0).clamp_min(0), vecs.flip(1)
             if float(var.sum()) <= 1e-12:  # constant images: nothing to whiten, keep Glorot
                 continue

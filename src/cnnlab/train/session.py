@@ -60,8 +60,11 @@ def class_counts(ds: Dataset) -> dict:
             for name, s in ds.splits.items() if s.y is not None}
 
 
-def whitening_sample(prep: Preprocessing, x: np.ndarray, device, n: int = 5000) -> torch.Tensor:
-    """Up to ``n`` evenly spaced training images, preprocessed as the model sees them."""
+def whitening_sample(prep: Preprocessing, x: np.ndarray, device, n: int = 5000,
+                     max_values: int = 4_000_000) -> torch.Tensor:
+    """Up to ``n`` evenly spaced training images (fewer for large images: at most about
+    ``max_values`` pixel values), preprocessed as the model sees them."""
+    n = max(1, min(n, max_values // max(1, int(np.prod(x.shape[1:])))))
     x = to_tensor(x[:: max(1, len(x) // n)][:n], device)
     off, inv = prep.tensors(device)
     return (x.float() - off) * inv
