@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/step_ab.py                 # fused Adam, BatchNorm placement, batch size
     .venv/bin/python benchmarks/step_ab.py --rounds 7 --images 4096
     .venv/bin/python benchmarks/step_ab.py --groups denormals whitening
+    .venv/bin/python benchmarks/step_ab.py --groups relu_pool relu_pool_predict --rounds 9
 
 Every variant runs forward + backward + optimizer step on the same random batch, in
 channels_last, and the variants alternate round by round, so drifts in machine speed hit all of
@@ -41,9 +42,12 @@ def alternate(fns: dict, rounds: int, calls: dict | int = 1) -> dict:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
-def stepper(model_spec, batch: int, fused: bool | None = True, flush_denormal: bool = False):
+def stepper(model_spec, batch: int, fused: bool | None = True, flush_denormal: bool = False,
+            spec_order: bool = False, train: bool = True):
     torch.manual_seed(0)
     model = build_module(spec_from(model_spec))
+    if spec_order:  # every layer's modules in the spec's order (no ReLU/MaxPool swap)
+        model._plan = [m for block in model.blocks for m in block]
     opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-7, fused=fused)
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
@@ -60,7 +64,12 @@ def stepper(model_spec, batch: int, fused: bool | None = True, flush_denormal: b
         finally:
             torch.set_flush_denormal(False)
 
-    fn = flushed if flush_denormal else step
+    @torch.inference_mode()
+    def predict():
+        model.eval()
+        model(x)
+
+    fn = flushed if flush_denormal else step if train else predict
     for _ in range(3):  # warm-up: oneDNN primitives, allocator
         fn()
     return fn
@@ -71,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--images", type=int, default=2048, help="images per variant per round")
     ap.add_argument("--groups", nargs="+", default=["adam", "placement", "batch"],
-                    choices=["adam", "placement", "batch", "whitening", "denormals"])
+                    choices=["adam", "placement", "batch", "whitening", "denormals",
+                             "relu_pool", "relu_pool_predict"])
     args = ap.parse_args(argv)
     bn16 = bn_cnn((16, 32, 64))
     groups = {
@@ -85,10 +95,17 @@ def main(argv=None) -> int:
                       "first conv a fixed whitening (the fast preset)": ("fast", 64, True)},
         "denormals": {"the fast preset, batch 64": ("fast", 64, True),
                       "the same, torch.set_flush_denormal(True)": ("fast", 64, True, True)},
+        "relu_pool": {"fashion-cnn, conv -> ReLU -> pool (spec order)": ("fashion-cnn", 64, True, False, True),
+                      "fashion-cnn, conv -> pool -> ReLU (the engine)": ("fashion-cnn", 64, True)},
+        "relu_pool_predict": {
+            "fashion-cnn, conv -> ReLU -> pool (spec order)": ("fashion-cnn", 256, True, False, True, False),
+            "fashion-cnn, conv -> pool -> ReLU (the engine)": ("fashion-cnn", 256, True, False, False, False)},
     }
     titles = {"adam": "Adam at batch 64 (conv -> BN -> ReLU -> pool model)",
               "placement": "BatchNorm placement, batch 64, fused Adam", "batch": "batch size, the fast preset",
-              "whitening": "first layer, batch 64, fused Adam", "denormals": "flushing denormals"}
+              "whitening": "first layer, batch 64, fused Adam", "denormals": "flushing denormals",
+              "relu_pool": "ReLU before or after max-pooling, training step, batch 64",
+              "relu_pool_predict": "ReLU before or after max-pooling, prediction, batch 256"}
     print(f"{torch.get_num_threads()} threads, medians of {args.rounds} alternating rounds, "
           f"{args.images} images per variant per round")
     for key in args.groups:

@@ -94,6 +94,37 @@ def test_same_average_pooling_ignores_padding_like_keras():
     assert pooled.tolist() == [[2.0, 3.5], [6.5, 8.0]]
 
 
+@pytest.mark.parametrize("act,pool_type,padding", [
+    ("relu", "MaxPooling2D", "valid"), ("leaky_relu", "MaxPooling2D", "same"),
+    ("gelu", "MaxPooling2D", "valid"), ("relu", "AveragePooling2D", "valid")])
+def test_forward_equals_the_spec_order_bit_for_bit(act, pool_type, padding):
+    """The engine may run a ReLU after the max-pooling that follows it; outputs and gradients
+    must stay exactly those of the layers in the spec's order, whatever the activation or pool."""
+    spec = parse_spec({"input_shape": [7, 7, 3], "layers": [
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "padding": "same", "activation": act},
+        {"type": pool_type, "pool_size": 2, "padding": padding}, {"type": "Flatten"},
+        {"type": "Dense", "units": 3, "activation": "softmax"}]})
+    torch.manual_seed(0)
+    model = build_module(spec)
+    x = torch.randn(5, 3, 7, 7)
+    x[0] = -1.0  # whole pooling windows below zero
+
+    def run(forward):
+        model.zero_grad()
+        out = forward(x)
+        out.square().sum().backward()
+        return out, [p.grad.clone() for p in model.parameters()]
+
+    def spec_order(t):
+        for block in model.blocks:
+            t = block(t)
+        return t
+
+    (a, ga), (b, gb) = run(model), run(spec_order)
+    assert torch.equal(a, b) and all(torch.equal(g, h) for g, h in zip(ga, gb))
+    assert torch.equal(model.features(x)[-1], a)
+
+
 def test_batchnorm_counts_moving_stats_as_non_trainable():
     spec = parse_spec({"input_shape": [4, 4, 3], "layers": [
         {"type": "BatchNormalization"}, {"type": "Flatten"}, {"type": "Dense", "units": 2, "activation": "softmax"}]})
