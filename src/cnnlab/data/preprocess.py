@@ -76,3 +76,8 @@ class Preprocessing:
         off = torch.tensor(self.offset, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         inv = 1.0 / torch.tensor(self.scale, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         return off, inv
+
+    def apply_tensor(self, x):
+        """uint8 (N, C, H, W) tensor -> the float32 batch a model sees, on x's device."""
+        off, inv = self.tensors(x.device)
+        return (x.float() - off) * inv

@@ -151,18 +151,16 @@ def _forward_plan(blocks: nn.ModuleList) -> list[nn.Module]:
     non-decreasing piecewise-linear function, so outputs and gradients are bit for bit the
     same, and the activation touches a quarter of the values (docs/performance.md). Layer
     outputs (``features``) keep the spec's order."""
-    mods = [m for block in blocks for m in block]
-    ends = {sum(len(b) for b in blocks[:i + 1]) - 1: i for i in range(len(blocks))}
-    plan, k = [], 0
-    while k < len(mods):
-        i = ends.get(k)
-        if (i is not None and i + 1 < len(blocks) and _is_max_pool(blocks[i + 1])
-                and type(mods[k]) in (nn.ReLU, nn.LeakyReLU)):
-            plan += [mods[k + 1], mods[k]]
-            k += 2
-        else:
-            plan.append(mods[k])
-            k += 1
+    plan: list[nn.Module] = []
+    swapped = False
+    for i, block in enumerate(blocks):
+        if swapped:  # this pooling already ran, before the previous layer's activation
+            swapped = False
+            continue
+        mods = list(block)
+        swapped = (i + 1 < len(blocks) and len(mods) > 0 and type(mods[-1]) in (nn.ReLU, nn.LeakyReLU)
+                   and _is_max_pool(blocks[i + 1]))
+        plan += mods[:-1] + [blocks[i + 1][0], mods[-1]] if swapped else mods
     return plan
 
 

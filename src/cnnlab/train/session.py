@@ -65,9 +65,7 @@ def whitening_sample(prep: Preprocessing, x: np.ndarray, device, n: int = 5000,
     """Up to ``n`` evenly spaced training images (fewer for large images: at most about
     ``max_values`` pixel values), preprocessed as the model sees them."""
     n = max(1, min(n, max_values // max(1, int(np.prod(x.shape[1:])))))
-    x = to_tensor(x[:: max(1, len(x) // n)][:n], device)
-    off, inv = prep.tensors(device)
-    return (x.float() - off) * inv
+    return prep.apply_tensor(to_tensor(x[:: max(1, len(x) // n)][:n], device))
 
 
 def set_threads(threads: int | None) -> int:

@@ -16,8 +16,7 @@ def _input(run, images: np.ndarray) -> torch.Tensor:
 
     x = conform(as_uint8_images(np.asarray(images), "images"), run.image_size, run.color_mode)
     device = next(run.model.parameters()).device
-    off, inv = run.preprocessing.tensors(device)
-    return ((to_tensor(x, device).float() - off) * inv).contiguous()
+    return run.preprocessing.apply_tensor(to_tensor(x, device)).contiguous()
 
 
 def weighted_layers(model) -> dict[str, nn.Module]:
