@@ -92,7 +92,7 @@ def main(argv=None) -> int:
 
         import cnnlab
         from cnnlab.data.preprocess import Preprocessing
-        from cnnlab.train.loop import to_tensor
+        from cnnlab.engine.loop import to_tensor
 
         ds = cnnlab.load_dataset("fashion-mnist", val_split=0.2, seed=42)
         if 4 in args.items:

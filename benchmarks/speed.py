@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import cnnlab
 from cnnlab.data.preprocess import Preprocessing
+from cnnlab.engine.loop import fit, to_tensor
 from cnnlab.models import build_module, spec_from
-from cnnlab.train.loop import fit, to_tensor
 
 
 def plain_epoch(model, x_float, y, batch_size: int) -> float:

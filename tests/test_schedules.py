@@ -1,8 +1,8 @@
 import pytest
 
 from cnnlab.config import make_config
+from cnnlab.engine.schedules import lr_factor
 from cnnlab.errors import ConfigError
-from cnnlab.train.schedules import lr_factor
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "triangular", "cosine"])

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import cnnlab
+from cnnlab.engine.callbacks import early_stopping
 from cnnlab.errors import TrainingError
 from cnnlab.models.build import SpecModel
 from cnnlab.runs import load_run, load_weights
-from cnnlab.train.callbacks import early_stopping
 from cnnlab.viz.inspect import grad_cam
 from conftest import TINY_SPEC
 
@@ -172,7 +172,7 @@ def test_binary_head_trains_with_sigmoid(tmp_path):
 def test_a_model_trains_again_after_predicting(npz_path, tmp_path):
     """Prediction (inference mode) must not turn the weights into inference-only tensors."""
     from cnnlab.data.preprocess import Preprocessing
-    from cnnlab.train.loop import fit, to_tensor
+    from cnnlab.engine.loop import fit, to_tensor
 
     run = tiny_train(npz_path, tmp_path, epochs=1)
     x = cnnlab.load_dataset(f"npz:{npz_path}")["train"]

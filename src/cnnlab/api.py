@@ -10,21 +10,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from . import atomic
 from .config import TrainConfig, make_config
-from .data.dataset import Dataset, Split
+from .data.dataset import Dataset, Split, as_uint8_images, check_labels
 from .data.sources import DataOptions, load_source
 from .data.split import prepare_splits
+from .engine.session import load_data
+from .engine.session import train as _train
 from .errors import DataError
-from .evaluate import evaluate_probs
+from .evaluation import evaluate_probs
 from .models import SpecModel, build_module, spec_from
 from .runs import Run, load_run
-from .train.session import load_data
-from .train.session import train as _train
 
 
 def load_dataset(source: str = "fashion-mnist", *, val_split: float = 0.2, test_split: float = 0.2,
@@ -47,11 +48,24 @@ def summary(model: str | dict = "fashion-cnn", input_shape: tuple | None = None,
     return build_model(model, input_shape, num_classes).spec.summary()
 
 
-def train(source: str | Dataset = "fashion-mnist", model: str | dict = "fashion-cnn", *,
+def train(source="fashion-mnist", model: str | dict = "fashion-cnn", *,
           config: str | Path | None = None, **options) -> Run:
-    """Train and return the run (its directory is ``run.path``). ``options`` are the config
-    keys (epochs, batch_size, optimizer, lr, patience, rotation_range, ...)."""
+    """Train and return the run (its directory is ``run.path``). ``source``: a source name, a
+    loaded Dataset, or arrays ``(x_train, y_train)`` / ``((x_train, y_train), (x_test, y_test))``.
+    ``options`` are the config keys (epochs, batch_size, optimizer, lr, patience, ...)."""
+    if isinstance(source, (tuple, list)):
+        names = options.pop("class_names", None)
+        if isinstance(names, str):
+            from .data.sources import resolve_class_names
+
+            names = resolve_class_names(DataOptions(class_names=names, labels=options.get("labels", "en")))
+        source = arrays_dataset(source, names, "source")
     dataset = source if isinstance(source, Dataset) else None
+    if dataset is not None and options.get("labels", "en") != "en":
+        from .data.sources import apply_label_language
+
+        dataset = Dataset(dataset.source, list(dataset.class_names), dict(dataset.splits), dict(dataset.info))
+        apply_label_language(dataset, options["labels"], "labels")
     src = dataset.source if dataset is not None else source
     spec = model if isinstance(model, dict) else None
     explicit_none = [k for k, v in options.items() if v is None]  # e.g. patience=None: no early stopping
@@ -84,56 +98,148 @@ def _run_config(run: Run) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.__dataclass_fields__})
 
 
+def arrays_dataset(data, class_names: list[str] | None = None, where: str = "data") -> Dataset:
+    """A Dataset from NumPy arrays as Keras users hold them: ``(x, y)``, or
+    ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets.*.load_data()`` returns.
+    Images (N, H, W) or (N, H, W, C), uint8 or floats in [0, 1]; labels class indices or one-hot."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise DataError(f"expected (x, y) or ((x_train, y_train), (x_test, y_test)), got a {type(data).__name__}"
+                        + (f" of {len(data)}" if isinstance(data, (tuple, list)) else ""), where,
+                        "pass a pair of arrays: images and labels")
+    parts = {"train": data[0], "test": data[1]} if all(isinstance(d, (tuple, list)) for d in data) \
+        else {"train": data}
+    raw = {}
+    for split, part in parts.items():
+        if not isinstance(part, (tuple, list)) or len(part) != 2:
+            raise DataError(f"the {split} part is not a pair (x, y)", where, "pass (images, labels)")
+        x = as_uint8_images(np.asarray(part[0]), f"{where}, {split} images")
+        y = np.asarray(part[1])
+        if y.dtype.kind not in "iuf" or y.ndim not in (1, 2) or (y.dtype.kind == "f" and not np.isfinite(y).all()):
+            raise DataError(f"labels have shape {y.shape} and dtype {y.dtype}", f"{where}, {split} labels",
+                            "give class indices 0..K-1 (or one-hot rows)")
+        if len(x) != len(y):
+            raise DataError(f"{len(x)} images but {len(y)} labels", f"{where}, {split}", "make them match")
+        raw[split] = (x, y)
+    if class_names is None:
+        top = max(int((y if y.ndim == 1 else y.argmax(1)).max(initial=0)) for _, y in raw.values())
+        width = max((y.shape[1] for _, y in raw.values() if y.ndim == 2), default=0)
+        class_names = [str(i) for i in range(max(top + 1, width, 2))]
+    splits = {k: Split(x, check_labels(y, len(class_names), f"{where}, {k} labels")) for k, (x, y) in raw.items()}
+    return Dataset("arrays", list(class_names), splits, {"arrays": True})
+
+
+def _builtin_translation(a: list[str], b: list[str]) -> bool:
+    """True when ``a`` and ``b`` are the same built-in class list in two languages."""
+    from .data.builtin import IDX_SETS
+
+    for s in IDX_SETS.values():
+        langs = [list(v) for v in s.class_names.values()]
+        if a in langs and b in langs:
+            return True
+    return False
+
+
+def align_classes(ds: Dataset, run: Run, where: str) -> Dataset:
+    """Labels renumbered to the run's classes, matched by name: another source's classes may be
+    ordered differently or be a subset. Unnamed classes ('0', '1', ...) are class indices."""
+    src, names = ds.class_names, run.class_names
+    if src == names or _builtin_translation(src, names):
+        return ds
+    if src == [str(i) for i in range(len(src))]:  # no names, only indices
+        if len(src) > len(names):
+            raise DataError(f"labels go up to {len(src) - 1} but the run has {len(names)} classes", where,
+                            "evaluate on data with the run's classes")
+        return Dataset(ds.source, list(names), ds.splits, dict(ds.info))
+    unknown = [n for n in src if n not in names]
+    if unknown:
+        raise DataError(f"class(es) {', '.join(unknown[:5])} of this data are not among the run's classes "
+                        f"({', '.join(names)})", where,
+                        "name the classes as in training (folder names, classes.txt or --class-names)")
+    mapping = np.asarray([names.index(n) for n in src], np.int64)
+    splits = {k: Split(s.x, None if s.y is None else mapping[s.y], s.ids) for k, s in ds.splits.items()}
+    return Dataset(ds.source, list(names), splits, dict(ds.info))
+
+
 def run_dataset(run: Run) -> Dataset:
     """The run's own data with its train / validation / test splits, as in training."""
+    if run.dataset is not None:
+        return run.dataset
+    if run.data.get("source") == "arrays":
+        raise DataError("the run was trained on arrays in memory, so its data cannot be loaded again",
+                        str(run.path), "pass the data: cnnlab.evaluate(run, (x_test, y_test))")
     cfg = _run_config(run)
     cfg.quiet = True
     return load_data(cfg)
 
 
-def evaluation_split(run: Run, source: str | None = None, split: str = "test") -> Split:
-    """The images a run is evaluated on: its own data's split, or another source's."""
-    cfg = _run_config(run)
+def evaluation_split(run: Run, source=None, split: str = "test") -> Split:
+    """The images a run is evaluated on: its own data's split (checked to be the split it was
+    trained against), another source's (classes matched by name), or arrays ``(x, y)``."""
     if split not in ("train", "validation", "test", "all"):
         raise DataError(f"unknown split '{split}'", "--split", "use train, validation, test or all")
-    if source is None:
+    if isinstance(source, (tuple, list)):
+        ds = align_classes(arrays_dataset(source, where="data"), run, "data")
+        split = "all"
+    elif source is None:
         ds = run_dataset(run)
+        recorded = run.data.get("fingerprints") or {}
+        parts = list(ds.splits) if split == "all" else [split]
+        for k in parts:
+            if k in recorded and k in ds.splits and ds.splits[k].fingerprint() != recorded[k]:
+                was = run.data.get("splits", {}).get(k)
+                fix = ("the run was trained on a Dataset changed in memory (e.g. subsampled): pass the data, "
+                       "cnnlab.evaluate(run, (x_test, y_test))" if run.data.get("in_memory") else
+                       "the source's files changed since training; evaluate on it explicitly "
+                       "(cnnlab evaluate RUN SOURCE) or train again")
+                raise DataError(f"the {k} split loaded now ({len(ds.splits[k]):,} images) is not the one the run "
+                                f"was trained against ({was if was is not None else '?'} images)",
+                                run.data.get("source") or str(run.path), fix)
     else:
+        cfg = _run_config(run)
         opts = cfg.data_options()
         opts.image_size, opts.color_mode, opts.quiet = run.image_size, run.color_mode, True
-        ds = load_source(source, opts)
+        ds = align_classes(load_source(source, opts), run, source)
         if split != "all":
             ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)
-        if len(ds.class_names) > len(run.class_names):
-            raise DataError(f"{source} has {len(ds.class_names)} classes but the model knows "
-                            f"{len(run.class_names)}", source, "evaluate on data with the run's classes")
     if split == "all":
         parts = [s for s in ds.splits.values() if s.y is not None]
         return Split(np.concatenate([s.x for s in parts]), np.concatenate([s.y for s in parts]))
     if split not in ds.splits:
-        raise DataError(f"the data has no {split} split", source or cfg.source,
+        raise DataError(f"the data has no {split} split", source or run.data.get("source"),
                         f"use --split {' or '.join(ds.splits)} (or all)")
     return ds[split]
 
 
-def evaluate(run: Run | str | Path, source: str | None = None, split: str = "test",
-             save: bool = True) -> dict:
-    """Loss, accuracy, classification report and confusion matrix; saved as
-    ``evaluation[-<split>].json`` in the run directory."""
+def evaluation_file(source, split: str) -> str:
+    """Where an evaluation is saved in the run: the run's own test split is evaluation.json."""
+    if source is None:
+        return "evaluation.json" if split == "test" else f"evaluation-{split}.json"
+    if isinstance(source, (tuple, list)):
+        return "evaluation-arrays.json"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(source)).strip("-")[:60] or "source"
+    return f"evaluation-{slug}-{split}.json"
+
+
+def evaluate(run: Run | str | Path, source=None, split: str = "test", save: bool = True) -> dict:
+    """Loss, accuracy, classification report and confusion matrix; saved in the run directory
+    (``ev["saved_to"]``). ``source``: None (the run's own data), a source string, or arrays
+    ``(x, y)``."""
     run = _as_run(run)
     part = evaluation_split(run, source, split)
     ev = evaluate_probs(run.predict_proba(part.x), part.y, run.class_names)
-    ev["split"], ev["source"] = split, source or run.data.get("source")
+    ev["split"] = "all" if isinstance(source, (tuple, list)) else split
+    ev["source"] = "arrays" if isinstance(source, (tuple, list)) else (source or run.data.get("source"))
     if save:
-        name = "evaluation.json" if source is None and split == "test" else f"evaluation-{split}.json"
-        atomic.write_json(run.path / name, ev)
+        path = atomic.write_json(run.path / evaluation_file(source, split), ev)
+        ev["saved_to"] = str(path)
     return ev
 
 
 def predict(run: Run | str | Path, inputs, top_k: int | None = None):
     """Probabilities (N, K) for an image array; for file paths / folders / globs, one dict per
-    image with its predicted class and probabilities."""
-    from .predict import collect_inputs, predict_paths, rows_for
+    image with its predicted class and probabilities (numbers)."""
+    from .data.images import printable
+    from .prediction import collect_inputs, predict_paths, rows_for
 
     run = _as_run(run)
     if isinstance(inputs, np.ndarray):
@@ -141,4 +247,4 @@ def predict(run: Run | str | Path, inputs, top_k: int | None = None):
     items = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
     paths = collect_inputs(items)
     probs = predict_paths(run, paths)
-    return rows_for(run, [str(p) for p in paths], probs, top_k)[1]
+    return rows_for(run, [printable(p) for p in paths], probs, top_k)[1]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -139,8 +141,8 @@ def config_overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .evaluate import format_evaluation
-    from .train.session import train
+    from .engine.session import train
+    from .evaluation import format_evaluation
 
     overrides = config_overrides(args)
     explicit_none = [k for k, v in overrides.items() if v is None]  # e.g. --patience none
@@ -157,7 +159,11 @@ def cmd_train(args) -> int:
     if args.report and "test" in m:
         from .report import build_report
 
-        print(f"report written to {build_report(run)}")
+        try:
+            print(f"report written to {build_report(run)}")
+        except OSError as e:  # the trained run is complete; only the report is missing
+            print(f"warning: report.html was not written: {_os_error_line(e)}; then run: cnnlab report "
+                  f"{run.path}", file=sys.stderr)
     print(f"run written to {run.path}")
     if m.get("status") == "interrupted":
         print("training was interrupted: the best checkpoint so far is kept", file=sys.stderr)
@@ -211,7 +217,7 @@ def cmd_serve(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .api import evaluate
-    from .evaluate import format_evaluation
+    from .evaluation import format_evaluation
     from .runs import load_run
 
     run = load_run(args.run)
@@ -220,13 +226,13 @@ def cmd_evaluate(args) -> int:
         print(json.dumps({k: v for k, v in ev.items() if k != "report_text"}, indent=2, ensure_ascii=False))
     else:
         print(format_evaluation(ev, args.split))
-        name = "evaluation.json" if args.source is None and args.split == "test" else f"evaluation-{args.split}.json"
-        print(f"saved {run.path / name}")
+        print(f"saved {ev['saved_to']}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .predict import collect_inputs, predict_paths, predict_template, rows_for, write_csv
+    from .data.images import printable
+    from .prediction import collect_inputs, format_csv, predict_paths, predict_template, rows_for, write_csv
     from .runs import load_run
 
     run = load_run(args.run)
@@ -236,10 +242,10 @@ def cmd_predict(args) -> int:
     else:
         paths = collect_inputs(args.inputs)
         probs = predict_paths(run, paths)
-        cols, rows = rows_for(run, [str(p) for p in paths], probs, args.top_k)
+        cols, rows = rows_for(run, [printable(p) for p in paths], probs, args.top_k)
         if len(paths) == 1 and not args.out:
             p = probs[0]
-            print(f"{paths[0]}: {run.class_names[int(p.argmax())]} ({p.max():.4f})")
+            print(f"{printable(paths[0])}: {run.class_names[int(p.argmax())]} ({p.max():.4f})")
             for name, v in sorted(zip(run.class_names, p), key=lambda t: -t[1]):
                 print(f"  {name:<16} {v:.4f} {'#' * int(round(v * 40))}")
             return 0
@@ -247,10 +253,7 @@ def cmd_predict(args) -> int:
         write_csv(args.out, cols, rows)
         print(f"wrote {len(rows):,} predictions to {args.out}")
     else:
-        show = [c for c in cols if not c.startswith("prob_")]
-        print(",".join(show))
-        for r in rows:
-            print(",".join(str(r.get(c, "")) for c in show))
+        print(format_csv([c for c in cols if not c.startswith("prob_")], rows), end="")
     return 0
 
 
@@ -525,12 +528,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """cnnlab's warnings as one line on stderr; other libraries' warnings as Python prints them."""
+    from .errors import CnnlabWarning
+
+    stream = file or sys.stderr
+    if issubclass(category, CnnlabWarning):
+        stream.write(f"warning: {message}\n")
+    else:
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _os_error_line(e: OSError) -> str:
+    """A file-system failure (disk full, read-only folder, permission) as the one-line error."""
+    import errno
+
+    where = e.filename if e.filename is not None else "the file system"
+    fixes = {errno.ENOSPC: "free some disk space, or write elsewhere (--runs-dir / --out)",
+             errno.EACCES: "check the folder's permissions, or write elsewhere (--runs-dir / --out)",
+             errno.EROFS: "the file system is read-only: write elsewhere (--runs-dir / --out)",
+             errno.EDQUOT: "your disk quota is used up: free some space"}
+    fix = fixes.get(e.errno, "check the path, the disk and the permissions")
+    return f"{e.strerror or e} ({where}): {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    previous_show = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except CnnlabError as e:
@@ -541,12 +570,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (cnnlab ... | head): stop quietly, as command-line tools do.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except OSError as e:  # disk full, read-only or missing folder, permissions: not a bug
+        if args.debug:
+            raise
+        print(f"error: {_os_error_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory: use a smaller --batch-size, --image-size or model", file=sys.stderr)
+        return 2
     except Exception as e:  # a bug: say so in one line unless --debug
         if args.debug:
             raise
         print(f"error: internal error {type(e).__name__}: {e} (rerun with --debug for the traceback "
               "and report it)", file=sys.stderr)
         return 1
+    finally:
+        warnings.showwarning = previous_show
 
 
 if __name__ == "__main__":

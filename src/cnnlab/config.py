@@ -8,15 +8,18 @@ name and what would work.
 from __future__ import annotations
 
 import difflib
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .data.augment import AugmentOptions
 from .data.preprocess import SCALE_MODES
 from .data.sources import DataOptions
+from .engine.schedules import SCHEDULES
 from .errors import ConfigError
 from .models.presets import FAST_RECIPE
-from .train.schedules import SCHEDULES
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 MONITORS = ("val_loss", "val_accuracy")
@@ -76,7 +79,38 @@ class TrainConfig(DataOptions, AugmentOptions):
         return {k: d[k] for k in KEYS}
 
     # ------------------------------------------------------------------ checks
+    def check_types(self) -> None:
+        """Every value has its key's type: real booleans (a YAML 'false' in quotes is a string,
+        not false), finite numbers, strings. Integers are accepted where a float is expected."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            t = hints[f.name]
+            allowed = typing.get_args(t) if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union \
+                else (t,)
+            allowed = tuple(typing.get_origin(a) or a for a in allowed)
+            if v is None and type(None) in allowed:
+                continue
+            if isinstance(v, bool):
+                ok = bool in allowed
+            elif isinstance(v, int):
+                ok = int in allowed or float in allowed
+            elif isinstance(v, float):
+                ok = float in allowed and math.isfinite(v)
+            else:
+                ok = any(isinstance(v, a) for a in allowed if a is not type(None))
+            if not ok:
+                names = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string",
+                         list: "a list", tuple: "a list"}
+                want = " or ".join(dict.fromkeys(names.get(a, a.__name__) for a in allowed if a is not type(None)))
+                flag = "--" + f.name.replace("_", "-")
+                raise ConfigError(f"{f.name} must be {want}, got {v!r}", flag,
+                                  f"write {f.name}: " + ("true or false without quotes" if bool in allowed
+                                                        else f"{want}" + (" (or leave it out)"
+                                                                          if type(None) in allowed else "")))
+
     def validate(self) -> TrainConfig:
+        self.check_types()
         def choice(key, options):
             v = getattr(self, key)
             if v not in options:
@@ -116,6 +150,14 @@ class TrainConfig(DataOptions, AugmentOptions):
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 0):
             raise ConfigError(f"patience must be a whole number >= 0, got {self.patience!r}",
                               "--patience", "use e.g. 2, or 'none' to train every epoch")
+        for k in ("momentum", "weight_decay", "min_delta", "cval"):
+            v = getattr(self, k)
+            if v < 0 or (k == "momentum" and v >= 1) or (k == "cval" and v > 255):
+                rng = {"momentum": "in [0, 1)", "cval": "in [0, 255]"}.get(k, ">= 0")
+                raise ConfigError(f"{k} must be {rng}, got {v!r}", "--" + k.replace("_", "-"),
+                                  {"momentum": "use e.g. 0.9, or 0 for none", "cval": "use a pixel value, e.g. 0",
+                                   "weight_decay": "use e.g. 0.0005, or 0 for none",
+                                   "min_delta": "use e.g. 0.001, or 0"}[k])
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
                               "--label-smoothing", "use e.g. 0.1")

@@ -43,3 +43,14 @@ class RunError(CnnlabError):
 
 class TrainingError(CnnlabError):
     """Training could not go on (for example the loss became NaN)."""
+
+
+class CnnlabWarning(UserWarning):
+    """Something the user should know that does not stop the command (dropped duplicates, a run
+    that did not finish, skipped images). The CLI prints ``warning: <what> (<where>): <fix>``."""
+
+
+def warn(what: str, where: str | None = None, fix: str | None = None) -> None:
+    import warnings
+
+    warnings.warn(CnnlabWarning(CnnlabError(what, where, fix).line()), stacklevel=2)

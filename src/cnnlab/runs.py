@@ -10,8 +10,11 @@ data.json         where the data came from, image size, colour mode, split sizes
 history.csv       one row per epoch
 metrics.json      test loss/accuracy, best epoch, times, status and the environment
 evaluation.json   classification report and confusion matrix on the test split
+status.json       'running' from the run's first second (with the process id and host), then how
+                  it ended; a run still 'running' whose process is gone crashed (kill -9, power)
 
-Loading never unpickles anything: weights are safetensors, the rest is JSON / YAML.
+Loading never unpickles anything: weights are safetensors, the rest is JSON / YAML. A damaged
+file is a RunError naming it; a run that did not finish loads with a warning.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
 import platform
 import re
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +36,7 @@ import numpy as np
 
 from . import atomic
 from .data.preprocess import Preprocessing
-from .errors import RunError
+from .errors import RunError, warn
 from .models import Spec, SpecModel, build_module, parse_spec
 
 REQUIRED = ("spec.json", "preprocessing.json", "classes.json", "data.json")
@@ -52,12 +58,29 @@ def environment(device: str, threads: int, seed: int) -> dict:
             "command": " ".join(sys.argv)}
 
 
+def check_writable(runs_dir: str | Path) -> None:
+    """The runs folder exists (or can be made) and takes new files: checked before training."""
+    base = Path(runs_dir)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunError("the runs folder is a file", str(base), "give a folder with --runs-dir") from None
+    except OSError as e:
+        raise RunError(f"cannot create the runs folder: {e.strerror}", str(base),
+                       "give a folder you can write to with --runs-dir") from None
+    if not base.is_dir():
+        raise RunError("the runs folder is not a folder", str(base), "give a folder with --runs-dir")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RunError("the runs folder is not writable", str(base),
+                       "give a folder you can write to with --runs-dir")
+
+
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     """Create ``runs_dir/<timestamp>-<name>`` (a numeric suffix keeps names unique)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(runs_dir)
-    base.mkdir(parents=True, exist_ok=True)
+    check_writable(base)
     for i in range(1000):
         path = base / (f"{stamp}-{safe}" + (f"-{i + 1}" if i else ""))
         try:
@@ -100,9 +123,69 @@ def write_history(path: Path, history: list[dict]) -> None:
 def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+    fix = "the run directory is damaged; delete history.csv to load the run without curves"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if any(None in row or not row.get("epoch") for row in rows):
+            raise RunError("history.csv has rows without an epoch or with extra fields", str(path), fix)
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
+                for row in rows]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as e:
+        raise RunError(f"cannot read history.csv: {e}", str(path), fix) from None
+
+
+# ------------------------------------------------------------------ status: running, then how it ended
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def mark_running(run_dir: Path) -> None:
+    """Written when the run directory is created: a run says from its first second that it is
+    in progress, so a crash (kill -9) is told apart from a finished run."""
+    atomic.write_json(run_dir / "status.json", {"status": "running", "pid": os.getpid(),
+                                                "host": socket.gethostname(),
+                                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def mark_finished(run_dir: Path, status: str, reason: str = "") -> None:
+    d = _status(run_dir) or {}
+    d.update({"status": status, "reason": reason, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    atomic.write_json(run_dir / "status.json", d)
+
+
+def _status(run_dir: Path) -> dict | None:
+    try:
+        d = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def run_state(run_dir: Path) -> tuple[str, str]:
+    """('finished' | 'training' | 'crashed' | 'unknown', a sentence for the user)."""
+    d = _status(run_dir)
+    if d is None:
+        if (run_dir / "status.json").exists():
+            return "unknown", "its status.json is damaged"
+        return "finished", ""  # runs written before status.json existed
+    if d.get("status") != "running":
+        return "finished", ""
+    pid, host = d.get("pid"), d.get("host")
+    if pid == os.getpid() and host == socket.gethostname():
+        return "finished", ""  # the training process itself, loading its own best weights
+    if isinstance(pid, int) and host == socket.gethostname() and _pid_alive(pid):
+        return "training", f"it is still training (process {pid})"
+    where = "" if host == socket.gethostname() else f" on {host}"
+    return "crashed", (f"its training process{where} ended without finishing (crashed or killed); "
+                       "the weights are the last checkpoint it saved")
 
 
 @dataclass
@@ -120,6 +203,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     # The run's data with its splits, once loaded (by training, or on first use by figures).
     dataset: object = field(default=None, repr=False, compare=False)
+    state: str = "finished"  # finished | training | crashed | unknown (see run_state)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -132,7 +216,7 @@ class Run:
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, K) for uint8 images (N, H, W, C) or (N, H, W)."""
-        from .predict import predict_proba
+        from .prediction import predict_proba
 
         return predict_proba(self, x, batch_size)
 
@@ -144,18 +228,68 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.spec.name!r}, test_accuracy={acc})"
 
 
-def _read_json(path: Path):
+def _read_json(path: Path, kind: type = dict):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"cannot read {path.name}: {e}", str(path),
                        "the run directory is damaged; train again") from None
+    if not isinstance(d, kind):
+        raise _damaged(f"{path.name} holds a JSON {type(d).__name__}, not the expected "
+                       f"{'object' if kind is dict else kind.__name__}", path)
+    return d
+
+
+def _damaged(what: str, path: Path) -> RunError:
+    return RunError(what, str(path), "the run directory is damaged; train again")
+
+
+def read_class_names(p: Path, spec: Spec) -> list[str]:
+    classes = _read_json(p / "classes.json").get("class_names")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise _damaged("classes.json has no list of class names", p / "classes.json")
+    if len(classes) != spec.num_classes:
+        raise _damaged(f"classes.json names {len(classes)} classes but the model has {spec.num_classes} outputs",
+                       p / "classes.json")
+    return list(classes)
+
+
+def read_preprocessing(p: Path, spec: Spec) -> Preprocessing:
+    d = _read_json(p / "preprocessing.json")
+    try:
+        prep = Preprocessing.from_dict(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise _damaged(f"preprocessing.json is incomplete or invalid ({type(e).__name__}: {e})",
+                       p / "preprocessing.json") from None
+    c = spec.input_shape[2] if len(spec.input_shape) == 3 else 1
+    if len(prep.offset) != c or len(prep.scale) != c or not all(
+            math.isfinite(v) for v in prep.offset + prep.scale) or not all(v != 0 for v in prep.scale):
+        raise _damaged(f"preprocessing.json does not fit a {c}-channel model (offset {list(prep.offset)}, "
+                       f"scale {list(prep.scale)})", p / "preprocessing.json")
+    return prep
+
+
+def read_config(p: Path) -> dict:
+    import yaml
+
+    f = p / "config.yaml"
+    if not f.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise _damaged(f"cannot read config.yaml: {str(e).splitlines()[0]}", f) from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise _damaged("config.yaml is not a mapping of keys", f)
+    return config
 
 
 def load_run(path: str | Path, device: str = "cpu", weights: str | None = None) -> Run:
-    """Load a run directory (weights: model.safetensors, or best.safetensors if that is all)."""
-    import yaml
+    """Load a run directory (weights: model.safetensors, or best.safetensors if that is all).
 
+    A run that is still training, or whose process crashed, loads with a warning."""
     p = Path(path)
     if not p.is_dir():
         raise RunError("run directory not found", str(p),
@@ -165,11 +299,13 @@ def load_run(path: str | Path, device: str = "cpu", weights: str | None = None) 
         raise RunError(f"not a cnnlab run (missing {', '.join(missing)})", str(p),
                        "give a folder written by cnnlab train")
     spec = parse_spec(_read_json(p / "spec.json"), str(p / "spec.json"))
+    state, why = run_state(p)
     wfile = p / (weights or "model.safetensors")
     if weights is None and not wfile.is_file() and (p / "best.safetensors").is_file():
         wfile = p / "best.safetensors"
     if not wfile.is_file():
         raise RunError("the run has no weights", str(p),
+                       "it is still in its first epoch; wait for it to finish" if state == "training" else
                        "its training did not finish an epoch; train again")
     model = build_module(spec)
     try:
@@ -178,11 +314,14 @@ def load_run(path: str | Path, device: str = "cpu", weights: str | None = None) 
         raise RunError(f"weights do not match spec.json: {str(e).splitlines()[0]}", str(wfile),
                        "the run directory is damaged; train again") from None
     model.to(device).eval()
-    config = {}
-    if (p / "config.yaml").is_file():
-        config = yaml.safe_load((p / "config.yaml").read_text(encoding="utf-8")) or {}
-    classes = _read_json(p / "classes.json")
-    return Run(p, spec, model, Preprocessing.from_dict(_read_json(p / "preprocessing.json")),
-               list(classes["class_names"]), _read_json(p / "data.json"), config,
-               _read_json(p / "metrics.json") if (p / "metrics.json").is_file() else {},
-               read_history(p / "history.csv"))
+    config = read_config(p)
+    class_names = read_class_names(p, spec)
+    prep = read_preprocessing(p, spec)
+    metrics = _read_json(p / "metrics.json") if (p / "metrics.json").is_file() else {}
+    run = Run(p, spec, model, prep, class_names, _read_json(p / "data.json"), config, metrics,
+              read_history(p / "history.csv"))
+    run.state = state
+    if state != "finished":
+        warn(f"the run did not finish: {why}", str(p),
+             "wait for it to finish" if state == "training" else "train again for a complete run")
+    return run

@@ -129,7 +129,7 @@ def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
     """Train a preset or spec on one fold (``cfg`` already holds that model's recipe)."""
     from sklearn.metrics import f1_score
 
-    from ..train.session import train
+    from ..engine.session import train
 
     fold_ds = Dataset(ds.source, ds.class_names, {"train": pool.take(tr), "validation": pool.take(ev)}, ds.info)
     stem = Path(name).stem if name not in BASELINES else name
@@ -163,8 +163,8 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
     ``out`` and the per-fold table ``folds``."""
     import torch
 
+    from ..engine.loop import resolve_device
     from ..runs import environment, new_run_dir
-    from ..train.loop import resolve_device
     from .leaderboard import aggregate, write_leaderboard
 
     names = resolve_models(models)

@@ -43,6 +43,12 @@ class AugmentOptions:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}",
                                   "--" + name.replace("_", "-"), "use a non-negative number")
+        z = self.zoom_range
+        if isinstance(z, (list, tuple)) and not (
+                len(z) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                    for v in z)):
+            raise ConfigError(f"zoom_range {z!r} is not a number or a pair of numbers", "--zoom-range",
+                              "use e.g. 0.2 for [0.8, 1.2], or two numbers LO HI")
         lo, hi = self.zoom_bounds()
         if not 0 < lo <= hi:
             raise ConfigError(f"zoom_range {self.zoom_range} gives zoom factors {lo}..{hi}",

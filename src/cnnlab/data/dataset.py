@@ -22,6 +22,16 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    def fingerprint(self) -> str:
+        """A short hash of the pixels and labels: the same split gives the same text."""
+        import hashlib
+
+        h = hashlib.sha256(str(self.x.shape).encode())
+        h.update(np.ascontiguousarray(self.x).data)
+        if self.y is not None:
+            h.update(np.ascontiguousarray(self.y, np.int64).data)
+        return h.hexdigest()[:16]
+
     def take(self, idx: np.ndarray) -> Split:
         ids = [self.ids[i] for i in idx] if self.ids is not None else None
         return Split(self.x[idx], None if self.y is None else self.y[idx], ids)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, warn
 from .dataset import Dataset, Split, as_uint8_images, check_labels
-from .images import is_image_file, load_images
+from .images import ReadResult, is_image_file, printable, read_images
 
 SPLIT_DIRS = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
               "test": ("test", "testing")}
 LABEL_COLUMNS = ("label", "class", "target", "y", "category")
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "file_name", "image_path", "id")
+INDEX = "index"  # --image-column index: the images are named by row number (0, 1, 2, ...)
+CLASS_FILE = "classes.txt"  # class names beside a CSV, one per line (cnnlab export-images writes it)
 
 
 def read_class_names(spec: str) -> list[str]:
@@ -49,26 +52,25 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image_file(p))
 
 
-def load_folder(path: str, image_size=None, color_mode: str = "auto") -> Dataset:
+def _note_skipped(r: ReadResult, where: str) -> list[tuple[str, str]]:
+    if r.bad:
+        warn(f"left out {len(r.bad)} unreadable image(s), first {r.bad[0][0]}: {r.bad[0][1]}", where,
+             "cnnlab check SOURCE lists them all")
+    return r.bad
+
+
+def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: str = "error") -> Dataset:
     """``root/<class>/*.png`` or ``root/{train,validation,test}/<class>/*.png``."""
     root = Path(path)
     if not root.is_dir():
-        raise DataError("folder not found", str(root), "give a folder with one sub-folder per class")
-    subdirs = {d.name.lower(): d for d in _class_dirs(root)}
-    layout = {}
-    for split, names in SPLIT_DIRS.items():
-        for n in names:
-            if n in subdirs:
-                layout[split] = subdirs[n]
-                break
-    if "train" not in layout:
-        layout = {"train": root}
+        raise DataError("folder not found", printable(root), "give a folder with one sub-folder per class")
+    layout = folder_layout(root)
     classes = [d.name for d in _class_dirs(layout["train"]) if _images_in(d)]
     if not classes:
-        raise DataError("no class sub-folders with images", str(layout["train"]),
+        raise DataError("no class sub-folders with images", printable(layout["train"]),
                         "put each class's images in a sub-folder named after the class")
     if len(classes) == 1:
-        raise DataError(f"only one class ('{classes[0]}') found", str(layout["train"]),
+        raise DataError(f"only one class ('{printable(classes[0])}') found", printable(layout["train"]),
                         "a classifier needs at least two class sub-folders")
     files: dict[str, tuple[list[Path], list[int]]] = {}
     for split, folder in layout.items():
@@ -78,23 +80,40 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto") -> Dataset
             if not imgs:
                 continue
             if d.name not in classes:
-                raise DataError(f"class folder '{d.name}' is not among the training classes",
-                                str(d), f"use only {', '.join(classes)}")
+                raise DataError(f"class folder '{printable(d.name)}' is not among the training classes",
+                                printable(d), f"use only {', '.join(map(printable, classes))}")
             paths += imgs
             labels += [classes.index(d.name)] * len(imgs)
         if not paths:
-            raise DataError("no images", str(folder), "add images or remove the folder")
+            raise DataError("no images", printable(folder), "add images or remove the folder")
         files[split] = (paths, labels)
-    x, size, mode = load_images(files["train"][0], image_size, color_mode)
-    splits = {"train": Split(x, np.asarray(files["train"][1], np.int64),
-                             [str(p.relative_to(root)) for p in files["train"][0]])}
-    for split in ("validation", "test"):
-        if split in files:
-            xs, _, _ = load_images(files[split][0], size, mode)
-            splits[split] = Split(xs, np.asarray(files[split][1], np.int64),
-                                  [str(p.relative_to(root)) for p in files[split][0]])
-    return Dataset(f"folder:{path}", classes, splits,
-                   {"folder": str(root), "image_size": list(size), "color_mode": mode})
+    splits, skipped = {}, {}
+    size, mode = image_size, color_mode
+    for split in ("train", "validation", "test"):
+        if split not in files:
+            continue
+        paths, labels = files[split]
+        r = read_images(paths, size, mode, on_bad)
+        size, mode = r.size, r.color_mode  # later splits take the training split's size and mode
+        skipped[split] = _note_skipped(r, printable(layout[split]))
+        splits[split] = Split(r.x, np.asarray(labels, np.int64)[r.kept],
+                              [printable(paths[i].relative_to(root)) for i in r.kept])
+    info = {"folder": printable(root), "image_size": list(size), "color_mode": mode}
+    if any(skipped.values()):
+        info["skipped_images"] = {k: len(v) for k, v in skipped.items() if v}
+    return Dataset(f"folder:{path}", [printable(c) for c in classes], splits, info)
+
+
+def folder_layout(root: Path) -> dict[str, Path]:
+    """The folder of each split: root/train, root/validation, root/test, or root itself."""
+    subdirs = {d.name.lower(): d for d in _class_dirs(root)}
+    layout = {}
+    for split, names in SPLIT_DIRS.items():
+        for n in names:
+            if n in subdirs:
+                layout[split] = subdirs[n]
+                break
+    return layout if "train" in layout else {"train": root}
 
 
 # ---------------------------------------------------------------- CSV tables
@@ -125,49 +144,131 @@ def pick_column(columns: list[str], wanted: str | None, candidates, path: Path,
     return None
 
 
+def _fill(pattern: str, value: str) -> str:
+    """``pattern`` with the id put in: '{}' or '{id}', with a format spec such as '{:05d}' too
+    (numeric ids are then numbers)."""
+    pattern = pattern.replace("{id", "{")
+    for v in (value, int(value) if value.strip().lstrip("-").isdigit() else None):
+        if v is None:
+            continue
+        try:
+            return pattern.format(v)
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+            continue
+    raise DataError(f"cannot put the id {value!r} into the image pattern {pattern!r}", "--image-pattern",
+                    "write {} where the id goes, e.g. 'images/train/{}.png' ('{:05d}' pads numeric ids)")
+
+
+def check_pattern(pattern: str | None) -> None:
+    if pattern is not None and ("{" not in pattern or "}" not in pattern):
+        raise DataError(f"the image pattern {pattern!r} has no {{}} for the id, so every row would be "
+                        "the same file", "--image-pattern", "write e.g. 'images/train/{}.png'")
+
+
 def resolve_image_paths(values: list[str], path: Path, pattern: str | None) -> list[Path]:
     """Each value is a path, or an id put into ``pattern`` such as ``images/train/{}.png``,
     relative to the CSV file's folder."""
+    check_pattern(pattern)
     base = path.parent
     out = []
     for v in values:
-        name = pattern.replace("{id}", "{}").format(v) if pattern else v
-        p = Path(name)
+        p = Path(_fill(pattern, v) if pattern else v)
         out.append(p if p.is_absolute() else base / p)
     missing = [p for p in out if not p.is_file()]
     if missing:
         hint = ("pass --image-pattern with the file name template, e.g. 'images/train/{}.png'"
                 if not pattern else "check --image-pattern and the images folder")
         raise DataError(f"{len(missing)} of {len(out)} images listed in the CSV are missing, "
-                        f"first {missing[0]}", str(path), hint)
+                        f"first {printable(missing[0])}", printable(path), hint)
     return out
+
+
+def pick_image_column(columns: list[str], rows: list[dict], wanted: str | None, label_col: str | None,
+                 path: Path) -> tuple[str, list[str]]:
+    """The image column and its values; ``index`` means the row numbers (0, 1, 2, ...)."""
+    if wanted == INDEX and INDEX not in columns:
+        return INDEX, [str(i) for i in range(len(rows))]
+    col = pick_column(columns, wanted, IMAGE_COLUMNS, path, "image", "--image-column")
+    if col is None:
+        others = [c for c in columns if c != label_col]
+        if not others:
+            raise DataError(f"the CSV has no image column: its only column '{label_col}' holds the labels",
+                            printable(path), "if the images are named by row number, pass --image-column index "
+                            "--image-pattern 'images/train/{}.png'")
+        col = others[0]
+    if col == label_col:
+        raise DataError(f"the image column '{col}' is also the label column", printable(path),
+                        "name the image column with --image-column, or --image-column index when the "
+                        "images are named by row number")
+    return col, [r[col] for r in rows]
+
+
+def class_file_beside(path: Path) -> list[str] | None:
+    """The class names in ``classes.txt`` next to a CSV (as cnnlab export-images writes it)."""
+    f = path.parent / CLASS_FILE
+    return read_class_names(str(f)) if f.is_file() else None
+
+
+def drop_duplicates(paths: list[Path], raw: list[str], ids: list[str], where: str) -> np.ndarray:
+    """Indices of the rows to keep: a file listed twice with the same label is kept once (with a
+    warning); listed with two different labels, it is an error."""
+    first: dict[str, int] = {}
+    keep = []
+    for i, p in enumerate(paths):
+        key = os.path.normpath(os.path.abspath(p))
+        j = first.setdefault(key, i)
+        if j == i:
+            keep.append(i)
+        elif raw and raw[i] != raw[j]:
+            raise DataError(f"image {printable(ids[i])} is listed twice with different labels "
+                            f"('{raw[j]}' in row {j + 1}, '{raw[i]}' in row {i + 1})", where,
+                            "keep one row per image with its correct label")
+    if len(keep) < len(paths):
+        warn(f"{len(paths) - len(keep)} duplicate row(s) name an image already listed; each image is "
+             "used once", where, "remove the duplicate rows")
+    return np.asarray(keep, np.int64)
 
 
 def load_csv(path: str, label_column: str | None = None, image_column: str | None = None,
              image_pattern: str | None = None, image_size=None, color_mode: str = "auto",
-             class_names: list[str] | None = None, require_labels: bool = True) -> Dataset:
+             class_names: list[str] | None = None, require_labels: bool = True,
+             on_bad: str = "error") -> Dataset:
     """A table with an image column (path or id) and a label column (index or class name)."""
     p = Path(path)
     columns, rows = read_table(p)
     if not rows:
-        raise DataError("CSV has no rows", str(p), "add one row per image")
+        raise DataError("CSV has no rows", printable(p), "add one row per image")
     label_col = pick_column(columns, label_column, LABEL_COLUMNS, p, "label", "--label-column")
-    img_col = pick_column(columns, image_column, IMAGE_COLUMNS, p, "image", "--image-column")
-    if img_col is None:
-        img_col = columns[0]
+    img_col, ids = pick_image_column(columns, rows, image_column, label_col, p)
     if label_col is None and require_labels:
-        raise DataError("CSV has no label column", str(p),
+        raise DataError("CSV has no label column", printable(p),
                         f"name it with --label-column (columns: {', '.join(columns)})")
-    ids = [r[img_col] for r in rows]
-    paths = resolve_image_paths(ids, p, image_pattern)
-    x, size, mode = load_images(paths, image_size, color_mode)
-    info = {"csv": str(p), "image_column": img_col, "label_column": label_col,
-            "image_pattern": image_pattern, "image_size": list(size), "color_mode": mode}
     raw = [(r.get(label_col) or "").strip() for r in rows] if label_col else []
-    if not raw or not any(raw):  # unlabeled: a prediction template
+    labeled = bool(raw) and any(raw)
+    paths = resolve_image_paths(ids, p, image_pattern)
+    keep = drop_duplicates(paths, raw if labeled else [], ids, printable(p)) if labeled else np.arange(len(paths))
+    if len(keep) < len(paths):
+        paths, ids, raw = [paths[i] for i in keep], [ids[i] for i in keep], [raw[i] for i in keep]
+    r = read_images(paths, image_size, color_mode, on_bad)
+    bad = _note_skipped(r, printable(p))
+    ids = [ids[i] for i in r.kept]
+    names_from = None
+    if class_names is None:
+        class_names = class_file_beside(p)
+        names_from = str(p.parent / CLASS_FILE) if class_names else None
+    info = {"csv": printable(p), "image_column": img_col, "label_column": label_col,
+            "image_pattern": image_pattern, "image_size": list(r.size), "color_mode": r.color_mode}
+    if names_from:
+        info["class_names_file"] = printable(names_from)
+    if len(keep) < len(rows):
+        info["duplicate_rows_dropped"] = int(len(rows) - len(keep))
+    if bad:
+        info["skipped_images"] = {"train" if labeled else "test": len(bad)}
+    if not labeled:  # unlabeled: a prediction template
         if require_labels:
-            raise DataError(f"label column '{label_col}' is empty", str(p), "fill in the labels")
-        return Dataset(f"csv:{path}", class_names or [], {"test": Split(x, None, ids)}, info)
+            raise DataError(f"label column '{label_col}' is empty", printable(p), "fill in the labels")
+        return Dataset(f"csv:{path}", class_names or [], {"test": Split(r.x, None, ids)}, info)
+    raw = [raw[i] for i in r.kept]
     if all(v.lstrip("-").isdigit() for v in raw):
         y = np.asarray([int(v) for v in raw], np.int64)
         names = class_names or [str(i) for i in range(max(int(y.max()) + 1, 2))]
@@ -175,42 +276,76 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
         names = class_names or sorted(set(raw))
         unknown = sorted(set(raw) - set(names))
         if unknown:
-            raise DataError(f"label '{unknown[0]}' is not a known class", str(p),
+            raise DataError(f"label '{unknown[0]}' is not a known class", printable(p),
                             f"use one of {', '.join(names)}")
         y = np.asarray([names.index(v) for v in raw], np.int64)
-    y = check_labels(y, len(names), f"{p}, column '{label_col}'")
-    return Dataset(f"csv:{path}", names, {"train": Split(x, y, ids)}, info)
+    y = check_labels(y, len(names), f"{printable(p)}, column '{label_col}'")
+    return Dataset(f"csv:{path}", names, {"train": Split(r.x, y, ids)}, info)
 
 
 # ---------------------------------------------------------------- npz
 
+def _npz_arrays(p: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read without unpickling anything."""
+    fix = "save it with np.savez(path, x_train=..., y_train=...) from numeric arrays"
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise DataError("not an .npz archive (a single .npy array?)", printable(p), fix)
+            return {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
+    except ValueError as e:
+        if "Object arrays" in str(e):
+            what = "it holds object arrays (pickled Python objects), which cnnlab never loads"
+        elif "pickled" in str(e):
+            what = "not an .npz archive"
+        else:
+            what = f"cannot read .npz: {e}"
+        raise DataError(what, printable(p), fix) from None
+    except (OSError, EOFError, KeyError) as e:
+        reason = "the file is empty" if isinstance(e, EOFError) else f"cannot read .npz: {e}"
+        raise DataError(reason, printable(p), fix) from None
+    except Exception as e:  # zipfile.BadZipFile and other damage inside the archive
+        raise DataError(f"damaged .npz archive: {e}", printable(p), fix) from None
+
+
 def load_npz(path: str, class_names: list[str] | None = None) -> Dataset:
     p = Path(path)
-    try:
-        npz = np.load(p, allow_pickle=False)
-        keys = set(npz.files)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read .npz: {e}", str(p),
-                        "save it with np.savez(path, x_train=..., y_train=...)") from None
+    arrays = _npz_arrays(p)
+    keys = set(arrays)
     if not {"x_train", "y_train"} <= keys:
-        raise DataError(f"missing arrays (found {', '.join(sorted(keys)) or 'none'})", str(p),
+        raise DataError(f"missing arrays (found {', '.join(sorted(keys)) or 'none'})", printable(p),
                         "save x_train and y_train (x_test, y_test optional)")
     names = class_names
     if names is None and "class_names" in keys:
-        names = [str(n) for n in npz["class_names"]]
+        cn = arrays["class_names"]
+        if cn.ndim != 1 or cn.dtype.kind not in "USiu":
+            raise DataError(f"class_names has shape {cn.shape} and dtype {cn.dtype}", f"{printable(p)}, class_names",
+                            "store a 1-D array of strings")
+        names = [str(n) for n in cn]
     raw = {}
     for split, suffix in (("train", "train"), ("validation", "val"), ("test", "test")):
         if f"x_{suffix}" in keys:
             if f"y_{suffix}" not in keys:
-                raise DataError(f"x_{suffix} has no y_{suffix}", str(p), f"add y_{suffix}")
-            raw[split] = (npz[f"x_{suffix}"], np.asarray(npz[f"y_{suffix}"]))
+                raise DataError(f"x_{suffix} has no y_{suffix}", printable(p), f"add y_{suffix}")
+            x, y = arrays[f"x_{suffix}"], np.asarray(arrays[f"y_{suffix}"])
+            where = f"{printable(p)}, y_{suffix}"
+            if y.dtype.kind not in "iuf" or y.ndim not in (1, 2):
+                raise DataError(f"labels have shape {y.shape} and dtype {y.dtype}", where,
+                                "store labels as a 1-D array of class indices (or one-hot rows)")
+            if not len(y):
+                raise DataError("no labels (an empty array)", where, "store at least one image and label")
+            if y.dtype.kind == "f" and not np.isfinite(y).all():
+                raise DataError("labels contain NaN or infinite values", where, "use class indices 0..K-1")
+            raw[split] = (x, y)
     if names is None:
         top = max(int(np.max(y if y.ndim == 1 else y.argmax(1))) for _, y in raw.values())
         width = raw["train"][1].shape[1] if raw["train"][1].ndim == 2 else 0
         names = [str(i) for i in range(max(top + 1, width, 2))]
     splits = {}
     for split, (x, y) in raw.items():
-        where = f"{p}, x_{'val' if split == 'validation' else split}"
+        where = f"{printable(p)}, x_{'val' if split == 'validation' else split}"
         x = as_uint8_images(x, where)
         y = check_labels(y, len(names), where.replace("x_", "y_"))
         if len(x) != len(y):
@@ -218,6 +353,6 @@ def load_npz(path: str, class_names: list[str] | None = None) -> Dataset:
         splits[split] = Split(x, y)
     shapes = {s.x.shape[1:] for s in splits.values()}
     if len(shapes) > 1:
-        raise DataError(f"splits have different image shapes {sorted(shapes)}", str(p),
+        raise DataError(f"splits have different image shapes {sorted(shapes)}", printable(p),
                         "store every split with the same image size")
-    return Dataset(f"npz:{path}", names, splits, {"npz": str(p)})
+    return Dataset(f"npz:{path}", names, splits, {"npz": printable(p)})

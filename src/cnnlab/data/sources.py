@@ -27,6 +27,7 @@ class DataOptions:
     image_column: str | None = None
     image_pattern: str | None = None
     download: bool = True
+    on_bad_image: str = "error"
     quiet: bool = False
 
     def to_dict(self) -> dict:
@@ -76,6 +77,29 @@ def conform(x: np.ndarray, size, color_mode: str) -> np.ndarray:
     return x
 
 
+def apply_label_language(ds: Dataset, labels: str, where: str) -> None:
+    """``--labels ko`` on class names that are not the built-in ones: translate names that are a
+    built-in set's English names; refuse anything it cannot translate (never ignore it)."""
+    if labels == "en":
+        return
+    for spec in builtin.IDX_SETS.values():
+        en, tr = list(spec.class_names["en"]), list(spec.class_names[labels])
+        if en == tr:
+            continue  # e.g. MNIST's digits: nothing to translate
+        if ds.class_names == tr:
+            return  # already in that language (e.g. classes.txt written with --labels ko)
+        if ds.class_names == en:
+            ds.class_names = tr
+            return
+    numeric = ds.class_names == [str(i) for i in range(len(ds.class_names))]
+    fix = ("if these are Fashion-MNIST's classes, pass --class-names fashion-mnist --labels ko"
+           if numeric and len(ds.class_names) == 10 else
+           "give the names with --class-names FILE (one per line), or leave out --labels")
+    shown = ", ".join(ds.class_names[:10]) + (", ..." if len(ds.class_names) > 10 else "")
+    raise DataError(f"--labels {labels} translates the built-in Fashion-MNIST class names, but this data's "
+                    f"classes are {shown}", where, fix)
+
+
 def load_source(source: str, opts: DataOptions | None = None,
                 require_labels: bool = True) -> Dataset:
     opts = opts or DataOptions()
@@ -88,22 +112,19 @@ def load_source(source: str, opts: DataOptions | None = None,
     elif kind == "digits":
         ds = builtin.load_digits_set()
     elif kind == "folder":
-        ds = files.load_folder(path, opts.image_size, opts.color_mode)
+        ds = files.load_folder(path, opts.image_size, opts.color_mode, opts.on_bad_image)
     elif kind == "csv":
         ds = files.load_csv(path, opts.label_column, opts.image_column, opts.image_pattern,
-                            opts.image_size, opts.color_mode, names, require_labels)
+                            opts.image_size, opts.color_mode, names, require_labels, opts.on_bad_image)
     else:
         ds = files.load_npz(path, names)
-    if names is not None and kind != "csv":
-        if len(names) < ds.num_classes:
-            raise DataError(f"{len(names)} class names for {ds.num_classes} classes",
-                            opts.class_names, "give one name per class")
-        from .dataset import check_labels
-
-        for split in ds.splits.values():
-            if split.y is not None:
-                check_labels(split.y, len(names), ds.source)
+    if names is not None and kind not in ("csv", "npz"):
+        if len(names) != ds.num_classes:
+            raise DataError(f"{len(names)} class names for {ds.num_classes} classes", opts.class_names,
+                            "give one name per class, in the order of the class indices (folders: sorted)")
         ds.class_names = names
+    if kind not in builtin.IDX_SETS and ds.class_names:
+        apply_label_language(ds, opts.labels, "--labels")
     if kind in ("fashion-mnist", "mnist", "digits", "npz"):
         for name, s in ds.splits.items():
             ds.splits[name] = Split(conform(s.x, opts.image_size, opts.color_mode), s.y, s.ids)

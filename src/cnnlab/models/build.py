@@ -60,6 +60,20 @@ class Dropout(nn.Module):
         return f"rate={self.rate}"
 
 
+class Rescaling(nn.Module):
+    """Keras' Rescaling: ``x * scale + offset`` (on what the model sees, after cnnlab's scaling)."""
+
+    def __init__(self, scale: float, offset: float):
+        super().__init__()
+        self.scale, self.offset = scale, offset
+
+    def forward(self, x):
+        return x * self.scale + self.offset
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, offset={self.offset}"
+
+
 class FlattenNHWC(nn.Module):
     """Flatten in Keras' (H, W, C) order, so Dense weights line up with Keras'."""
 
@@ -122,6 +136,8 @@ def _layer(info: LayerInfo) -> list[nn.Module]:
         return [lin, activation_module(a["activation"])]
     if info.type == "Activation":
         return [activation_module(a["activation"])]
+    if info.type == "Rescaling":
+        return [Rescaling(float(a["scale"]), float(a["offset"]))]
     raise AssertionError(info.type)
 
 

@@ -40,7 +40,12 @@ LAYER_ARGS: dict[str, dict] = {
     "Dense": {"units": _REQ, "activation": None, "use_bias": True,
               "kernel_initializer": "glorot_uniform", "trainable": True},
     "Activation": {"activation": _REQ},
+    "Rescaling": {"scale": _REQ, "offset": 0.0},
 }
+# Bounds that keep a spec buildable on one machine: a typo such as units: 1000000000 is an error
+# with the layer's name, not an out-of-memory crash minutes later.
+MAX_PARAMS = 1_000_000_000  # 4 GB of float32 weights
+MAX_VALUES = 1 << 28  # values in one image's activations at any layer (1 GB as float32)
 COMMON_ARGS = {"type", "name", "input_shape"}
 # Keras' glorot_uniform and he_uniform, and cnnlab's data-dependent patch_whitening: the first
 # Conv2D's kernels become the +/- principal components of the training images' patches, scaled
@@ -203,14 +208,14 @@ def _check_activation(v, where: str) -> str | None:
     return None if v == "linear" else ("silu" if v == "swish" else v)
 
 
-def _check_initializer(i: int, ltype: str, args: dict, shape: tuple, where: str) -> None:
+def _check_initializer(first: bool, ltype: str, args: dict, shape: tuple, where: str) -> None:
     init = args["kernel_initializer"]
     if init not in INITIALIZERS or (init == "patch_whitening" and ltype != "Conv2D"):
         ok = INITIALIZERS if ltype == "Conv2D" else INITIALIZERS[:2]
         raise SpecError(f"kernel_initializer={init!r} is unknown for {ltype}", where, f"use one of {', '.join(ok)}")
     if init != "patch_whitening":
         return
-    if i != 0:
+    if not first:
         raise SpecError("patch_whitening needs the image as the layer's input", where,
                         "use it on the first layer only")
     (kh, kw), f = args["kernel_size"], args["filters"]
@@ -255,6 +260,13 @@ def _infer(i: int, ltype: str, args: dict, shape: tuple, where: str) -> tuple[tu
     if ltype in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
         return (shape[2],), 0, 0
     if ltype == "BatchNormalization":
+        m, eps = args["momentum"], args["epsilon"]
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
+            raise SpecError(f"momentum={m!r} is not a number in [0, 1]", where,
+                            "use e.g. momentum: 0.99 (Keras' default)")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+            raise SpecError(f"epsilon={eps!r} is not a positive number", where,
+                            "use e.g. epsilon: 0.001 (Keras' default)")
         c = shape[-1]
         return shape, 2 * c, 2 * c
     if ltype == "Dropout":
@@ -274,6 +286,12 @@ def _infer(i: int, ltype: str, args: dict, shape: tuple, where: str) -> tuple[tu
         return (*shape[:-1], u), shape[-1] * u + (u if args["use_bias"] else 0), 0
     if ltype == "Activation":
         return shape, 0, 0
+    if ltype == "Rescaling":
+        for k in ("scale", "offset"):
+            v = args[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SpecError(f"{k}={v!r} is not a number", where, "use e.g. scale: 0.00392156862745098 (1/255)")
+        return shape, 0, 0
     raise AssertionError(ltype)
 
 
@@ -289,6 +307,22 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
     if not isinstance(layers, list) or not layers:
         raise SpecError("spec has no layers", where, "give a non-empty list under 'layers'")
     input_shape = data.get("input_shape")
+    first, first_index = layers[0], 0
+    if isinstance(first, dict) and first.get("type") in ("Input", "InputLayer"):
+        # {type: Input, shape: [28, 28, 1]} first, as the seeds' functional code starts
+        extra = set(first) - {"type", "shape", "name"}
+        if extra or "shape" not in first:
+            got = ", ".join(sorted(set(first) - {"type"})) or "nothing"
+            raise SpecError(f"Input takes shape (and name), got {got}",
+                            f"{where}, layer 0 (Input)", "write {type: Input, shape: [28, 28, 1]}")
+        shape_in = first["shape"]
+        if input_shape is not None and list(input_shape) != list(shape_in if isinstance(shape_in, (list, tuple))
+                                                                  else [shape_in]):
+            raise SpecError(f"input_shape {input_shape!r} and Input shape {shape_in!r} differ",
+                            f"{where}, layer 0 (Input)", "give the shape once")
+        input_shape, layers, first_index = shape_in, layers[1:], 1
+        if not layers:
+            raise SpecError("spec has only an Input layer", where, "add layers after it")
     if input_shape is None and isinstance(layers[0], dict):
         input_shape = layers[0].get("input_shape")
     if (not isinstance(input_shape, (list, tuple)) or len(input_shape) not in (2, 3)
@@ -299,13 +333,19 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
         raise SpecError(f"input_shape has {input_shape[2]} channels", where,
                         "use 1 (grayscale) or 3 (RGB) channels")
     shape = tuple(int(v) for v in input_shape)
+    if math.prod(shape) > MAX_VALUES:
+        raise SpecError(f"input_shape {list(shape)} has {math.prod(shape):,} values per image", where,
+                        "use a smaller --image-size (e.g. 224 224)")
     counters: dict[str, int] = {}
     infos: list[LayerInfo] = []
     names: set[str] = set()
-    for i, raw in enumerate(layers):
+    for i, raw in enumerate(layers, start=first_index):  # numbered as written (an Input layer is 0)
         if not isinstance(raw, dict) or "type" not in raw:
             raise SpecError(f"layer {i} is not a mapping with a 'type'", f"{where}, layer {i}",
                             "write e.g. {type: Conv2D, filters: 32, kernel_size: 3}")
+        if not isinstance(raw["type"], str):
+            raise SpecError(f"type={raw['type']!r} is not a layer name", f"{where}, layer {i}",
+                            "write the type as a name, e.g. type: Conv2D")
         ltype = ALIASES.get(raw["type"], raw["type"])
         loc = f"{where}, layer {i} ({raw['type']})"
         if ltype not in LAYER_ARGS:
@@ -347,7 +387,7 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
             if flag in args and not isinstance(args[flag], bool):
                 raise SpecError(f"{flag}={args[flag]!r} is not true/false", loc, "use true or false")
         if "kernel_initializer" in args:
-            _check_initializer(i, ltype, args, shape, loc)
+            _check_initializer(not infos, ltype, args, shape, loc)
         out, trainable, fixed = _infer(i, ltype, args, shape, loc)
         if args.get("trainable") is False:  # Keras counts a frozen layer's weights as non-trainable
             trainable, fixed = 0, fixed + trainable
@@ -360,7 +400,14 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
         if name in names:
             raise SpecError(f"duplicate layer name '{name}'", loc, "give each layer its own name")
         names.add(str(name))
+        if math.prod(out) > MAX_VALUES:
+            raise SpecError(f"the layer's output {list(out)} has {math.prod(out):,} values per image", loc,
+                            "use fewer filters or units, or more pooling before it")
         infos.append(LayerInfo(i, str(name), ltype, args, shape, out, trainable, fixed))
+        total = sum(x.params for x in infos)
+        if total > MAX_PARAMS:
+            raise SpecError(f"the model reaches {total:,} parameters here (the limit is {MAX_PARAMS:,})", loc,
+                            "use fewer filters or units (a Dense layer after Flatten grows with the image size)")
         shape = out
     spec = Spec(tuple(int(v) for v in input_shape), infos, str(data.get("name") or "model"))
     last = infos[-1]

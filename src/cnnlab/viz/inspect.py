@@ -12,7 +12,7 @@ def _input(run, images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, C) -> the normalised float batch the model sees."""
     from ..data.dataset import as_uint8_images
     from ..data.sources import conform
-    from ..train.loop import to_tensor
+    from ..engine.loop import to_tensor
 
     x = conform(as_uint8_images(np.asarray(images), "images"), run.image_size, run.color_mode)
     device = next(run.model.parameters()).device

@@ -188,8 +188,12 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
             if stop:
                 result.status, result.stop_reason = "early_stopped", f"early stopping on {monitor}: {reason}"
                 break
-    except KeyboardInterrupt:
-        result.status, result.stop_reason = "interrupted", "interrupted by the user (Ctrl-C)"
+    except KeyboardInterrupt as e:
+        from .signals import Terminated
+
+        result.status = "interrupted"
+        result.stop_reason = ("stopped by SIGTERM" if isinstance(e, Terminated)
+                              else "interrupted by the user (Ctrl-C)")
     result.train_time_s = time.perf_counter() - t_start
     if best_state is not None and (restore_best or result.status == "nan_loss"):
         model.load_state_dict(best_state)

@@ -17,12 +17,23 @@ from ..data.preprocess import Preprocessing
 from ..data.sources import load_source
 from ..data.split import prepare_splits
 from ..errors import DataError, TrainingError
-from ..evaluate import evaluate_probs
+from ..evaluation import evaluate_probs
 from ..models import Spec, build_module, check_fits, spec_from
-from ..runs import Run, environment, load_run, new_run_dir, save_weights, write_history
+from ..runs import (
+    Run,
+    check_writable,
+    environment,
+    load_run,
+    mark_finished,
+    mark_running,
+    new_run_dir,
+    save_weights,
+    write_history,
+)
 from ..viz.inspect import weight_stats
 from .loop import fit, resolve_device, to_tensor
 from .progress import Progress
+from .signals import stop_on_sigterm
 
 
 def resolve_spec(model: str | dict, input_shape: tuple, num_classes: int) -> Spec:
@@ -77,8 +88,10 @@ def set_threads(threads: int | None) -> int:
 def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset | None = None) -> Run:
     """Train as configured and write the run directory; returns the loaded run.
 
-    Raises TrainingError (after saving the run and its best checkpoint) when the loss
-    becomes NaN. A Ctrl-C stops training cleanly: the run is saved and marked interrupted.
+    Everything that can be checked (config, spec, data) is checked before the run directory
+    exists. Raises TrainingError (after saving the run and its best checkpoint) when the loss
+    becomes NaN. A Ctrl-C or SIGTERM stops training cleanly: the run is saved and marked
+    interrupted. status.json says 'running' from the directory's first second.
     """
     t_wall = time.perf_counter()
     cfg.validate()
@@ -87,6 +100,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     np.random.seed(cfg.seed % 2**32)
     device = resolve_device(cfg.device)
     progress_out = Progress(cfg.epochs, 1, cfg.quiet)
+    check_writable(cfg.runs_dir)
     if spec_override is None:
         spec_from(cfg.model)  # an unknown preset or a bad spec file fails before data loads
     # A given dataset gets only the splits it lacks; prepare_splits keeps the ones it has.
@@ -101,6 +115,25 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
 
     run_dir = new_run_dir(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}")
+    mark_running(run_dir)
+    with stop_on_sigterm():
+        try:
+            run = _train_in(run_dir, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
+                            in_memory=dataset is not None)
+        except BaseException as e:  # the run directory says how it ended, whatever happened
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
+                "stopped" if isinstance(e, TrainingError) else "failed"
+            try:
+                mark_finished(run_dir, status, str(e) or type(e).__name__)
+            except OSError:
+                pass  # e.g. the disk is full: the original error is the one to report
+            raise
+    mark_finished(run_dir, run.metrics["status"], run.metrics["stop_reason"])
+    return run
+
+
+def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
+              threads: int, progress_out: Progress, t_wall: float, in_memory: bool) -> Run:
     config = cfg.to_dict()
     atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     atomic.write_json(run_dir / "spec.json", spec.to_dict())
@@ -111,6 +144,9 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
         "source": ds.source, "image_size": [h, w], "channels": c,
         "color_mode": "rgb" if c == 3 else "grayscale", "splits": {k: len(v) for k, v in ds.splits.items()},
         "class_counts": class_counts(ds), "drawing": foreground_stats(ds["train"].x),
+        # a hash of each split's pixels and labels: evaluate checks it scores the same images
+        "fingerprints": {k: v.fingerprint() for k, v in ds.splits.items()},
+        "in_memory": in_memory,
         **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
     atomic.write_json(run_dir / "weights_init.json", weight_stats(model))
     progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {run_dir}")

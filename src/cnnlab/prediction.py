@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .data.files import IMAGE_COLUMNS, LABEL_COLUMNS, pick_column, read_table, resolve_image_paths
-from .data.images import is_image_file, load_images
+from .data.files import LABEL_COLUMNS, pick_column, pick_image_column, read_table, resolve_image_paths
+from .data.images import is_image_file, load_images, printable
 from .errors import DataError
 
 
@@ -21,7 +21,7 @@ def predict_proba(run, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
     from .data.dataset import as_uint8_images
     from .data.sources import conform
-    from .train.loop import predict_logits, to_tensor
+    from .engine.loop import predict_logits, to_tensor
 
     x = as_uint8_images(x, "images")
     x = conform(x, run.image_size, run.color_mode)
@@ -71,8 +71,8 @@ def rows_for(run, names: list[str], probs: np.ndarray, top_k: int | None) -> tup
         r = {"input": name, "class_index": int(o[0]), "class_name": classes[o[0]]}
         for i in range(k):
             r[f"top{i + 1}_class"] = classes[o[i]]
-            r[f"top{i + 1}_prob"] = f"{p[o[i]]:.6f}"
-        r.update({f"prob_{c}": f"{v:.6f}" for c, v in zip(classes, p)})
+            r[f"top{i + 1}_prob"] = float(p[o[i]])
+        r.update({f"prob_{c}": float(v) for c, v in zip(classes, p)})
         rows.append(r)
     return cols, rows
 
@@ -80,29 +80,43 @@ def rows_for(run, names: list[str], probs: np.ndarray, top_k: int | None) -> tup
 def predict_template(run, csv_path: str, image_column: str | None = None,
                      image_pattern: str | None = None, label_column: str | None = None,
                      top_k: int | None = None, submission: bool = False) -> tuple[list[str], list[dict]]:
-    """Fill a CSV template's label column with predicted class indices (a submission file)."""
+    """Fill a CSV template's label column with predicted class indices (a submission file).
+
+    The table says where its images are: a column of paths, or ids with ``image_pattern``. The
+    run's training pattern is never assumed (it points at the training images)."""
     p = Path(csv_path)
     columns, table = read_table(p)
     if not table:
-        raise DataError("CSV has no rows", str(p), "add one row per image")
-    img_col = pick_column(columns, image_column, IMAGE_COLUMNS, p, "image", "--image-column") or columns[0]
+        raise DataError("CSV has no rows", printable(p), "add one row per image")
     label_col = pick_column(columns, label_column, LABEL_COLUMNS, p, "label", "--label-column")
+    img_col, ids = pick_image_column(columns, table, image_column, label_col, p)
     label_col = label_col or run.data.get("label_column") or "label"
-    paths = resolve_image_paths([r[img_col] for r in table], p, image_pattern or run.data.get("image_pattern"))
+    if image_pattern is None and not all(Path(v).is_absolute() or (p.parent / v).is_file() for v in ids):
+        train_pattern = run.data.get("image_pattern")
+        example = train_pattern.replace("train", "test") if train_pattern else "images/test/{}.png"
+        raise DataError(f"the CSV's '{img_col}' column holds ids, not image files, and no image pattern "
+                        "says where the images are", printable(p),
+                        f"pass --image-pattern with the file name template of these images, e.g. '{example}'")
+    paths = resolve_image_paths(ids, p, image_pattern)
     probs = predict_paths(run, paths)
     pred = probs.argmax(1)
     out_cols = columns + ([label_col] if label_col not in columns else [])
     rows = [dict(r, **{label_col: int(c)}) for r, c in zip(table, pred)]
     if submission:
         return out_cols, rows
-    extra_cols, extra = rows_for(run, [r[img_col] for r in table], probs, top_k)
+    extra_cols, extra = rows_for(run, ids, probs, top_k)
     extra_cols = [c for c in extra_cols if c not in ("input", "class_index")]
     return out_cols + extra_cols, [dict(r, **{k: e[k] for k in extra_cols}) for r, e in zip(rows, extra)]
 
 
-def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
+def format_csv(columns: list[str], rows: list[dict]) -> str:
+    """Rows as CSV text, probabilities with 6 decimals."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
-    return atomic.write_text(path, buf.getvalue())
+    w.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
+    return atomic.write_text(path, format_csv(columns, rows))
