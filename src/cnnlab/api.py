@@ -128,34 +128,44 @@ def arrays_dataset(data, class_names: list[str] | None = None, where: str = "dat
     return Dataset("arrays", list(class_names), splits, {"arrays": True})
 
 
-def _builtin_translation(a: list[str], b: list[str]) -> bool:
-    """True when ``a`` and ``b`` are the same built-in class list in two languages."""
+def _name_lookup(names: list[str]) -> dict[str, int]:
+    """Loose keys of the run's class names (and of their built-in translations) -> class index."""
     from .data.builtin import IDX_SETS
+    from .data.sources import class_key
 
-    for s in IDX_SETS.values():
-        langs = [list(v) for v in s.class_names.values()]
-        if a in langs and b in langs:
-            return True
-    return False
+    lookup = {}
+    for i, n in enumerate(names):
+        lookup[class_key(n)] = i
+        for s in IDX_SETS.values():
+            for lang in s.class_names.values():
+                if n in lang:  # a built-in name: its translations match too
+                    j = list(lang).index(n)
+                    for other in s.class_names.values():
+                        lookup.setdefault(class_key(other[j]), i)
+    return lookup
 
 
 def align_classes(ds: Dataset, run: Run, where: str) -> Dataset:
     """Labels renumbered to the run's classes, matched by name: another source's classes may be
-    ordered differently or be a subset. Unnamed classes ('0', '1', ...) are class indices."""
+    ordered differently, be a subset, or be the built-in names in another language. Unnamed
+    classes ('0', '1', ...) are class indices."""
+    from .data.sources import class_key
+
     src, names = ds.class_names, run.class_names
-    if src == names or _builtin_translation(src, names):
+    if src == names:
         return ds
     if src == [str(i) for i in range(len(src))]:  # no names, only indices
         if len(src) > len(names):
             raise DataError(f"labels go up to {len(src) - 1} but the run has {len(names)} classes", where,
                             "evaluate on data with the run's classes")
         return Dataset(ds.source, list(names), ds.splits, dict(ds.info))
-    unknown = [n for n in src if n not in names]
+    lookup = _name_lookup(names)
+    unknown = [n for n in src if class_key(n) not in lookup]
     if unknown:
         raise DataError(f"class(es) {', '.join(unknown[:5])} of this data are not among the run's classes "
                         f"({', '.join(names)})", where,
                         "name the classes as in training (folder names, classes.txt or --class-names)")
-    mapping = np.asarray([names.index(n) for n in src], np.int64)
+    mapping = np.asarray([lookup[class_key(n)] for n in src], np.int64)
     splits = {k: Split(s.x, None if s.y is None else mapping[s.y], s.ids) for k, s in ds.splits.items()}
     return Dataset(ds.source, list(names), splits, dict(ds.info))
 
@@ -198,6 +208,8 @@ def evaluation_split(run: Run, source=None, split: str = "test") -> Split:
         cfg = _run_config(run)
         opts = cfg.data_options()
         opts.image_size, opts.color_mode, opts.quiet = run.image_size, run.color_mode, True
+        # the other source's own class names (its folders, classes.txt, ...) are matched by name below
+        opts.class_names, opts.labels = None, "en"
         ds = align_classes(load_source(source, opts), run, source)
         if split != "all":
             ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)

@@ -28,6 +28,7 @@ import platform
 import re
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,9 +71,13 @@ def check_writable(runs_dir: str | Path) -> None:
                        "give a folder you can write to with --runs-dir") from None
     if not base.is_dir():
         raise RunError("the runs folder is not a folder", str(base), "give a folder with --runs-dir")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise RunError("the runs folder is not writable", str(base),
-                       "give a folder you can write to with --runs-dir")
+    try:  # a real write: os.access says yes to root on a read-only file system
+        fd, probe = tempfile.mkstemp(prefix=".cnnlab-write-test-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunError(f"cannot write in the runs folder: {e.strerror}", str(base),
+                       "give a folder you can write to with --runs-dir") from None
 
 
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:

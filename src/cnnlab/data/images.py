@@ -53,8 +53,9 @@ def _header(path: Path) -> Image.Image:
         img = Image.open(path)
     except FileNotFoundError:
         raise BadImage(path, "image file not found") from None
-    except Image.DecompressionBombError as e:
-        raise BadImage(path, f"image has too many pixels ({e})") from None
+    except Image.DecompressionBombError:
+        raise BadImage(path, f"image has more than twice the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                       "(a decompression bomb, or far larger than needed)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadImage(path, f"cannot read image: {printable(e)}") from None
     pixels = img.width * img.height

@@ -6,6 +6,7 @@ Sources: ``fashion-mnist``, ``mnist``, ``digits``, ``folder:PATH``, ``csv:PATH``
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,19 +78,26 @@ def conform(x: np.ndarray, size, color_mode: str) -> np.ndarray:
     return x
 
 
+def class_key(name: str) -> str:
+    """Class names compared loosely: 'T-shirt/top', 't-shirt_top' and 'T Shirt Top' are one."""
+    return re.sub(r"[\W_]+", "", name.lower())
+
+
 def apply_label_language(ds: Dataset, labels: str, where: str) -> None:
     """``--labels ko`` on class names that are not the built-in ones: translate names that are a
-    built-in set's English names; refuse anything it cannot translate (never ignore it)."""
+    built-in set's English names (in any order, written as folder names allow); refuse anything it
+    cannot translate (never ignore it)."""
     if labels == "en":
         return
     for spec in builtin.IDX_SETS.values():
         en, tr = list(spec.class_names["en"]), list(spec.class_names[labels])
         if en == tr:
             continue  # e.g. MNIST's digits: nothing to translate
-        if ds.class_names == tr:
+        if set(ds.class_names) <= set(tr):
             return  # already in that language (e.g. classes.txt written with --labels ko)
-        if ds.class_names == en:
-            ds.class_names = tr
+        table = {class_key(e): t for e, t in zip(en, tr)}
+        if all(class_key(n) in table for n in ds.class_names):
+            ds.class_names = [table[class_key(n)] for n in ds.class_names]
             return
     numeric = ds.class_names == [str(i) for i in range(len(ds.class_names))]
     fix = ("if these are Fashion-MNIST's classes, pass --class-names fashion-mnist --labels ko"

@@ -51,17 +51,27 @@ def misclassified(x, y=None, probs=None, class_names=None, n=8):
     return _f.misclassified(x, y, probs, class_names, n)
 
 
+def _needs_conv(run, what: str) -> None:
+    from ..errors import SpecError
+    from .inspect import conv_indices
+
+    if not conv_indices(run.model):
+        raise SpecError(f"the model has no Conv2D layer, so it has no {what}", str(run.path),
+                        "kernels, feature maps and Grad-CAM are for convolutional models; try curves, "
+                        "confusion or misclassified")
+
+
 def kernels(weight, max_kernels=64):
     if _is_run(weight):
-        first = next(iter(weights(weight.model).values()))
-        if first.ndim != 4:
-            raise ValueError("the model's first weighted layer is not a Conv2D layer")
+        _needs_conv(weight, "kernels to draw")
+        first = next(w for w in weights(weight.model).values() if w.ndim == 4)
         return _f.kernels(first, max_kernels)
     return _f.kernels(weight, max_kernels)
 
 
 def feature_maps(maps, image=None, max_channels=32):
     if _is_run(maps):
+        _needs_conv(maps, "feature maps")
         if image is None:
             image = test_split(maps).x[0]
         return _f.feature_maps(layer_feature_maps(maps, image), image, max_channels)
@@ -92,6 +102,7 @@ def probabilities(probs, class_names=None, image=None, true=None, title=None):
 
 
 def gradcam(run, images, titles=None):
+    _needs_conv(run, "Grad-CAM (it looks at the last Conv2D layer)")
     images = np.asarray(images)
     cams, classes = grad_cam(run, images)
     titles = titles or [run.class_names[int(c)] for c in classes]
