@@ -189,3 +189,85 @@ def test_draw_and_upload_in_headless_chromium(run, tmp_path):
         server.should_exit = True
         thread.join(10)
     assert outside == []
+
+
+# ------------------------------------------------------------------ a client's mistake is never a 500
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"image": "aGVsbG8=", "run": ["a"]}, 400, "run"),
+    ({"image": "aGVsbG8=", "run": 7}, 400, "run"),
+    ({"image": "data:image/png;base64"}, 400, "no comma"),
+    ({"image": 12}, 400, "image"),
+    ({"image": "aGVsbG8=", "explain": "yes"}, 400, "explain"),
+    ([1, 2, 3], 400, "image"),
+])
+def test_json_mistakes_are_4xx_with_a_message(client, body, status, needle):
+    r = client.post("/api/predict", json=body)
+    assert r.status_code == status and needle in r.json()["error"]
+
+
+def test_deeply_nested_and_huge_json(client):
+    deep = "[" * 100_000 + "]" * 100_000
+    r = client.post("/api/predict", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "nested" in r.json()["error"]
+    huge = '{"image": "' + "A" * 300_000 + '"}'  # over this client's 200 kB limit
+    r = client.post("/api/predict", content=huge, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_a_damaged_run_is_listed_and_the_others_keep_working(run, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve import create_app
+
+    folder = tmp_path / "runs"
+    shutil.copytree(run.path, folder / "good")
+    shutil.copytree(run.path, folder / "broken")
+    (folder / "broken" / "classes.json").write_text("{oops")
+    shutil.copytree(run.path, folder / "badweights")
+    (folder / "badweights" / "model.safetensors").write_bytes(b"garbage")
+    c = TestClient(create_app([folder]))
+    listed = {r["id"]: r for r in c.get("/api/runs").json()["runs"]}
+    assert "damaged" in listed["broken"] and "classes.json" in listed["broken"]["damaged"]
+    assert c.get("/").status_code == 200
+    assert c.post("/api/predict?run=broken", files={"file": ("v.png", bar_png(), "image/png")}).status_code == 409
+    r = c.post("/api/predict?run=badweights", files={"file": ("v.png", bar_png(), "image/png")})
+    assert r.status_code == 409 and "weights" in r.json()["error"]
+    assert "damaged" in {r["id"]: r for r in c.get("/api/runs").json()["runs"]}["badweights"]
+    r = c.post("/api/predict?run=good", files={"file": ("v.png", bar_png(), "image/png")})
+    assert r.status_code == 200
+
+
+def test_docs_work_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower() and "/docs-static/" in page.text
+    for ref in ("/docs-static/swagger-ui-bundle.js", "/docs-static/swagger-ui.css"):
+        assert ref in page.text and client.get(ref).status_code == 200
+    assert client.get("/openapi.json").json()["paths"]["/api/predict"]["post"]["requestBody"]
+
+
+def test_fuzz_the_api_from_its_openapi_schema_finds_no_5xx(run):
+    """Schemathesis generates requests from the OpenAPI schema (query parameters and both body
+    kinds) and asserts that none gets a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    from cnnlab.serve import create_app
+
+    app = create_app([run.path.parent], max_upload_bytes=200_000, max_pixels=1_000_000)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+
+    for op in schema.get_all_operations():
+        operation = op.ok()
+
+        @settings(max_examples=60, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def check(case):
+            response = case.call()
+            if response.status_code >= 500:
+                failures.append((case.method, case.path, case.query, str(case.body)[:200], response.status_code))
+
+        check()
+    assert not failures, failures[:3]

@@ -13,6 +13,7 @@ import io
 import json
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..data.drawing import prepare_drawing
 from ..data.images import to_array
-from ..errors import RunError
+from ..errors import CnnlabError, CnnlabWarning, RunError
 from ..models import parse_spec
-from ..runs import REQUIRED, _read_json, load_run
+from ..runs import REQUIRED, _read_json, load_run, read_class_names, run_state
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 25_000_000  # 5,000 x 5,000
@@ -67,39 +68,62 @@ def find_runs(paths: list[str | Path]) -> dict[str, Path]:
 
 class Runs:
     """The runs a server may use. Models load on first use (one lock per run, for Grad-CAM);
-    listing runs reads only their small JSON files."""
+    listing runs reads only their small JSON files. A damaged run is listed as damaged (with the
+    reason) and answers 409; the others keep working."""
 
     def __init__(self, paths: list[str | Path]):
         self.dirs = find_runs(paths)
         self._loaded: dict[str, tuple] = {}
         self._described: dict[str, dict] = {}
         self._lock = threading.Lock()
+        usable = [r for r in self.dirs if "damaged" not in self.describe(r)]
+        if not usable:
+            first = next(iter(self.dirs))
+            raise RunError(f"no usable run: {self.describe(first)['damaged']}", str(self.dirs[first]),
+                           "train again, or give other runs")
+        self.default = usable[0]
 
-    @property
-    def default(self) -> str:
-        return next(iter(self.dirs))
-
-    def get(self, run_id: str | None):
+    def get(self, run_id):
+        if run_id is not None and not isinstance(run_id, str):
+            raise HTTPError(400, "\"run\" must be a run id (a string); GET /api/runs lists them")
         rid = run_id or self.default
         if rid not in self.dirs:
             raise HTTPError(404, f"unknown run '{rid}'; GET /api/runs lists them")
+        if "damaged" in self.describe(rid):
+            raise HTTPError(409, f"run '{rid}' is damaged: {self.describe(rid)['damaged']}")
         with self._lock:
             if rid not in self._loaded:
-                self._loaded[rid] = (load_run(self.dirs[rid]), threading.Lock())
+                try:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", CnnlabWarning)
+                        self._loaded[rid] = (load_run(self.dirs[rid]), threading.Lock())
+                    for w in caught:
+                        self._described[rid]["warning"] = str(w.message)
+                except CnnlabError as e:
+                    self._described[rid] = {"id": rid, "damaged": e.line()}
+                    raise HTTPError(409, f"run '{rid}' is damaged: {e.line()}") from None
         return self._loaded[rid]
 
     def describe(self, rid: str) -> dict:
         if rid not in self._described:
             d = self.dirs[rid]
-            spec = parse_spec(_read_json(d / "spec.json"), str(d / "spec.json"))
-            metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
-            h, w, *c = spec.input_shape
-            self._described[rid] = {
-                "id": rid, "model": spec.name, "source": _read_json(d / "data.json").get("source"),
-                "classes": list(_read_json(d / "classes.json")["class_names"]), "image_size": [h, w],
-                "color_mode": "rgb" if c and c[0] == 3 else "grayscale",
-                "test_accuracy": metrics.get("test", {}).get("accuracy"), "params": spec.total_params}
+            try:
+                spec = parse_spec(_read_json(d / "spec.json"), str(d / "spec.json"))
+                metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
+                h, w, *c = spec.input_shape
+                state, why = run_state(d)
+                self._described[rid] = {
+                    "id": rid, "model": spec.name, "source": _read_json(d / "data.json").get("source"),
+                    "classes": read_class_names(d, spec), "image_size": [h, w],
+                    "color_mode": "rgb" if c and c[0] == 3 else "grayscale",
+                    "test_accuracy": (metrics.get("test") or {}).get("accuracy"), "params": spec.total_params,
+                    **({"warning": f"the run did not finish: {why}"} if state != "finished" else {})}
+            except CnnlabError as e:
+                self._described[rid] = {"id": rid, "damaged": e.line()}
         return self._described[rid]
+
+    def usable(self) -> list[dict]:
+        return [self.describe(r) for r in self.dirs if "damaged" not in self.describe(r)]
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -201,15 +225,56 @@ def predict_image(runs: Runs, rid: str | None, img: Image.Image, drawing: bool, 
     return out
 
 
+def add_offline_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI's files served from the swagger-ui-bundle package, not a CDN: the
+    page works on a machine without internet."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="cnnlab serve: API docs",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
+
+
+def parse_json_body(raw: bytes) -> dict:
+    """The predict request's JSON object; 400 with a message for anything else (invalid JSON,
+    nesting deep enough to exhaust the parser, a list, a missing or non-string image)."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HTTPError(400, "the JSON body cannot be parsed") from None
+    except RecursionError:
+        raise HTTPError(400, "the JSON body is nested too deeply") from None
+    if not isinstance(body, dict) or not isinstance(body.get("image"), str):
+        raise HTTPError(400, "the JSON body needs \"image\": a base64 string or a data URL")
+    if body.get("run") is not None and not isinstance(body["run"], str):
+        raise HTTPError(400, "\"run\" must be a run id (a string); GET /api/runs lists them")
+    return body
+
+
+def json_flag(body: dict, key: str, default: bool) -> bool:
+    v = body.get(key, default)
+    if not isinstance(v, bool):
+        raise HTTPError(400, f"\"{key}\" must be true or false, got {json.dumps(v)[:40]}")
+    return v
+
+
 def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS):
     """The ASGI app: FastAPI wrapped in a request-size limit."""
     from .. import __version__
     from .page import page_html
 
     runs = Runs(paths)
-    app = FastAPI(title="cnnlab serve", version=__version__,
+    app = FastAPI(title="cnnlab serve", version=__version__, docs_url=None, redoc_url=None,
                   description="Classify images with trained cnnlab runs. POST /api/predict with a multipart "
                   "'file' field or JSON {\"image\": base64}.")
+    add_offline_docs(app)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError):
@@ -217,9 +282,11 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():
-        return page_html([runs.describe(r) for r in runs.dirs])
+        return page_html(runs.usable())
 
-    @app.get("/api/runs", summary="The runs this server can use")
+    @app.get("/api/runs", summary="The runs this server can use",
+             description="Every run given to the server; a damaged one has a \"damaged\" reason instead of "
+             "its details, and one that did not finish has a \"warning\".")
     def list_runs():
         return {"default": runs.default, "runs": [runs.describe(r) for r in runs.dirs]}
 
@@ -234,7 +301,16 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
               description="Send the image as a multipart form field `file`, or as JSON "
               "`{\"image\": \"<base64 or data URL>\", \"run\": ..., \"drawing\": false, \"explain\": false}`. "
               "`drawing` frames a light-on-dark canvas drawing like the training data; `explain` adds the "
-              "input as the model sees it, each Conv2D layer's feature maps and a Grad-CAM overlay.")
+              "input as the model sees it, each Conv2D layer's feature maps and a Grad-CAM overlay.",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {
+                      "type": "object", "required": ["image"], "properties": {
+                          "image": {"type": "string", "description": "base64 image bytes, or a data URL"},
+                          "run": {"type": "string", "description": "a run id from GET /api/runs"},
+                          "drawing": {"type": "boolean"}, "explain": {"type": "boolean"}}}},
+                  "multipart/form-data": {"schema": {
+                      "type": "object", "required": ["file"], "properties": {
+                          "file": {"type": "string", "format": "binary"}, "run": {"type": "string"}}}}}}})
     async def predict(request: Request, run: str | None = None, drawing: bool = False, explain: bool = False):
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
@@ -244,21 +320,22 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
                 raise HTTPError(400, "the form has no file field 'file'")
             data = await upload.read()
             run = run or form.get("run") or None
+            if run is not None and not isinstance(run, str):
+                raise HTTPError(400, "the form field 'run' must be text")
         elif ctype.startswith("application/json"):
+            body = parse_json_body(await request.body())
+            image = body["image"]
+            if image.startswith("data:"):
+                if "," not in image:
+                    raise HTTPError(400, "the data URL has no comma: write data:image/png;base64,<base64>")
+                image = image.split(",", 1)[1]
             try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise HTTPError(400, "the JSON body cannot be parsed") from None
-            if not isinstance(body, dict) or not isinstance(body.get("image"), str):
-                raise HTTPError(400, "the JSON body needs \"image\": a base64 string or a data URL")
-            text = body["image"].split(",", 1)[1] if body["image"].startswith("data:") else body["image"]
-            try:
-                data = base64.b64decode(text, validate=True)
+                data = base64.b64decode(image, validate=True)
             except (binascii.Error, ValueError):
                 raise HTTPError(400, "\"image\" is not valid base64") from None
             run = run or body.get("run")
-            drawing = bool(body.get("drawing", drawing))
-            explain = bool(body.get("explain", explain))
+            drawing = json_flag(body, "drawing", drawing)
+            explain = json_flag(body, "explain", explain)
         else:
             raise HTTPError(415, "send multipart/form-data with a 'file' field or application/json")
         img = decode_image(data, max_pixels)
