@@ -85,10 +85,19 @@ def test_report_in_headless_chromium(korean_run, tmp_path):
     assert outside == []
 
 
-def test_report_without_test_split_is_a_clear_error(tmp_path, capsys):
+def test_run_without_test_split_gets_report_and_figures_on_validation(tmp_path, capsys):
+    """The seed-003 set-up: --test-split 0 --seed 87, results on the validation split."""
     x, y = bars(10)
     np.savez(tmp_path / "t.npz", x_train=x, y_train=y)
-    run = cnnlab.train(f"npz:{tmp_path / 't.npz'}", model="fashion-cnn", epochs=1, test_split=0,
+    run = cnnlab.train(f"npz:{tmp_path / 't.npz'}", model="fashion-cnn", epochs=1, test_split=0, seed=87,
                        runs_dir=str(tmp_path / "r"), quiet=True, image_size=[28, 28])
-    assert main(["report", str(run.path)]) == 2
-    assert "no test split" in capsys.readouterr().err
+    assert main(["report", str(run.path)]) == 0
+    page = (run.path / "report.html").read_text(encoding="utf-8")
+    assert "validation accuracy" in page and "Data check" in page
+    assert main(["report", str(run.path), "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "no test split" in err and "--split validation" in err
+    for kind in ("confusion", "misclassified", "feature-maps", "gradcam"):
+        assert main(["plot", str(run.path), kind]) == 0, kind
+        assert (run.path / f"{kind}.png").is_file()
+    assert main(["plot", str(run.path), "confusion", "--split", "train"]) == 0

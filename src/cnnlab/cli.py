@@ -29,12 +29,13 @@ def _zoom(values):
     return values[0] if len(values) == 1 else values
 
 
-def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool = True) -> None:
-    """The training-config keys as options; ``skip`` leaves some keys out."""
+def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool = True,
+                      only: tuple | None = None) -> None:
+    """The training-config keys as options; ``skip`` leaves some keys out, ``only`` keeps just those."""
     S = argparse.SUPPRESS
 
     def opt(*names, key, help, **kw):
-        if key in skip:
+        if key in skip or (only is not None and key not in only):
             return
         p_ = groups.get(kw.pop("group", "training"))
         if kw.get("action") in ("store_true", "store_false"):
@@ -64,11 +65,15 @@ def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool
     opt("--label-column", key="label_column", group=d, metavar="NAME",
         help="CSV label column (default: label, class, target or y)")
     opt("--image-column", key="image_column", group=d, metavar="NAME",
-        help="CSV image column: a path or an id (default: image, path, file, filename or id)")
+        help="CSV image column: a path or an id (default: image, path, file, filename or id); "
+        "'index' when the images are named by row number")
     opt("--image-pattern", key="image_pattern", group=d, metavar="TEMPLATE",
         help="CSV image file template relative to the CSV, e.g. 'images/train/{}.png'")
     opt("--no-download", key="download", group=d, action="store_false",
         help="never download built-in datasets (default: download when not found)")
+    opt("--on-bad-image", key="on_bad_image", group=d, choices=["error", "skip"],
+        help="an unreadable, truncated or oversized image file: stop with an error, or leave it out "
+        "(counted in the run)")
     opt("--val-split", key="val_split", group=d, type=float, metavar="F",
         help="stratified validation fraction of the training data, 0 for none")
     opt("--test-split", key="test_split", group=d, type=float, metavar="F",
@@ -98,6 +103,14 @@ def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool
     opt("--threads", key="threads", type=int, help="CPU threads (none: torch's default)")
     opt("--time-limit", key="time_limit", type=float, metavar="S",
         help="stop training after S seconds (the best epoch so far is kept; none: no limit)")
+    opt("--class-weight", key="class_weight", metavar="balanced|none|FILE",
+        help="weight the loss per class: balanced (n / (K * count)), or a file with one weight per class")
+    opt("--sampler", key="sampler", choices=["none", "balanced"],
+        help="balanced: draw every class equally often in each epoch")
+    opt("--no-check", key="check", group=d, action="store_false",
+        help="skip the data check before training (duplicates, leakage, class balance; default: check)")
+    opt("--strict", key="strict", group=d, action="store_true",
+        help="stop when the data check finds images shared across splits (default: warn)")
     opt("--monitor", key="monitor", group=e, choices=["val_loss", "val_accuracy"], help="metric to monitor")
     opt("--patience", key="patience", group=e, type=_patience,
         help="epochs without improvement before stopping; none disables early stopping")
@@ -156,11 +169,12 @@ def cmd_train(args) -> int:
     if "test" in m:
         print(f"test accuracy {m['test']['accuracy']:.4f} - test loss {m['test']['loss']:.4f} - "
               f"best epoch {m['best_epoch']} of {m['epochs_run']} - {m['wall_time_s']:.1f}s")
-    if args.report and "test" in m:
+    if args.report and m.get("status") != "interrupted":
         from .report import build_report
+        from .viz import default_split
 
         try:
-            print(f"report written to {build_report(run)}")
+            print(f"report written to {build_report(run, split=default_split(run))}")
         except OSError as e:  # the trained run is complete; only the report is missing
             print(f"warning: report.html was not written: {_os_error_line(e)}; then run: cnnlab report "
                   f"{run.path}", file=sys.stderr)
@@ -168,6 +182,36 @@ def cmd_train(args) -> int:
     if m.get("status") == "interrupted":
         print("training was interrupted: the best checkpoint so far is kept", file=sys.stderr)
         return 130
+    return 0
+
+
+# The keys that say what the data is and how it is split: `cnnlab check` takes these.
+DATA_KEYS = ("val_source", "test_source", "data_dir", "image_size", "color_mode", "labels", "class_names",
+             "label_column", "image_column", "image_pattern", "download", "on_bad_image", "val_split",
+             "test_split", "seed", "strict")
+
+
+def cmd_check(args) -> int:
+    from .atomic import write_json
+    from .data.check import check_source, findings, format_report
+
+    overrides = config_overrides(args)
+    cfg = make_config(args.config, **overrides)
+    report = check_source(cfg, near=not args.no_near)
+    if args.out:
+        write_json(args.out, report)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report, cfg.strict))
+        if args.out:
+            print(f"report written to {args.out}")
+    errors = [m for level, m in findings(report, cfg.strict) if level == "error"]
+    if errors:
+        from .errors import DataError
+
+        raise DataError(errors[0], cfg.source, "remove the copies from one of the splits (cnnlab check lists "
+                        "examples), or leave out --strict")
     return 0
 
 
@@ -328,8 +372,10 @@ PLOTS = ("curves", "confusion", "samples", "kernels", "feature-maps", "histogram
 def cmd_report(args) -> int:
     from .report import build_report
     from .runs import load_run
+    from .viz import default_split
 
-    path = build_report(load_run(args.run), args.out)
+    run = load_run(args.run)
+    path = build_report(run, args.out, split=args.split or default_split(run))
     print(f"report written to {path}")
     return 0
 
@@ -348,13 +394,16 @@ def cmd_plot(args) -> int:
     run = load_run(args.run)
     image = _image_arg(run, args.image)
     kind = args.kind
+    split = args.split or viz.default_split(run)
     if kind == "feature-maps":
-        fig = viz.feature_maps(run, image)
+        fig = viz.feature_maps(run, image, split=split)
     elif kind == "gradcam":
         import numpy as np
 
-        imgs = image[None] if image is not None else viz.test_split(run).x[:8]
+        imgs = image[None] if image is not None else viz.run_split(run, split).x[:8]
         fig = viz.gradcam(run, np.asarray(imgs))
+    elif kind in ("confusion", "misclassified"):
+        fig = getattr(viz, kind)(run, split=split)
     else:
         fig = getattr(viz, kind.replace("-", "_"))(run)
     out = Path(args.out or run.path / f"{kind}.{args.format}")
@@ -437,6 +486,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the leaderboard goes (default: RUNS_DIR/<timestamp>-compare-<source>)")
     c.set_defaults(func=cmd_compare)
 
+    ck = sub.add_parser("check", help="check a dataset before training: duplicates, leakage, class balance, "
+                        "unreadable files",
+                        description="Load a data source as training would (same splits for the same --seed) and "
+                        "report exact duplicates within and across splits, near duplicates across splits, class "
+                        "counts and imbalance, unreadable files, image sizes and modes, and for CSV tables ids "
+                        "without a file and files not in the table. Exit code 2 with --strict when images are "
+                        "shared across splits.")
+    add_train_options(ck, report=False, only=DATA_KEYS)
+    ck.add_argument("--json", action="store_true", help="print the report as JSON (default: text)")
+    ck.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON report to FILE")
+    ck.add_argument("--no-near", action="store_true",
+                    help="skip the near-duplicate search (perceptual hashes; default: search)")
+    ck.set_defaults(func=cmd_check)
+
     sv = sub.add_parser("serve", help="a web page to draw or upload images, and a JSON prediction API",
                         formatter_class=fmt,
                         description="Serve trained runs: a page to draw or upload an image and see the "
@@ -489,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write the run's self-contained report.html", formatter_class=fmt)
     r.add_argument("run", help="run directory")
     r.add_argument("--out", default=None, help="output file (default: RUN/report.html)")
+    r.add_argument("--split", default=None, choices=["train", "validation", "test"],
+                   help="the split whose results it shows (default: test, or validation when the run has no "
+                   "test split)")
     r.set_defaults(func=cmd_report)
 
     pl = sub.add_parser("plot", help="write one figure of a run as PNG or SVG", formatter_class=fmt)
@@ -498,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="output file (default: RUN/KIND.FORMAT)")
     pl.add_argument("--image", default=None, help="image for feature-maps / gradcam (default: test images)")
     pl.add_argument("--dpi", type=int, default=100, help="resolution of PNG files")
+    pl.add_argument("--split", default=None, choices=["train", "validation", "test"],
+                    help="the split for confusion, misclassified, feature-maps and gradcam (default: test, or "
+                    "validation when the run has no test split)")
     pl.set_defaults(func=cmd_plot)
 
     ex = sub.add_parser("explain", help="prediction, feature maps and Grad-CAM for one image", formatter_class=fmt)

@@ -55,6 +55,11 @@ class TrainConfig(DataOptions, AugmentOptions):
     device: str = "auto"
     threads: int | None = None
     time_limit: float | None = None  # seconds of training; stops after the batch that passes it
+    class_weight: str = "none"  # none | balanced | a file of one weight per class (weighted loss)
+    sampler: str = "none"  # none | balanced (each class drawn equally often)
+    # data check before training (cnnlab check); strict: leakage across splits is an error
+    check: bool = True
+    strict: bool = False
     # early stopping and checkpoints
     monitor: str = "val_loss"
     patience: int | None = 2
@@ -130,6 +135,12 @@ class TrainConfig(DataOptions, AugmentOptions):
             raise ConfigError(f"warmup must be a fraction of training in [0, 1], got {self.warmup}",
                               "--warmup", "use e.g. 0.25")
         choice("monitor", MONITORS)
+        choice("sampler", ("none", "balanced"))
+        choice("on_bad_image", ("error", "skip"))
+        if self.class_weight not in ("none", "balanced") and not Path(self.class_weight).is_file():
+            raise ConfigError(f"class_weight {self.class_weight!r} is not none, balanced or a file", "--class-weight",
+                              "use balanced, or a file with one weight per class (one per line, or JSON "
+                              "{\"class name\": weight})")
         choice("device", DEVICES)
         choice("color_mode", ("auto", "grayscale", "rgb"))
         choice("labels", ("en", "ko"))

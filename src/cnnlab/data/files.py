@@ -59,6 +59,10 @@ def _note_skipped(r: ReadResult, where: str) -> list[tuple[str, str]]:
     return r.bad
 
 
+def _bad_list(bad: list[tuple[str, str]], limit: int = 1000) -> list[dict]:
+    return [{"path": p, "reason": r} for p, r in bad[:limit]]
+
+
 def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: str = "error") -> Dataset:
     """``root/<class>/*.png`` or ``root/{train,validation,test}/<class>/*.png``."""
     root = Path(path)
@@ -101,6 +105,7 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: st
     info = {"folder": printable(root), "image_size": list(size), "color_mode": mode}
     if any(skipped.values()):
         info["skipped_images"] = {k: len(v) for k, v in skipped.items() if v}
+        info["bad_images"] = _bad_list([b for v in skipped.values() for b in v])
     return Dataset(f"folder:{path}", [printable(c) for c in classes], splits, info)
 
 
@@ -165,9 +170,11 @@ def check_pattern(pattern: str | None) -> None:
                         "the same file", "--image-pattern", "write e.g. 'images/train/{}.png'")
 
 
-def resolve_image_paths(values: list[str], path: Path, pattern: str | None) -> list[Path]:
+def resolve_image_paths(values: list[str], path: Path, pattern: str | None,
+                        on_missing: str = "error") -> list[Path]:
     """Each value is a path, or an id put into ``pattern`` such as ``images/train/{}.png``,
-    relative to the CSV file's folder."""
+    relative to the CSV file's folder. A missing file is an error (``on_missing='skip'``: the
+    caller drops it; cnnlab check lists them)."""
     check_pattern(pattern)
     base = path.parent
     out = []
@@ -175,7 +182,7 @@ def resolve_image_paths(values: list[str], path: Path, pattern: str | None) -> l
         p = Path(_fill(pattern, v) if pattern else v)
         out.append(p if p.is_absolute() else base / p)
     missing = [p for p in out if not p.is_file()]
-    if missing:
+    if missing and (on_missing == "error" or len(missing) == len(out)):
         hint = ("pass --image-pattern with the file name template, e.g. 'images/train/{}.png'"
                 if not pattern else "check --image-pattern and the images folder")
         raise DataError(f"{len(missing)} of {len(out)} images listed in the CSV are missing, "
@@ -232,7 +239,7 @@ def drop_duplicates(paths: list[Path], raw: list[str], ids: list[str], where: st
 def load_csv(path: str, label_column: str | None = None, image_column: str | None = None,
              image_pattern: str | None = None, image_size=None, color_mode: str = "auto",
              class_names: list[str] | None = None, require_labels: bool = True,
-             on_bad: str = "error") -> Dataset:
+             on_bad: str = "error", on_missing: str = "error") -> Dataset:
     """A table with an image column (path or id) and a label column (index or class name)."""
     p = Path(path)
     columns, rows = read_table(p)
@@ -245,7 +252,13 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
                         f"name it with --label-column (columns: {', '.join(columns)})")
     raw = [(r.get(label_col) or "").strip() for r in rows] if label_col else []
     labeled = bool(raw) and any(raw)
-    paths = resolve_image_paths(ids, p, image_pattern)
+    paths = resolve_image_paths(ids, p, image_pattern, on_missing)
+    missing = [i for i, q in enumerate(paths) if not q.is_file()]
+    if missing:  # on_missing='skip': rows without a file are left out (and counted)
+        present = [i for i, q in enumerate(paths) if q.is_file()]
+        paths, ids = [paths[i] for i in present], [ids[i] for i in present]
+        raw = [raw[i] for i in present] if raw else raw
+        rows = [rows[i] for i in present]
     keep = drop_duplicates(paths, raw if labeled else [], ids, printable(p)) if labeled else np.arange(len(paths))
     if len(keep) < len(paths):
         paths, ids, raw = [paths[i] for i in keep], [ids[i] for i in keep], [raw[i] for i in keep]
@@ -264,6 +277,9 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
         info["duplicate_rows_dropped"] = int(len(rows) - len(keep))
     if bad:
         info["skipped_images"] = {"train" if labeled else "test": len(bad)}
+        info["bad_images"] = _bad_list(bad)
+    if missing:
+        info["missing_images"] = len(missing)
     if not labeled:  # unlabeled: a prediction template
         if require_labels:
             raise DataError(f"label column '{label_col}' is empty", printable(p), "fill in the labels")

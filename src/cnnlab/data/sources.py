@@ -109,7 +109,9 @@ def apply_label_language(ds: Dataset, labels: str, where: str) -> None:
 
 
 def load_source(source: str, opts: DataOptions | None = None,
-                require_labels: bool = True) -> Dataset:
+                require_labels: bool = True, on_missing: str = "error") -> Dataset:
+    """The source's images, labels and class names. ``on_missing='skip'`` leaves out CSV rows
+    whose image file does not exist (cnnlab check lists them) instead of refusing the table."""
     opts = opts or DataOptions()
     if opts.labels not in ("en", "ko"):
         raise DataError(f"unknown label language '{opts.labels}'", "--labels", "use en or ko")
@@ -123,7 +125,8 @@ def load_source(source: str, opts: DataOptions | None = None,
         ds = files.load_folder(path, opts.image_size, opts.color_mode, opts.on_bad_image)
     elif kind == "csv":
         ds = files.load_csv(path, opts.label_column, opts.image_column, opts.image_pattern,
-                            opts.image_size, opts.color_mode, names, require_labels, opts.on_bad_image)
+                            opts.image_size, opts.color_mode, names, require_labels, opts.on_bad_image,
+                            on_missing)
     else:
         ds = files.load_npz(path, names)
     if names is not None and kind not in ("csv", "npz"):
@@ -136,4 +139,24 @@ def load_source(source: str, opts: DataOptions | None = None,
     if kind in ("fashion-mnist", "mnist", "digits", "npz"):
         for name, s in ds.splits.items():
             ds.splits[name] = Split(conform(s.x, opts.image_size, opts.color_mode), s.y, s.ids)
+    return ds
+
+
+def load_configured(cfg, opts: DataOptions | None = None, on_missing: str = "error") -> Dataset:
+    """The source of a config (``cfg.source``) with its explicit validation and test sources
+    (``cfg.val_source``, ``cfg.test_source``) added as splits; not split further."""
+    opts = opts or cfg.data_options()
+    ds = load_source(cfg.source, opts, on_missing=on_missing)
+    # Later sources must match the first one's image size and colour mode.
+    h, w, c = ds.input_shape
+    opts.image_size = (h, w)
+    opts.color_mode = "rgb" if c == 3 else "grayscale"
+    for split, src in (("validation", cfg.val_source), ("test", cfg.test_source)):
+        if src:
+            extra = load_source(src, opts, on_missing=on_missing)
+            part = extra.splits.get("train") or next(iter(extra.splits.values()))
+            if extra.class_names != ds.class_names:
+                raise DataError(f"classes {extra.class_names} differ from the training classes "
+                                f"{ds.class_names}", src, "use the same class names in both")
+            ds.splits[split] = part
     return ds

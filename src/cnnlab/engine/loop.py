@@ -93,7 +93,7 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
         warmup: float = 0.25, monitor: str = "val_loss",
         patience: int | None = 2, min_delta: float = 0.0, restore_best: bool = True,
         augment_options: AugmentOptions | None = None, seed: int = 42, quiet: bool = False,
-        time_limit: float | None = None,
+        time_limit: float | None = None, class_weights: torch.Tensor | None = None, sampler: str = "none",
         on_best: Callable[[int, dict], None] | None = None,
         on_epoch: Callable[[list[dict]], None] | None = None, progress: Progress | None = None) -> FitResult:
     """Train ``model`` in place; returns the history and why training stopped.
@@ -102,6 +102,8 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
     On a NaN loss or Ctrl-C the best weights so far are restored (when ``restore_best``).
     With ``time_limit`` (seconds), training stops after the batch that passes it; that last,
     partial epoch is still validated, so a model always has a best epoch to restore.
+    ``class_weights`` (K,) weight the training loss per class; ``sampler="balanced"`` draws each
+    epoch's images with replacement so that every class is drawn equally often.
     """
     device = x_train.device
     # a layer with trainable: false keeps its weights (e.g. a patch_whitening first layer)
@@ -121,13 +123,21 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
     total_steps = epochs * steps
     result = FitResult()
     best_state, best_value = None, None
+    if sampler == "balanced":  # each image's probability: 1 / (number of classes * its class's count)
+        counts = torch.bincount(y_train.cpu())
+        draw_p = (1.0 / counts.double())[y_train.cpu()]
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
     t_start = time.perf_counter()
     try:
         for epoch in range(1, epochs + 1):
             model.train()
             progress.epoch_begin(epoch)
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=cpu_g).to(device)
+            if sampler == "balanced":
+                perm = torch.multinomial(draw_p, n, replacement=True, generator=cpu_g).to(device)
+            else:
+                perm = torch.randperm(n, generator=cpu_g).to(device)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             seen = 0
@@ -143,7 +153,7 @@ def fit(model, prep: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor
                 xb = ((xb - off) * inv).contiguous(memory_format=torch.channels_last)
                 yb = y_train[idx]
                 logits = model(xb)
-                loss = model.loss(logits, yb, label_smoothing)
+                loss = model.loss(logits, yb, label_smoothing, class_weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -14,9 +14,9 @@ from ..config import TrainConfig
 from ..data.dataset import Dataset
 from ..data.drawing import foreground_stats
 from ..data.preprocess import Preprocessing
-from ..data.sources import load_source
+from ..data.sources import load_configured
 from ..data.split import prepare_splits
-from ..errors import DataError, TrainingError
+from ..errors import ConfigError, DataError, TrainingError, warn
 from ..evaluation import evaluate_probs
 from ..models import Spec, build_module, check_fits, spec_from
 from ..runs import (
@@ -46,24 +46,65 @@ def resolve_spec(model: str | dict, input_shape: tuple, num_classes: int) -> Spe
 
 def load_data(cfg: TrainConfig) -> Dataset:
     """The configured source with train / validation / test splits."""
-    opts = cfg.data_options()
-    ds = load_source(cfg.source, opts)
-    # Later sources must match the first one's image size and colour mode.
-    h, w, c = ds.input_shape
-    opts.image_size = (h, w)
-    opts.color_mode = "rgb" if c == 3 else "grayscale"
-    for split, src in (("validation", cfg.val_source), ("test", cfg.test_source)):
-        if src:
-            extra = load_source(src, opts)
-            part = extra.splits.get("train") or next(iter(extra.splits.values()))
-            if extra.class_names != ds.class_names:
-                raise DataError(f"classes {extra.class_names} differ from the training classes "
-                                f"{ds.class_names}", src, "use the same class names in both")
-            ds.splits[split] = part
-    ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)
+    ds = prepare_splits(load_configured(cfg), cfg.val_split, cfg.test_split, cfg.seed)
     if len(ds["train"]) == 0:
         raise DataError("the training split is empty", cfg.source, "add images")
     return ds
+
+
+def data_check(cfg: TrainConfig, ds: Dataset, progress_out: Progress) -> dict:
+    """The quick pass of ``cnnlab check`` on the loaded splits: leakage across splits is a warning
+    (an error with --strict, before the run directory exists); saved as check.json in the run."""
+    from ..data.check import check_dataset, findings
+
+    t0 = time.perf_counter()
+    report = check_dataset(ds)
+    found = findings(report, cfg.strict)
+    for level, msg in found:
+        if level == "error":
+            raise DataError(msg, ds.source, "remove the copies from one split (cnnlab check SOURCE shows "
+                            "examples), or train without --strict")
+        if level == "warning":
+            warn(msg, ds.source, "cnnlab check SOURCE shows examples")
+    n_warn = sum(level == "warning" for level, _ in found)
+    progress_out.message(f"data check: {n_warn or 'no'} warning(s) in {time.perf_counter() - t0:.1f} s "
+                         "(--no-check skips it)")
+    return report
+
+
+def class_weights(setting: str, y: np.ndarray, class_names: list[str]) -> list[float]:
+    """'balanced': n / (K * count) per class, as scikit-learn's compute_class_weight (a class
+    with no training image gets 0); else a file: one weight per line in class order, or JSON, a
+    list or {"class name": weight} (classes left out weigh 1)."""
+    k = len(class_names)
+    if setting == "balanced":
+        counts = np.bincount(y, minlength=k).astype(np.float64)
+        return [float(len(y) / (k * c)) if c else 0.0 for c in counts]
+    import json
+
+    path = setting
+    try:
+        text = open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read class weights: {e}", path, "give a text file") from None
+    try:
+        data = json.loads(text) if text.lstrip()[:1] in ("[", "{") else [float(v) for v in text.split()]
+    except ValueError as e:
+        raise ConfigError(f"cannot parse class weights: {e}", path,
+                          "write one number per line, or JSON {\"class name\": weight}") from None
+    if isinstance(data, dict):
+        unknown = [n for n in data if n not in class_names]
+        if unknown:
+            raise ConfigError(f"class weights name unknown class '{unknown[0]}'", path,
+                              f"use the class names: {', '.join(class_names)}")
+        data = [data.get(n, 1.0) for n in class_names]
+    if not isinstance(data, list) or len(data) != k or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v >= 0 for v in data):
+        raise ConfigError(f"need {k} non-negative class weights, one per class", path,
+                          "write one number per line, in class order")
+    if not any(data):
+        raise ConfigError("every class weight is 0", path, "give at least one class a positive weight")
+    return [float(v) for v in data]
 
 
 def class_counts(ds: Dataset) -> dict:
@@ -108,6 +149,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
                         ds.input_shape, ds.num_classes)
     progress_out.message(ds.summary())
+    check = data_check(cfg, ds, progress_out) if cfg.check else None
     prep = Preprocessing.fit(cfg.scale, ds["train"].x)
     torch.manual_seed(cfg.seed)
     model = build_module(spec).to(device)
@@ -118,6 +160,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     mark_running(run_dir)
     with stop_on_sigterm():
         try:
+            if check is not None:
+                atomic.write_json(run_dir / "check.json", check)
             run = _train_in(run_dir, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
                             in_memory=dataset is not None)
         except BaseException as e:  # the run directory says how it ended, whatever happened
@@ -156,13 +200,19 @@ def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preproce
     x_va = to_tensor(val.x, device) if val is not None else None
     y_va = torch.from_numpy(val.y).to(device) if val is not None else None
     steps = -(-len(x_tr) // cfg.batch_size)
+    weights = None
+    if cfg.class_weight != "none":
+        w = class_weights(cfg.class_weight, ds["train"].y, ds.class_names)
+        weights = torch.tensor(w, dtype=torch.float32)
+        atomic.write_json(run_dir / "class_weights.json", dict(zip(ds.class_names, w)))
+        progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, w)))
     result = fit(model, prep, x_tr, y_tr, x_va, y_va, epochs=cfg.epochs, batch_size=cfg.batch_size,
                  optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
                  weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
                  schedule=cfg.schedule, warmup=cfg.warmup,
                  monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
                  restore_best=cfg.restore_best, augment_options=cfg.augment_options(), seed=cfg.seed,
-                 time_limit=cfg.time_limit,
+                 time_limit=cfg.time_limit, class_weights=weights, sampler=cfg.sampler,
                  on_best=lambda epoch, state: save_weights(run_dir / "best.safetensors", state),
                  on_epoch=lambda history: write_history(run_dir / "history.csv", history),
                  progress=Progress(cfg.epochs, steps, cfg.quiet))

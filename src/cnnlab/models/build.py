@@ -265,10 +265,19 @@ class SpecModel(nn.Module):
             return torch.stack([1 - p, p], 1)
         return torch.softmax(logits, 1)
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
+             class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy; with ``class_weights`` (K,) each sample's loss is multiplied by its
+        class's weight and averaged over the batch, as Keras' ``class_weight`` does."""
+        if class_weights is None:
+            if self.spec.head == "binary":
+                return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+            return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         if self.spec.head == "binary":
-            return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
-        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            each = F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), reduction="none")
+        else:
+            each = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")
+        return (each * class_weights[y].to(each.dtype)).mean()
 
     def predicted(self, logits: torch.Tensor) -> torch.Tensor:
         if self.spec.head == "binary":

@@ -126,6 +126,8 @@ table.confusion td.cell:hover,table.confusion td.selected{outline:2px solid #111
 #thumbs{display:flex;flex-wrap:wrap;gap:8px;margin-top:10px}
 #thumbs figure{margin:0;width:92px;font-size:11px;text-align:center}
 #thumbs img{width:64px;height:64px;image-rendering:pixelated;border:1px solid #ccc}
+figure.pair{display:inline-block;margin:4px 12px 4px 0;font-size:11px}
+figure.pair img{width:56px;image-rendering:pixelated;margin-right:2px;border:1px solid #ddd}
 .kpi{display:inline-block;margin-right:28px}.kpi b{font-size:22px;display:block}
 pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px}
 .note{color:#666;font-size:13px}
@@ -150,8 +152,45 @@ document.querySelectorAll('td.cell').forEach(td => td.addEventListener('click', 
 """
 
 
-def build_report(run, out: str | Path | None = None, max_mistakes: int = 12) -> Path:
-    """Write ``report.html`` for a run (its test split is reloaded from the run's source)."""
+def _check_html(run) -> str:
+    """The data check made before training (check.json): findings and near-duplicate pairs."""
+    from .. import viz
+    from ..data.check import findings
+
+    f = run.path / "check.json"
+    if not f.is_file():
+        return '<p class="note">No data check was recorded for this run (trained with --no-check).</p>'
+    try:
+        report = json.loads(f.read_text(encoding="utf-8"))
+        found = findings(report)
+    except (OSError, ValueError, KeyError, TypeError):
+        return '<p class="note">check.json is damaged.</p>'
+    items = "".join(f"<li><b>{html.escape(level)}</b>: {html.escape(msg)}</li>" for level, msg in found) \
+        or "<li>no problems found</li>"
+    ex = report["exact_duplicates"]
+    text = (f"<p>Exact duplicates within splits: {', '.join(f'{k} {v:,}' for k, v in ex['within'].items())}; "
+            f"across splits: {', '.join(f'{k} {v:,}' for k, v in ex['across'].items()) or 'none'}.")
+    nd = report.get("near_duplicates") or {}
+    if nd:
+        text += (" Near duplicates across splits (mean pixel difference &le; "
+                 f"{nd.get('max_mad')}): {', '.join(f'{k} {v:,}' for k, v in nd['across'].items())}.")
+    pairs = []
+    for e in nd.get("examples", [])[:6]:
+        try:
+            a = viz.run_split(run, e["a"]["split"]).x[e["a"]["index"]]
+            b = viz.run_split(run, e["b"]["split"]).x[e["b"]["index"]]
+        except Exception:  # the run's data cannot be reloaded: list the findings without pictures
+            break
+        cap = html.escape(f"{e['a']['split']} #{e['a']['index']} ~ {e['b']['split']} #{e['b']['index']} "
+                          f"(difference {e['mean_abs_diff']})")
+        pairs.append(f'<figure class="pair"><img src="{_thumb(a)}" alt="{cap}"><img src="{_thumb(b)}" '
+                     f'alt="{cap}"><figcaption>{cap}</figcaption></figure>')
+    return f"<ul>{items}</ul>{text}</p>" + ("<div>" + "".join(pairs) + "</div>" if pairs else "")
+
+
+def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, split: str = "test") -> Path:
+    """Write ``report.html`` for a run, its results on ``split`` (reloaded from the run's source):
+    the test split, or the validation split of a run trained without one."""
     import yaml
 
     from .. import viz
@@ -161,9 +200,10 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12) -> 
     t0 = time.perf_counter()
     path = Path(out) if out else run.path / "report.html"
     names = run.class_names
-    split = viz.test_split(run)
+    split_name = split
+    split = viz.run_split(run, split_name)
     probs = run.predict_proba(split.x)
-    ev = viz.evaluation(run)
+    ev = viz.evaluation(run, split_name)
     m = run.metrics
     spec: Spec = run.spec
     rng = np.random.default_rng(0)
@@ -212,13 +252,14 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12) -> 
     body = f"""
 <header><h1>{html.escape(title)}</h1>
 <div class="meta">run {html.escape(run.path.name)} · status {html.escape(str(m.get('status', '?')))} ·
-test accuracy {acc:.4f} · {spec.total_params:,} parameters</div></header>
+{split_name} accuracy {acc:.4f} · {spec.total_params:,} parameters</div></header>
 <nav><a href="#data">Data</a><a href="#model">Model</a><a href="#training">Training</a><a href="#results">Results</a>
 <a href="#mistakes">Mistakes</a><a href="#inside">Inside the network</a><a href="#config">Config</a></nav>
 <section id="data"><h2>Data</h2>
 <p>Source <b>{html.escape(str(data.get('source')))}</b>: {split_sizes}; images {data.get('image_size')}
 {html.escape(str(data.get('color_mode')))}; {len(names)} classes.</p>
 {img('counts', 'class counts per split')}
+<h3>Data check</h3>{_check_html(run)}
 <h3>Random training images with their labels</h3>{img('samples', 'sample images')}</section>
 <section id="model"><h2>Model</h2>{_table(['layer', 'type', 'output shape', 'params'], summary_rows, 'summary')}
 {img('diagram', 'layer diagram')}</section>
@@ -227,10 +268,11 @@ test accuracy {acc:.4f} · {spec.total_params:,} parameters</div></header>
 {html.escape(stop)}. Training time {m.get('train_time_s', 0):.1f} s.</p>
 {img('curves', 'loss and accuracy curves')}</section>
 <section id="results"><h2>Results</h2>
-<div class="kpi"><b>{acc:.4f}</b>test accuracy</div><div class="kpi"><b>{ev['loss']:.4f}</b>test loss</div>
-<div class="kpi"><b>{ev['n']:,}</b>test images</div>
+<div class="kpi"><b>{acc:.4f}</b>{split_name} accuracy</div>
+<div class="kpi"><b>{ev['loss']:.4f}</b>{split_name} loss</div>
+<div class="kpi"><b>{ev['n']:,}</b>{split_name} images</div>
 <h3>Classification report</h3>{_table(['class', 'precision', 'recall', 'f1-score', 'support'], rep_rows, 'report')}
-<h3>Confusion matrix</h3><p class="note">Click a cell to see its test images.</p>
+<h3>Confusion matrix</h3><p class="note">Click a cell to see its {split_name} images.</p>
 {_confusion_html(ev['confusion_matrix'], names)}
 <h3 id="thumbs-title" class="note">No cell selected.</h3><div id="thumbs"></div></section>
 <section id="mistakes"><h2>Mistakes</h2><p class="note">The most confident misclassifications first.</p>

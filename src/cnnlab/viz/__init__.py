@@ -30,9 +30,9 @@ def curves(history, best_epoch=None, stop_reason=None):
     return _f.curves(history, best_epoch, stop_reason)
 
 
-def confusion(cm, class_names=None, normalize=False):
+def confusion(cm, class_names=None, normalize=False, split="test"):
     if _is_run(cm):
-        ev = evaluation(cm)
+        ev = evaluation(cm, split)
         return _f.confusion(ev["confusion_matrix"], cm.class_names, normalize)
     return _f.confusion(cm, class_names, normalize)
 
@@ -44,9 +44,9 @@ def samples(x, y=None, class_names=None, n=25, seed=0):
     return _f.samples(x, y, class_names, n, seed)
 
 
-def misclassified(x, y=None, probs=None, class_names=None, n=8):
+def misclassified(x, y=None, probs=None, class_names=None, n=8, split="test"):
     if _is_run(x):
-        run, split = x, test_split(x)
+        run, split = x, run_split(x, split)
         return _f.misclassified(split.x, split.y, run.predict_proba(split.x), run.class_names, n, split.ids)
     return _f.misclassified(x, y, probs, class_names, n)
 
@@ -69,11 +69,11 @@ def kernels(weight, max_kernels=64):
     return _f.kernels(weight, max_kernels)
 
 
-def feature_maps(maps, image=None, max_channels=32):
+def feature_maps(maps, image=None, max_channels=64, split="test"):
     if _is_run(maps):
         _needs_conv(maps, "feature maps")
         if image is None:
-            image = test_split(maps).x[0]
+            image = run_split(maps, split).x[0]
         return _f.feature_maps(layer_feature_maps(maps, image), image, max_channels)
     return _f.feature_maps(maps, image, max_channels)
 
@@ -117,6 +117,13 @@ def class_counts(counts, class_names=None):
 
 # ------------------------------------------------------------------ run data
 
+def default_split(run) -> str:
+    """The split a run's figures and report show: test, or validation for a run trained without a
+    test split (--test-split 0)."""
+    splits = run.data.get("splits") or {}
+    return "test" if "test" in splits or not splits else "validation" if "validation" in splits else "train"
+
+
 def run_split(run, split: str = "test"):
     """One split of the run's data, reloaded from its source and split as in training
     (loaded once per run object)."""
@@ -129,7 +136,7 @@ def run_split(run, split: str = "test"):
         from ..errors import DataError
 
         raise DataError(f"the run's data has no {split} split", str(run.path),
-                        "train with a test set (--test-split or --test-source) to get a report")
+                        f"use --split {' or '.join(ds.splits)}")
     return ds[split]
 
 
@@ -137,15 +144,21 @@ def test_split(run):
     return run_split(run, "test")
 
 
-def evaluation(run) -> dict:
+def evaluation(run, split: str = "test") -> dict:
+    """The run's saved evaluation of its own ``split``, or a fresh one (then saved)."""
     import json
 
-    path = run.path / "evaluation.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    from ..api import evaluate
+    from ..api import evaluate, evaluation_file
 
-    return evaluate(run)
+    path = run.path / evaluation_file(None, split)
+    if path.is_file():
+        try:
+            ev = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(ev, dict) and "confusion_matrix" in ev:
+                return ev
+        except (OSError, ValueError):
+            pass  # damaged: evaluate again
+    return evaluate(run, split=split)
 
 
 __all__ = ["class_counts", "confusion", "curves", "diagram", "feature_maps", "gradcam", "histograms",

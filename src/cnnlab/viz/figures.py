@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .fonts import setup_fonts
 
@@ -44,6 +45,7 @@ def curves(history: list[dict], best_epoch: int | None = None, stop_reason: str 
         if best_epoch:
             ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.5
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -179,10 +181,12 @@ def kernels(weight: np.ndarray, max_kernels: int = 64) -> Figure:
 
 
 def feature_maps(maps: list[tuple[str, np.ndarray]], image: np.ndarray | None = None,
-                 max_channels: int = 32) -> Figure:
-    """Feature maps (C, H, W) of several layers, one block of rows per layer."""
+                 max_channels: int = 64) -> Figure:
+    """Feature maps (C, H, W) of several layers, one block of rows per layer: every channel up to
+    ``max_channels`` per layer; a layer with more says how many of how many are shown."""
     cols = 8
     blocks = [(name, m[:max_channels]) for name, m in maps]
+    totals = [len(m) for _, m in maps]
     rows = sum(int(np.ceil(len(m) / cols)) for _, m in blocks) + (1 if image is not None else 0)
     fig = new_figure(1.2 * cols, 1.3 * rows + 0.3 * len(blocks), layout=None)
     grid = fig.add_gridspec(rows, cols, hspace=0.45, wspace=0.1, left=0.02, right=0.98, top=0.97, bottom=0.02)
@@ -192,14 +196,15 @@ def feature_maps(maps: list[tuple[str, np.ndarray]], image: np.ndarray | None = 
         _show_image(ax, image)
         ax.set_title("input", fontsize=8)
         r = 1
-    for name, m in blocks:
+    for (name, m), total in zip(blocks, totals):
+        shown = f"all {total} channels" if len(m) == total else f"channels 1-{len(m)} of {total}"
         for i, fm in enumerate(m):
             ax = fig.add_subplot(grid[r + i // cols, i % cols])
             ax.imshow(fm, cmap="viridis", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"{name} ({m.shape[1]}x{m.shape[2]})", fontsize=8, loc="left")
+                ax.set_title(f"{name} ({m.shape[1]}x{m.shape[2]}, {shown})", fontsize=8, loc="left")
         r += int(np.ceil(len(m) / cols))
     return fig
 

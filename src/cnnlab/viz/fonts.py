@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from functools import lru_cache
 
 HANGUL_FAMILY = "NanumGothic"
+# fontTools reports tables it drops while subsetting ("TSI0 NOT subset; don't know how to subset;
+# dropped") as warnings; they are expected for NanumGothic and are not the user's business.
+logging.getLogger("fontTools").setLevel(logging.ERROR)
 
 
 def _font_files() -> list[str]:
