@@ -96,7 +96,7 @@ def test_run_without_test_split_gets_report_and_figures_on_validation(tmp_path, 
     assert "validation accuracy" in page and "Data check" in page
     assert main(["report", str(run.path), "--split", "test"]) == 2
     err = capsys.readouterr().err
-    assert "no test split" in err and "--split validation" in err
+    assert "no test split" in err and "use --split train or validation" in err
     for kind in ("confusion", "misclassified", "feature-maps", "gradcam"):
         assert main(["plot", str(run.path), kind]) == 0, kind
         assert (run.path / f"{kind}.png").is_file()
