@@ -101,3 +101,18 @@ def test_run_without_test_split_gets_report_and_figures_on_validation(tmp_path, 
         assert main(["plot", str(run.path), kind]) == 0, kind
         assert (run.path / f"{kind}.png").is_file()
     assert main(["plot", str(run.path), "confusion", "--split", "train"]) == 0
+
+
+def test_font_subsetting_notes_do_not_reach_the_terminal(tmp_path):
+    """In a real process (pytest's own log capture would hide them): NanumGothic's TSI tables make
+    fontTools log 'TSI0 NOT subset; ...' while the report embeds a Hangul font subset."""
+    import subprocess
+    import sys
+
+    from conftest import train_tiny_run
+
+    run = train_tiny_run(tmp_path, ["가로", "세로", "대각선"])
+    for args in (["report", str(run.path)], ["plot", str(run.path), "samples", "--format", "svg"]):
+        res = subprocess.run([sys.executable, "-m", "cnnlab.cli", *args], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert "NOT subset" not in res.stderr and "TSI" not in res.stderr, res.stderr

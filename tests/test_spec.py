@@ -234,3 +234,29 @@ def test_spec_round_trips_through_to_dict():
     spec = parse_spec(preset_spec("deep-bn-cnn"))
     again = parse_spec(json.loads(json.dumps(spec.to_dict())))
     assert again.summary_dict() == spec.summary_dict()
+
+
+def test_input_layer_first_and_rescaling():
+    """The seeds' functional code starts with Input(shape=...); Keras' Rescaling layer too."""
+    import torch
+
+    from cnnlab.errors import SpecError
+    from cnnlab.models import build_module, parse_spec
+
+    layers = [{"type": "Rescaling", "scale": 0.5, "offset": 1.0},
+              {"type": "Conv2D", "filters": 4, "kernel_size": 3}, {"type": "Flatten"},
+              {"type": "Dense", "units": 3, "activation": "softmax"}]
+    a = parse_spec({"layers": [{"type": "Input", "shape": [8, 8, 1]}] + layers})
+    b = parse_spec({"input_shape": [8, 8, 1], "layers": layers})
+    assert a.summary() == b.summary() and a.total_params == 4 * 9 + 4 + 6 * 6 * 4 * 3 + 3
+    assert a.layers[0].type == "Rescaling" and a.layers[0].params == 0
+    model = build_module(a)
+    x = torch.ones(1, 1, 8, 8)
+    assert torch.equal(model.blocks[0](x), torch.full_like(x, 1.5))
+    with pytest.raises(SpecError, match="differ"):
+        parse_spec({"input_shape": [9, 9, 1], "layers": [{"type": "Input", "shape": [8, 8, 1]}] + layers})
+    with pytest.raises(SpecError, match="layer 2 \\(Conv2D\\)"):  # numbered as written, Input is layer 0
+        parse_spec({"layers": [{"type": "Input", "shape": [8, 8, 1]}, layers[0], dict(layers[1], filters=-1)]
+                    + layers[2:]})
+    with pytest.raises(SpecError, match="scale='x'"):
+        parse_spec({"input_shape": [8, 8, 1], "layers": [dict(layers[0], scale="x")] + layers[1:]})

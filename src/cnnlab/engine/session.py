@@ -150,6 +150,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
                         ds.input_shape, ds.num_classes)
     progress_out.message(ds.summary())
     check = data_check(cfg, ds, progress_out) if cfg.check else None
+    if cfg.class_weight != "none":
+        class_weights(cfg.class_weight, ds["train"].y, ds.class_names)  # a bad file fails before the run dir
     prep = Preprocessing.fit(cfg.scale, ds["train"].x)
     torch.manual_seed(cfg.seed)
     model = build_module(spec).to(device)
@@ -202,7 +204,7 @@ def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preproce
     steps = -(-len(x_tr) // cfg.batch_size)
     weights = None
     if cfg.class_weight != "none":
-        w = class_weights(cfg.class_weight, ds["train"].y, ds.class_names)
+        w = class_weights(cfg.class_weight, ds["train"].y, ds.class_names)  # checked before the run dir
         weights = torch.tensor(w, dtype=torch.float32)
         atomic.write_json(run_dir / "class_weights.json", dict(zip(ds.class_names, w)))
         progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, w)))
