@@ -138,8 +138,9 @@ def test_class_weights_and_balanced_sampler_raise_macro_f1_on_a_10_to_1_subset(t
     from sklearn.metrics import f1_score
 
     x, y, xt, yt = _imbalanced_digits()
-    spec = {"input_shape": [8, 8, 1], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 32, "activation": "relu"},
-                                                 {"type": "Dense", "units": 10, "activation": "softmax"}]}
+    spec = {"input_shape": [8, 8, 1], "layers": [
+        {"type": "Flatten"}, {"type": "Dense", "units": 32, "activation": "relu"},
+        {"type": "Dense", "units": 10, "activation": "softmax"}]}
     scores = {}
     for name, kw in (("none", {}), ("weighted", {"class_weight": "balanced"}), ("sampler", {"sampler": "balanced"})):
         run = cnnlab.train(((x, y), (xt, yt)), model=spec, epochs=15, batch_size=32, val_split=0, seed=0, lr=0.003,
@@ -163,7 +164,8 @@ def test_class_weight_file_and_its_errors(tmp_path):
     (tmp_path / "bad.txt").write_text("1\n2\n")
     assert main(["train", f"npz:{tmp_path / 'b.npz'}", "--class-weight", str(tmp_path / "bad.txt"),
                  "--runs-dir", str(tmp_path / "r2")]) == 2
-    assert main(["train", f"npz:{tmp_path / 'b.npz'}", "--class-weight", "heavy", "--runs-dir", str(tmp_path / "r2")]) == 2
+    assert main(["train", f"npz:{tmp_path / 'b.npz'}", "--class-weight", "heavy",
+                 "--runs-dir", str(tmp_path / "r2")]) == 2
     assert not (tmp_path / "r2").exists() or not any((tmp_path / "r2").iterdir())
 
 
