@@ -1,11 +1,34 @@
-"""cnnlab: train, compare and explain convolutional image classifiers."""
+"""cnnlab: train, compare and explain convolutional image classifiers.
+
+The public names load on first use (PEP 562), so ``import cnnlab`` and the command line start
+without torch or matplotlib, and a worker process that needs one small module stays light.
+The modules behind them are named differently (``engine``, ``prediction``, ``evaluation``), so an
+import of a submodule never replaces a public function.
+"""
 
 __version__ = "0.1.0"
 
-from .api import build_model, compare, evaluate, load_dataset, predict, summary, train  # noqa: E402
-from .errors import CnnlabError  # noqa: E402
-from .models import list_presets as list_models  # noqa: E402
-from .runs import Run, load_run  # noqa: E402
+_LAZY = {"build_model": "api", "compare": "api", "evaluate": "api", "load_dataset": "api", "predict": "api",
+         "summary": "api", "train": "api", "CnnlabError": "errors", "Run": "runs", "load_run": "runs"}
 
 __all__ = ["CnnlabError", "Run", "build_model", "compare", "evaluate", "list_models", "load_dataset",
            "load_run", "predict", "summary", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name == "list_models":
+        from .models import list_presets
+
+        globals()[name] = list_presets
+        return list_presets
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

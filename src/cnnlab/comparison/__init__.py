@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import make_config
 from ..data.dataset import Dataset, Split
 from ..data.sources import load_source
 from ..data.split import stratified_indices
 from ..errors import ConfigError, DataError
-from .baselines import BASELINES, installed, run_baseline
+from .baselines import BASELINES, installed, run_baseline, stop_worker
 
 DEFAULT_MODELS = ("tree", "forest", "logreg", "hog-svm", "fashion-cnn")
 
@@ -175,6 +174,8 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
     explicit_none = [k for k, v in options.items() if v is None]
     # The comparison's split comes from the options, never from a recipe (the fast recipe trains
     # on every image); each model's recipe applies to its own config below.
+    from ..config import make_config  # torch comes with it; a baseline's worker process needs neither
+
     cfg = make_config(config, source=source, explicit_none=explicit_none,
                       **{k: v for k, v in options.items() if k != "recipe"})
     cfg.quiet = True
@@ -198,35 +199,39 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
     model_cfgs = {name: make_config(config, source=source, model=name, explicit_none=explicit_none, **options)
                   for name in names if name not in BASELINES}
     rows: list[dict] = []
-    interrupted = False
-    for name in names:
-        for k, (tr, ev) in enumerate(folds):
-            tr_m = subsample(tr, pool.y, subsamples[name], cfg.seed)
-            row = {"model": name, "fold": k + 1, "n_train": len(tr_m), "n_eval": len(ev),
-                   "eval_digest": _digest(ev), "kind": BASELINES[name].kind if name in BASELINES else "neural network"}
-            try:
-                if name in BASELINES:
-                    res = run_baseline(name, pool.x[tr_m], pool.y[tr_m], pool.x[ev], pool.y[ev], cfg.scale,
-                                       cfg.seed, jobs, limits[name])
-                    res.setdefault("note", res.pop("error", ""))
-                else:
-                    res = _neural(name, model_cfgs[name], ds, pool, tr_m, ev, k, out, limits[name])
-            except KeyboardInterrupt:
-                interrupted = True
-                res = {"status": "interrupted", "note": "interrupted by the user (Ctrl-C)"}
-            except Exception as e:  # one failing model does not lose the whole comparison
-                msg = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
-                res = {"status": "error", "note": msg}
-            row.update(res)
-            rows.append(row)
-            acc = f"accuracy {row['accuracy']:.4f}" if "accuracy" in row else row["status"]
-            say(f"  {name:<14} fold {k + 1}/{len(folds)}  {acc}  "
-                f"train {row.get('train_time_s', float('nan')):.1f} s  {row.get('note', '')}".rstrip())
-            if interrupted or row["status"] == "interrupted":
-                interrupted = True
+    try:
+        interrupted = False
+        for name in names:
+            for k, (tr, ev) in enumerate(folds):
+                tr_m = subsample(tr, pool.y, subsamples[name], cfg.seed)
+                kind = BASELINES[name].kind if name in BASELINES else "neural network"
+                row = {"model": name, "fold": k + 1, "n_train": len(tr_m), "n_eval": len(ev),
+                       "eval_digest": _digest(ev), "kind": kind}
+                try:
+                    if name in BASELINES:
+                        res = run_baseline(name, pool.x[tr_m], pool.y[tr_m], pool.x[ev], pool.y[ev], cfg.scale,
+                                           cfg.seed, jobs, limits[name])
+                        res.setdefault("note", res.pop("error", ""))
+                    else:
+                        res = _neural(name, model_cfgs[name], ds, pool, tr_m, ev, k, out, limits[name])
+                except KeyboardInterrupt:
+                    interrupted = True
+                    res = {"status": "interrupted", "note": "interrupted by the user (Ctrl-C)"}
+                except Exception as e:  # one failing model does not lose the whole comparison
+                    msg = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+                    res = {"status": "error", "note": msg}
+                row.update(res)
+                rows.append(row)
+                acc = f"accuracy {row['accuracy']:.4f}" if "accuracy" in row else row["status"]
+                say(f"  {name:<14} fold {k + 1}/{len(folds)}  {acc}  "
+                    f"train {row.get('train_time_s', float('nan')):.1f} s  {row.get('note', '')}".rstrip())
+                if interrupted or row["status"] == "interrupted":
+                    interrupted = True
+                    break
+            if interrupted:
                 break
-        if interrupted:
-            break
+    finally:
+        stop_worker()  # the baselines' worker process, if a time limit started one
     board, fold_table = aggregate(rows, names)
     meta = {"source": ds.source, "models": names, "cv": cv, "val_split": None if cv else cfg.val_split,
             "split": split_text, "n_labeled": len(pool), "seed": cfg.seed, "scale": cfg.scale,

@@ -162,14 +162,72 @@ def fit_and_score(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: n
             "status": "ok"}
 
 
-def _child(conn, args):
-    conn.send("started")  # the data has arrived; the clock starts now
-    try:
-        conn.send(fit_and_score(*args))
-    except Exception as e:  # reported on the leaderboard; the comparison goes on
-        conn.send({"status": "error", "error": f"{type(e).__name__}: {e}"})
-    finally:
-        conn.close()
+def _worker(conn):
+    """A baseline worker: fits and scores one task after another until told to stop."""
+    while True:
+        try:
+            args = conn.recv()
+        except EOFError:
+            return
+        if args is None:
+            return
+        conn.send("started")  # the data has arrived; the clock starts now
+        try:
+            conn.send(fit_and_score(*args))
+        except Exception as e:  # reported on the leaderboard; the comparison goes on
+            conn.send({"status": "error", "error": f"{type(e).__name__}: {e}"})
+
+
+class _Worker:
+    """One spawned process (a fresh interpreter: no OpenMP state inherited from torch) that runs
+    baselines under a time limit. It is reused from task to task, so the interpreter starts once
+    per comparison, not once per model and fold; a task over its limit kills it, and the next
+    task starts a new one."""
+
+    proc = None
+    conn = None
+
+    @classmethod
+    def run(cls, args: tuple, time_limit: float) -> tuple[dict | None, int | None]:
+        import multiprocessing as mp
+
+        if cls.proc is None or not cls.proc.is_alive():
+            ctx = mp.get_context("spawn")
+            cls.conn, child = ctx.Pipe()
+            cls.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
+            cls.proc.start()
+            child.close()
+        result = None
+        try:
+            cls.conn.send(args)
+            # starting Python and receiving the data is not held against the model
+            if cls.conn.poll(300) and cls.conn.recv() == "started" and cls.conn.poll(time_limit):
+                result = cls.conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            result = None
+        if result is None:
+            cls.proc.kill()
+            cls.proc.join()
+            code, cls.proc = cls.proc.exitcode, None
+            return None, code
+        return result, 0
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.proc is not None and cls.proc.is_alive():
+            try:
+                cls.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            cls.proc.join(5)
+            if cls.proc.is_alive():
+                cls.proc.kill()
+        cls.proc = None
+
+
+def stop_worker() -> None:
+    """End the baseline worker process (at the end of a comparison)."""
+    _Worker.stop()
 
 
 def _over(time_limit: float, took: float | None = None) -> dict:
@@ -179,32 +237,15 @@ def _over(time_limit: float, took: float | None = None) -> dict:
 
 def run_baseline(name: str, x_train, y_train, x_eval, y_eval, scale: str, seed: int, jobs: int,
                  time_limit: float | None) -> dict:
-    """``fit_and_score``, in a child process when there is a time limit, so that it can be
+    """``fit_and_score``, in a worker process when there is a time limit, so that it can be
     stopped; a model that runs out of time gets status ``timeout``."""
     args = (name, x_train, y_train, x_eval, y_eval, scale, seed, jobs)
     if time_limit is None:
         return fit_and_score(*args)  # the caller reports an exception as this model's error
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # a fresh interpreter: no OpenMP state inherited from torch
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, args), daemon=True)
-    proc.start()
-    send.close()
-    result = None
-    try:
-        # starting Python and receiving the data is not held against the model
-        if recv.poll(300) and recv.recv() == "started" and recv.poll(time_limit):
-            result = recv.recv()
-    except EOFError:
-        result = None
-    finally:
-        if result is None:
-            proc.kill()
-        proc.join()
+    result, code = _Worker.run(args, time_limit)
     if result is None:
-        if proc.exitcode not in (0, -9):
-            return {"status": "error", "error": f"the process ended with exit code {proc.exitcode}"}
+        if code not in (0, -9):
+            return {"status": "error", "error": f"the process ended with exit code {code}"}
         return _over(time_limit)
     if result.get("status") == "ok" and result["train_time_s"] + result["predict_s"] > time_limit:
         return _over(time_limit, result["train_time_s"] + result["predict_s"])

@@ -180,32 +180,52 @@ def kernels(weight: np.ndarray, max_kernels: int = 64) -> Figure:
     return fig
 
 
+def tile_channels(m: np.ndarray, cols: int) -> np.ndarray:
+    """(C, H, W) maps -> one (rows*(H+1)-1, cols*(W+1)-1) mosaic, each channel scaled to its own
+    range [0, 1]; the 1-pixel gaps and empty cells are NaN (drawn blank)."""
+    c, h, w = m.shape
+    rows = int(np.ceil(c / cols))
+    flat = m.reshape(c, -1).astype(np.float64)
+    lo, hi = flat.min(1)[:, None], flat.max(1)[:, None]
+    norm = ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(c, h, w)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    for i in range(c):
+        r, q = divmod(i, cols)
+        out[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = norm[i]
+    return out
+
+
 def feature_maps(maps: list[tuple[str, np.ndarray]], image: np.ndarray | None = None,
                  max_channels: int = 64) -> Figure:
-    """Feature maps (C, H, W) of several layers, one block of rows per layer: every channel up to
-    ``max_channels`` per layer; a layer with more says how many of how many are shown."""
-    cols = 8
-    blocks = [(name, m[:max_channels]) for name, m in maps]
-    totals = [len(m) for _, m in maps]
-    rows = sum(int(np.ceil(len(m) / cols)) for _, m in blocks) + (1 if image is not None else 0)
-    fig = new_figure(1.2 * cols, 1.3 * rows + 0.3 * len(blocks), layout=None)
-    grid = fig.add_gridspec(rows, cols, hspace=0.45, wspace=0.1, left=0.02, right=0.98, top=0.97, bottom=0.02)
-    r = 0
+    """Feature maps (C, H, W) of several layers: one mosaic per layer with every channel up to
+    ``max_channels`` (each scaled to its own range); a layer with more says how many are shown.
+    One image per layer, not one axes per channel: fast to draw."""
+    import matplotlib
+
+    cols = 16
+    blocks = [(name, m[:max_channels], len(m)) for name, m in maps]
+    heights = [int(np.ceil(len(m) / cols)) * (m.shape[1] + 1) / ((m.shape[2] + 1) * cols) for _, m, _ in blocks]
+    width = 12.0
+    fig_h = sum(width * hh + 0.45 for hh in heights) + (1.6 if image is not None else 0)
+    fig = new_figure(width, fig_h, layout=None)
+    ratios = ([1.3 / width] if image is not None else []) + [hh + 0.45 / width for hh in heights]
+    grid = fig.add_gridspec(len(ratios), 1, height_ratios=ratios, hspace=0.25, left=0.02, right=0.98,
+                            top=0.97, bottom=0.02)
+    k = 0
     if image is not None:
-        ax = fig.add_subplot(grid[0, 0])
+        ax = fig.add_subplot(grid[0])
         _show_image(ax, image)
-        ax.set_title("input", fontsize=8)
-        r = 1
-    for (name, m), total in zip(blocks, totals):
+        ax.set_title("input", fontsize=8, loc="left")
+        k = 1
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("white")
+    for (name, m, total), slot in zip(blocks, range(k, len(ratios))):
         shown = f"all {total} channels" if len(m) == total else f"channels 1-{len(m)} of {total}"
-        for i, fm in enumerate(m):
-            ax = fig.add_subplot(grid[r + i // cols, i % cols])
-            ax.imshow(fm, cmap="viridis", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"{name} ({m.shape[1]}x{m.shape[2]}, {shown})", fontsize=8, loc="left")
-        r += int(np.ceil(len(m) / cols))
+        ax = fig.add_subplot(grid[slot])
+        ax.imshow(tile_channels(m, min(cols, len(m))), cmap=cmap, interpolation="nearest", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{name} ({m.shape[1]}x{m.shape[2]}, {shown})", fontsize=8, loc="left")
     return fig
 
 
