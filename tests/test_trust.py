@@ -342,3 +342,18 @@ def test_output_piped_into_head_ends_quietly(tmp_path):
     res = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert len(res.stdout.splitlines()) == 2
     assert "error" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_seed_87_holds_out_the_same_images_as_the_seed_003_notebook(tmp_path):
+    """Seed 003: train_test_split(X_train, y_train, stratify=y_train, test_size=0.2, random_state=87)
+    on the 60,000 training PNGs in id order. cnnlab with --test-split 0 --seed 87 holds out the same."""
+    from sklearn.model_selection import train_test_split
+
+    root = competition(tmp_path, n_per_class=20)
+    ds = cnnlab.load_dataset(f"csv:{root / 'train.csv'}", image_pattern="images/train/{}.png", test_split=0,
+                             seed=87)
+    ids = np.arange(60)
+    y = np.array([int(line.split(",")[1]) for line in (root / "train.csv").read_text().splitlines()[1:]])
+    _, held = train_test_split(ids, stratify=y, test_size=0.2, random_state=87)
+    assert sorted(int(i) for i in ds["validation"].ids) == sorted(held.tolist())
+    assert "test" not in ds.splits
