@@ -296,19 +296,24 @@ def test_a_crashed_run_is_reported_not_used_silently(tmp_path, capsys):
     assert "warning: the run did not finish" in capsys.readouterr().err
 
 
-def test_disk_full_while_writing_the_report_keeps_the_trained_run(tmp_path, capsys, monkeypatch):
+def _train_with_a_full_disk(tmp_path, monkeypatch, module, name: str, filename: str) -> int:
+    """`cnnlab train` where ``module.name`` fails as a full disk does."""
     import errno
 
-    import cnnlab.report as report
-
     def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "report.html"))
+        raise OSError(errno.ENOSPC, "No space left on device", filename)
 
-    monkeypatch.setattr(report, "build_report", full)
+    monkeypatch.setattr(module, name, full)
     x, y = bars(10)
     np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
-    code = main(["train", f"npz:{tmp_path / 'b.npz'}", "-m", _spec_file(tmp_path), "--epochs", "1", "--quiet",
+    return main(["train", f"npz:{tmp_path / 'b.npz'}", "-m", _spec_file(tmp_path), "--epochs", "1", "--quiet",
                  "--runs-dir", str(tmp_path / "runs")])
+
+
+def test_disk_full_while_writing_the_report_keeps_the_trained_run(tmp_path, capsys, monkeypatch):
+    import cnnlab.report as report
+
+    code = _train_with_a_full_disk(tmp_path, monkeypatch, report, "build_report", "report.html")
     err = capsys.readouterr().err
     assert code == 0 and "report.html was not written: No space left on device" in err
     run = next((tmp_path / "runs").iterdir())
@@ -316,18 +321,9 @@ def test_disk_full_while_writing_the_report_keeps_the_trained_run(tmp_path, caps
 
 
 def test_disk_full_during_training_is_one_line(tmp_path, capsys, monkeypatch):
-    import errno
-
     import cnnlab.engine.session as session
 
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device", "history.csv")
-
-    monkeypatch.setattr(session, "write_history", full)
-    x, y = bars(10)
-    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
-    code = main(["train", f"npz:{tmp_path / 'b.npz'}", "-m", _spec_file(tmp_path), "--epochs", "1", "--quiet",
-                 "--runs-dir", str(tmp_path / "runs")])
+    code = _train_with_a_full_disk(tmp_path, monkeypatch, session, "write_history", "history.csv")
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: No space left on device (history.csv)")
     run = next((tmp_path / "runs").iterdir())

@@ -74,3 +74,22 @@ def test_korean_labels_use_a_font_with_hangul_glyphs():
     assert not missing, missing
     # and without the Hangul font the same drawing does warn: the check can fail
     assert not has_glyphs(__import__("matplotlib").font_manager.findfont("DejaVu Sans"), names[0])
+
+
+def test_curves_use_whole_epochs_and_feature_maps_say_how_many_channels():
+    import numpy as np
+
+    from cnnlab.viz import figures
+
+    history = [{"epoch": e, "loss": 1 / e, "accuracy": e / 4, "val_loss": 1.1 / e, "val_accuracy": e / 5}
+               for e in (1, 2, 3)]
+    fig = figures.curves(history, best_epoch=2)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    maps = [("conv2d", np.random.default_rng(0).random((100, 5, 5)))]
+    titles = [ax.get_title(loc="left") for ax in figures.feature_maps(maps, max_channels=64).axes]
+    assert any("channels 1-64 of 100" in t for t in titles)
+    titles = [ax.get_title(loc="left") for ax in figures.feature_maps(maps, max_channels=128).axes]
+    assert any("all 100 channels" in t for t in titles)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .data.files import LABEL_COLUMNS, pick_column, pick_image_column, read_table, resolve_image_paths
+from .data.files import read_image_table, resolve_image_paths
 from .data.images import is_image_file, load_images, printable
 from .errors import DataError
 
@@ -85,11 +85,7 @@ def predict_template(run, csv_path: str, image_column: str | None = None,
     The table says where its images are: a column of paths, or ids with ``image_pattern``. The
     run's training pattern is never assumed (it points at the training images)."""
     p = Path(csv_path)
-    columns, table = read_table(p)
-    if not table:
-        raise DataError("CSV has no rows", printable(p), "add one row per image")
-    label_col = pick_column(columns, label_column, LABEL_COLUMNS, p, "label", "--label-column")
-    img_col, ids = pick_image_column(columns, table, image_column, label_col, p)
+    columns, table, label_col, img_col, ids = read_image_table(p, label_column, image_column)
     label_col = label_col or run.data.get("label_column") or "label"
     if image_pattern is None and not all(Path(v).is_absolute() or (p.parent / v).is_file() for v in ids):
         train_pattern = run.data.get("image_pattern")

@@ -205,9 +205,7 @@ def scan_files(kind: str, path: str, opts) -> dict:
         missing, unlisted = [], []
     else:
         p = Path(path)
-        columns, rows = files.read_table(p)
-        label_col = files.pick_column(columns, opts.label_column, files.LABEL_COLUMNS, p, "label", "--label-column")
-        _, ids = files.pick_image_column(columns, rows, opts.image_column, label_col, p)
+        *_, ids = files.read_image_table(p, opts.label_column, opts.image_column)
         files.check_pattern(opts.image_pattern)
         listed = [p.parent / (files._fill(opts.image_pattern, v) if opts.image_pattern else v) for v in ids]
         paths = [q for q in listed if q.is_file()]

@@ -236,17 +236,23 @@ def drop_duplicates(paths: list[Path], raw: list[str], ids: list[str], where: st
     return np.asarray(keep, np.int64)
 
 
+def read_image_table(p: Path, label_column: str | None, image_column: str | None):
+    """(columns, rows, label column or None, image column, image ids) of a CSV table."""
+    columns, rows = read_table(p)
+    if not rows:
+        raise DataError("CSV has no rows", printable(p), "add one row per image")
+    label_col = pick_column(columns, label_column, LABEL_COLUMNS, p, "label", "--label-column")
+    img_col, ids = pick_image_column(columns, rows, image_column, label_col, p)
+    return columns, rows, label_col, img_col, ids
+
+
 def load_csv(path: str, label_column: str | None = None, image_column: str | None = None,
              image_pattern: str | None = None, image_size=None, color_mode: str = "auto",
              class_names: list[str] | None = None, require_labels: bool = True,
              on_bad: str = "error", on_missing: str = "error") -> Dataset:
     """A table with an image column (path or id) and a label column (index or class name)."""
     p = Path(path)
-    columns, rows = read_table(p)
-    if not rows:
-        raise DataError("CSV has no rows", printable(p), "add one row per image")
-    label_col = pick_column(columns, label_column, LABEL_COLUMNS, p, "label", "--label-column")
-    img_col, ids = pick_image_column(columns, rows, image_column, label_col, p)
+    columns, rows, label_col, img_col, ids = read_image_table(p, label_column, image_column)
     if label_col is None and require_labels:
         raise DataError("CSV has no label column", printable(p),
                         f"name it with --label-column (columns: {', '.join(columns)})")

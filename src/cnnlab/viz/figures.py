@@ -217,8 +217,7 @@ def feature_maps(maps: list[tuple[str, np.ndarray]], image: np.ndarray | None = 
         _show_image(ax, image)
         ax.set_title("input", fontsize=8, loc="left")
         k = 1
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     for (name, m, total), slot in zip(blocks, range(k, len(ratios))):
         shown = f"all {total} channels" if len(m) == total else f"channels 1-{len(m)} of {total}"
         ax = fig.add_subplot(grid[slot])
