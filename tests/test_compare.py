@@ -142,3 +142,18 @@ def test_hog_matches_scikit_image():
     both = hog_features(np.stack([img, img.T])[..., None], cell=4, chunk=1)
     np.testing.assert_allclose(both[0], ours[0], atol=1e-7)
     assert not np.allclose(both[1], ours[0])
+
+
+def test_copies_in_the_pool_are_reported_once_and_folds_are_not_rechecked(tmp_path, tiny_spec_file):
+    from cnnlab.errors import CnnlabWarning
+
+    x, y = bars(20, size=16)
+    x[5], y[5] = x[6], y[6]
+    np.savez(tmp_path / "dup.npz", x_train=x, y_train=y)
+    with pytest.warns(CnnlabWarning, match="1 labeled image\\(s\\) are exact copies") as caught:
+        board = cnnlab.compare(f"npz:{tmp_path / 'dup.npz'}", ["tree", str(tiny_spec_file)], cv=2,
+                               out=tmp_path / "cmp", epochs=1)
+    assert sum("exact copies" in str(w.message) for w in caught) == 1
+    runs = [p for p in (tmp_path / "cmp" / "runs").iterdir()]
+    assert runs and not any((r / "check.json").exists() for r in runs)
+    assert (board["status"] == "ok").all()

@@ -124,6 +124,20 @@ def subsample(idx: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> np.nd
     return np.sort(keep)
 
 
+def warn_pool_duplicates(pool: Split, ds: Dataset) -> None:
+    """Exact copies inside the labeled pool can land in a model's training images and in its
+    evaluation images: say so once, before any model trains."""
+    from ..data.check import exact_duplicates, pixel_hashes
+    from ..errors import warn
+
+    one = Dataset(ds.source, ds.class_names, {"train": pool})
+    found = exact_duplicates(one, {"train": pixel_hashes(pool.x)})
+    if found["within"]["train"]:
+        warn(f"{found['within']['train']:,} labeled image(s) are exact copies of others; a copy and its original "
+             "can fall on both sides of a split, which inflates the scores", ds.source,
+             "remove the copies (cnnlab check SOURCE lists them)")
+
+
 def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
     """Train a preset or spec on one fold (``cfg`` already holds that model's recipe)."""
     from sklearn.metrics import f1_score
@@ -132,8 +146,10 @@ def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
 
     fold_ds = Dataset(ds.source, ds.class_names, {"train": pool.take(tr), "validation": pool.take(ev)}, ds.info)
     stem = Path(name).stem if name not in BASELINES else name
+    # the pool is checked once for the whole comparison (compare); a check per fold would also be
+    # counted in the model's train time
     fold_cfg = replace(cfg, val_split=0.0, test_split=0.0, runs_dir=str(out / "runs"),
-                       name=f"{stem}-fold{fold + 1}", quiet=True, time_limit=limit)
+                       name=f"{stem}-fold{fold + 1}", quiet=True, time_limit=limit, check=False)
     t0 = time.perf_counter()
     run = train(fold_cfg, dataset=fold_ds)
     train_s = time.perf_counter() - t0
@@ -195,6 +211,8 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
                   if "validation" not in ds.splits else "the source's validation split")
     say(f"comparing {len(names)} models on {ds.source}: {len(pool):,} labeled images, {split_text}; "
         f"results in {out}")
+    if cfg.check:
+        warn_pool_duplicates(pool, ds)
     # per neural model: its preset's own recipe fills what the options leave open
     model_cfgs = {name: make_config(config, source=source, model=name, explicit_none=explicit_none, **options)
                   for name in names if name not in BASELINES}
