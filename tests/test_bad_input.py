@@ -251,6 +251,32 @@ def zero_image_size(tmp_path, base):
 
 
 @case
+def absurd_image_size(tmp_path, base):
+    return train_args(tmp_path, "--image-size", "100000", "100000"), "pixels per image"
+
+
+@case
+def batch_too_large_for_memory(tmp_path, base):
+    return train_args(tmp_path, "--batch-size", "100000000"), "GiB"
+
+
+@case
+def summary_with_one_class(tmp_path, base):
+    return ["summary", "lenet", "--classes", "1"], "at least 2 classes"
+
+
+@case
+def export_images_negative_limit(tmp_path, base):
+    return ["export-images", "digits", str(tmp_path / "out"), "--limit", "-1"], "limit must be >= 1"
+
+
+@case
+def plot_into_a_folder_that_cannot_exist(tmp_path, base):
+    (tmp_path / "file").write_text("x")
+    return ["plot", str(base), "curves", "--out", str(tmp_path / "file" / "c.png")], "c.png"
+
+
+@case
 def quoted_false_in_config(tmp_path, base):
     (tmp_path / "c.yaml").write_text("horizontal_flip: 'false'\n")
     return train_args(tmp_path, "--config", str(tmp_path / "c.yaml")), "horizontal_flip must be true or false"

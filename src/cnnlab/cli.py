@@ -359,6 +359,10 @@ def cmd_export(args) -> int:
     from .data.export import export_images
     from .data.sources import DataOptions, load_source
 
+    if args.limit is not None and args.limit < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"limit must be >= 1, got {args.limit}", "--limit", "use e.g. --limit 1000, or leave it out")
     ds = load_source(args.source, DataOptions(data_dir=args.data_dir, labels=args.labels))
     counts = export_images(ds, args.out, limit=args.limit)
     print(f"wrote {', '.join(f'{n:,} {k}' for k, n in counts.items())} images to {args.out}")

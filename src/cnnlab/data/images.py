@@ -22,6 +22,28 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 BAD_IMAGE_FIX = "remove or replace the file, or pass --on-bad-image skip to leave it out"
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (MemAvailable), or None where it cannot tell."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def check_fits_in_memory(n: int, size: tuple[int, int], channels: int, where: str) -> None:
+    """n uint8 images of ``size`` must fit in the memory that is free, with room to spare: an
+    --image-size far too large is an error before the allocation, not a crash."""
+    need = int(n) * int(size[0]) * int(size[1]) * int(channels)
+    free = available_memory()
+    if free is not None and need > 0.8 * free:
+        raise DataError(f"{n:,} images of {size[0]}x{size[1]}x{channels} need {need / 2**30:,.1f} GiB, more than "
+                        f"the {free / 2**30:,.1f} GiB of memory that is free", where,
+                        "use a smaller --image-size (e.g. 224 224), or fewer images")
+
+
 def image_extensions() -> set[str]:
     return {ext.lower() for ext in Image.registered_extensions()}
 
@@ -43,8 +65,10 @@ class BadImage(Exception):
         super().__init__(reason)
         self.path, self.reason = path, reason
 
-    def error(self) -> DataError:
-        return DataError(self.reason, printable(self.path), BAD_IMAGE_FIX)
+    def error(self, fix: str = BAD_IMAGE_FIX) -> DataError:
+        if self.reason == "image file not found":
+            fix = "check the path"
+        return DataError(self.reason, printable(self.path), fix)
 
 
 def _header(path: Path) -> Image.Image:
@@ -113,7 +137,7 @@ def load_image(path: str | Path, size: tuple[int, int] | None, color_mode: str) 
     try:
         return to_array(_open(Path(path)), size, color_mode)
     except BadImage as e:
-        raise e.error() from None
+        raise e.error("give an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP, ...)") from None
 
 
 @dataclass
@@ -190,6 +214,7 @@ def read_images(paths: list[Path], size: tuple[int, int] | None = None, color_mo
         size = size or h.common_size
         color_mode = h.color_mode if color_mode == "auto" else color_mode
     channels = 1 if color_mode == "grayscale" else 3
+    check_fits_in_memory(len(paths), size, channels, printable(paths[0].parent))
     out = np.empty((len(paths), size[0], size[1], channels), np.uint8)
 
     def work(i: int) -> None:

@@ -62,8 +62,10 @@ def resolve_class_names(opts: DataOptions) -> list[str] | None:
     return files.read_class_names(opts.class_names)
 
 
-def conform(x: np.ndarray, size, color_mode: str) -> np.ndarray:
-    """Resize (bilinear) and convert the colour mode of in-memory uint8 NHWC images."""
+def conform(x: np.ndarray, size, color_mode: str, chunk_bytes: int = 1 << 28) -> np.ndarray:
+    """Resize (bilinear) and convert the colour mode of in-memory uint8 NHWC images; resizing
+    works in chunks of at most ``chunk_bytes`` of float pixels, so only the uint8 result must fit
+    in memory."""
     if color_mode == "rgb" and x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
     elif color_mode == "grayscale" and x.shape[-1] == 3:
@@ -72,9 +74,17 @@ def conform(x: np.ndarray, size, color_mode: str) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        t = torch.from_numpy(x).permute(0, 3, 1, 2).float()
-        t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-        x = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        from .images import check_fits_in_memory
+
+        check_fits_in_memory(len(x), size, x.shape[-1], "--image-size")
+        out = np.empty((len(x), size[0], size[1], x.shape[-1]), np.uint8)
+        per_image = 4 * x.shape[-1] * max(size[0] * size[1], x.shape[1] * x.shape[2])
+        chunk = max(1, chunk_bytes // per_image)
+        for i in range(0, len(x), chunk):
+            t = torch.from_numpy(np.ascontiguousarray(x[i:i + chunk])).permute(0, 3, 1, 2).float()
+            t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+            out[i:i + chunk] = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        x = out
     return x
 
 

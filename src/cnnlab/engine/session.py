@@ -52,6 +52,28 @@ def load_data(cfg: TrainConfig) -> Dataset:
     return ds
 
 
+def check_training_memory(spec: Spec, batch_size: int, device) -> None:
+    """A rough lower bound on a training step's memory (every layer's activations kept for the
+    backward pass, their gradients, the weights with Adam's two moments and a gradient) against
+    what the device has free: an image size or batch far too large is an error before training,
+    not an out-of-memory kill minutes into it."""
+    import math
+
+    from ..data.images import available_memory
+
+    activations = sum(math.prod(layer.output_shape) for layer in spec.layers) * batch_size
+    need = 4 * (2 * activations + 4 * spec.total_params)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = available_memory()
+    if free is not None and need > 0.9 * free:
+        raise ConfigError(f"a training step of {spec.name} on {list(spec.input_shape)} images in batches of "
+                          f"{batch_size} needs at least {need / 2**30:,.1f} GiB; {free / 2**30:,.1f} GiB of "
+                          f"{device.type} memory is free", "--batch-size / --image-size",
+                          "use a smaller --batch-size or --image-size")
+
+
 def data_check(cfg: TrainConfig, ds: Dataset, progress_out: Progress) -> dict:
     """The quick pass of ``cnnlab check`` on the loaded splits: leakage across splits is a warning
     (an error with --strict, before the run directory exists); saved as check.json in the run."""
@@ -148,6 +170,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     ds = load_data(cfg) if dataset is None else prepare_splits(dataset, cfg.val_split, cfg.test_split, cfg.seed)
     spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
                         ds.input_shape, ds.num_classes)
+    check_training_memory(spec, cfg.batch_size, device)
     progress_out.message(ds.summary())
     check = data_check(cfg, ds, progress_out) if cfg.check else None
     if cfg.class_weight != "none":

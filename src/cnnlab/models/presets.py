@@ -162,6 +162,12 @@ def get_preset(name: str) -> Preset:
 
 def preset_spec(name: str, input_shape: tuple | None = None, num_classes: int | None = None) -> dict:
     """The preset as a spec mapping, adapted to ``input_shape`` (H, W, C) and ``num_classes``."""
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 2):
+        from ..errors import SpecError
+
+        raise SpecError(f"a classifier needs at least 2 classes, got {num_classes!r}", "--classes",
+                        "use e.g. --classes 10")
     p = get_preset(name)
     shape = tuple(input_shape) if input_shape is not None else p.input_shape
     if p.flat_input and len(shape) == 3 and shape[2] == 1:
