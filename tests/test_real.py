@@ -45,3 +45,15 @@ def test_real_short_training_learns(fashion, tmp_path):
     run = cnnlab.train(small, model="fashion-cnn", epochs=2, batch_size=64, runs_dir=str(tmp_path), quiet=True)
     assert run.metrics["test"]["accuracy"] > 0.75
     assert run.class_names[9] == "앵클 부츠"
+
+
+def test_real_fashion_mnist_data_check(fashion):
+    """No exact duplicates among the 70,000 images; a handful of test images have a near copy in
+    train (13 on the 60,000 / 10,000 split, docs/check.md)."""
+    from cnnlab.data.check import check_dataset
+
+    report = check_dataset(Dataset("fashion-mnist", fashion.class_names, dict(fashion.splits)))
+    ex = report["exact_duplicates"]
+    assert ex["within"] == {"train": 0, "test": 0} and ex["across"] == {} and ex["conflicting_labels"] == 0
+    assert report["near_duplicates"]["across"] == {"train/test": 13}
+    assert report["classes"]["imbalance_ratio"] == 1.0
