@@ -234,3 +234,13 @@ def test_missing_and_corrupt_idx_files_through_cli(tmp_path, capsys):
     (folder / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage")
     code, _, err = run_cli(capsys, "train", "fashion-mnist", "--data-dir", str(tmp_path / "data"))
     assert code == 2 and "corrupt gzip data" in err and "train-images-idx3-ubyte.gz" in err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["check", "--help"], ["summary", "fashion-cnn"],
+                                  ["models"]])
+def test_light_commands_import_neither_torch_nor_matplotlib(args):
+    code = ("import sys, cnnlab.cli\n"
+            "try:\n    cnnlab.cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('heavy:', sorted(m for m in ('torch', 'matplotlib') if m in sys.modules), file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert "heavy: []" in res.stderr, res.stderr[-500:]

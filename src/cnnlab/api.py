@@ -45,7 +45,8 @@ def build_model(model: str | dict = "fashion-cnn", input_shape: tuple | None = N
 
 def summary(model: str | dict = "fashion-cnn", input_shape: tuple | None = None,
             num_classes: int | None = None) -> str:
-    return build_model(model, input_shape, num_classes).spec.summary()
+    """The Keras-style summary table (shapes and parameter counts come from the spec alone)."""
+    return spec_from(model, input_shape, num_classes).summary()
 
 
 def train(source="fashion-mnist", model: str | dict = "fashion-cnn", *,

@@ -302,10 +302,10 @@ def cmd_predict(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .api import build_model
+    from .models import spec_from  # torch-free: a summary needs shapes and counts, not a module
 
     shape = tuple(args.input_shape) if args.input_shape else None
-    spec = build_model(args.model, shape, args.classes).spec
+    spec = spec_from(args.model, shape, args.classes)
     print(json.dumps(spec.summary_dict(), indent=2) if args.json else spec.summary())
     return 0
 

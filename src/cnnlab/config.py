@@ -14,7 +14,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .data.augment import AugmentOptions
+from .data.augment_options import AugmentOptions
 from .data.preprocess import SCALE_MODES
 from .data.sources import DataOptions
 from .engine.schedules import SCHEDULES

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.augment import AugmentOptions, augment
+from ..data.augment import augment
+from ..data.augment_options import AugmentOptions
 from ..data.preprocess import Preprocessing
 from .callbacks import early_stopping, is_improvement
 from .optim import make_optimizer
