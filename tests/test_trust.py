@@ -353,3 +353,14 @@ def test_seed_87_holds_out_the_same_images_as_the_seed_003_notebook(tmp_path):
     _, held = train_test_split(ids, stratify=y, test_size=0.2, random_state=87)
     assert sorted(int(i) for i in ds["validation"].ids) == sorted(held.tolist())
     assert "test" not in ds.splits
+
+
+def test_a_run_written_by_version_0_1_0_still_loads_and_predicts_the_same():
+    """tests/fixtures/run-0.1.0 was written by cnnlab 0.1.0 (issue 14's code): later versions must
+    read it and give the same probabilities."""
+    fixture = Path(__file__).parent / "fixtures"
+    run = cnnlab.load_run(fixture / "run-0.1.0")
+    expected = np.load(fixture / "run-0.1.0-expected.npz")
+    assert run.class_names == ["horizontal", "vertical", "diagonal"] and run.spec.total_params == 4_755
+    np.testing.assert_allclose(run.predict_proba(expected["x"]), expected["probs"], rtol=0, atol=1e-6)
+    assert run.history and run.metrics["status"] in ("completed", "early_stopped") and run.state == "finished"
