@@ -321,9 +321,9 @@ def test_disk_full_while_writing_the_report_keeps_the_trained_run(tmp_path, caps
 
 
 def test_disk_full_during_training_is_one_line(tmp_path, capsys, monkeypatch):
-    import cnnlab.engine.session as session
+    import cnnlab.runs as runs
 
-    code = _train_with_a_full_disk(tmp_path, monkeypatch, session, "write_history", "history.csv")
+    code = _train_with_a_full_disk(tmp_path, monkeypatch, runs, "write_history", "history.csv")
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: No space left on device (history.csv)")
     run = next((tmp_path / "runs").iterdir())

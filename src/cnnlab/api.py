@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic
 from .config import TrainConfig, make_config
 from .data.dataset import Dataset, Split, as_uint8_images, check_labels
 from .data.sources import DataOptions, load_source
@@ -25,7 +23,7 @@ from .engine.session import train as _train
 from .errors import DataError
 from .evaluation import evaluate_probs
 from .models import SpecModel, build_module, spec_from
-from .runs import Run, load_run
+from .runs import Run, RunDir, load_run
 
 
 def load_dataset(source: str = "fashion-mnist", *, val_split: float = 0.2, test_split: float = 0.2,
@@ -223,16 +221,6 @@ def evaluation_split(run: Run, source=None, split: str = "test") -> Split:
     return ds[split]
 
 
-def evaluation_file(source, split: str) -> str:
-    """Where an evaluation is saved in the run: the run's own test split is evaluation.json."""
-    if source is None:
-        return "evaluation.json" if split == "test" else f"evaluation-{split}.json"
-    if isinstance(source, (tuple, list)):
-        return "evaluation-arrays.json"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(source)).strip("-")[:60] or "source"
-    return f"evaluation-{slug}-{split}.json"
-
-
 def evaluate(run: Run | str | Path, source=None, split: str = "test", save: bool = True) -> dict:
     """Loss, accuracy, classification report and confusion matrix; saved in the run directory
     (``ev["saved_to"]``). ``source``: None (the run's own data), a source string, or arrays
@@ -243,8 +231,7 @@ def evaluate(run: Run | str | Path, source=None, split: str = "test", save: bool
     ev["split"] = "all" if isinstance(source, (tuple, list)) else split
     ev["source"] = "arrays" if isinstance(source, (tuple, list)) else (source or run.data.get("source"))
     if save:
-        path = atomic.write_json(run.path / evaluation_file(source, split), ev)
-        ev["saved_to"] = str(path)
+        ev["saved_to"] = str(RunDir(run.path).save_evaluation(ev, source, split))
     return ev
 
 

@@ -156,15 +156,15 @@ def config_overrides(args) -> dict:
 def cmd_train(args) -> int:
     from .engine.session import train
     from .evaluation import format_evaluation
+    from .runs import RunDir
 
     overrides = config_overrides(args)
     explicit_none = [k for k, v in overrides.items() if v is None]  # e.g. --patience none
     cfg = make_config(args.config, explicit_none=explicit_none, **overrides)
     run = train(cfg)
     m = run.metrics
-    ev_path = run.path / "evaluation.json"
-    if ev_path.is_file() and not cfg.quiet:
-        ev = json.loads(ev_path.read_text(encoding="utf-8"))
+    ev = RunDir(run.path).read_optional(RunDir.EVALUATION)
+    if ev is not None and not cfg.quiet:
         print(format_evaluation(ev, "test"))
     if "test" in m:
         print(f"test accuracy {m['test']['accuracy']:.4f} - test loss {m['test']['loss']:.4f} - "

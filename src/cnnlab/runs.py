@@ -1,20 +1,9 @@
 """Run directories: ``runs/<YYYYmmdd-HHMMSS>-<name>/`` with everything needed to reload.
 
-config.yaml       resolved training configuration (usable again with --config)
-spec.json         the model spec as built (adapted to the data)
-model.safetensors the final weights (the best epoch's unless --no-restore-best)
-best.safetensors  the best checkpoint, written whenever the monitored metric improves
-preprocessing.json the scaling statistics fitted on the training split
-classes.json      class names
-data.json         where the data came from, image size, colour mode, split sizes, class counts
-history.csv       one row per epoch
-metrics.json      test loss/accuracy, best epoch, times, status and the environment
-evaluation.json   classification report and confusion matrix on the test split
-status.json       'running' from the run's first second (with the process id and host), then how
-                  it ended; a run still 'running' whose process is gone crashed (kill -9, power)
-
-Loading never unpickles anything: weights are safetensors, the rest is JSON / YAML. A damaged
-file is a RunError naming it; a run that did not finish loads with a warning.
+``RunDir`` owns the files (their names, what each holds, how each is written and read); no other
+module names a run file. Loading never unpickles anything: weights are safetensors, the rest is
+JSON / YAML. A damaged file is a RunError naming it; a run that did not finish (status.json still
+'running') loads with a warning.
 """
 
 from __future__ import annotations
@@ -39,8 +28,6 @@ from . import atomic
 from .data.preprocess import Preprocessing
 from .errors import RunError, warn
 from .models import Spec, SpecModel, build_module, parse_spec
-
-REQUIRED = ("spec.json", "preprocessing.json", "classes.json", "data.json")
 
 
 def environment(device: str, threads: int, seed: int) -> dict:
@@ -111,7 +98,7 @@ def load_weights(path: Path) -> dict:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"cannot read weights: {e}", str(path),
-                       "the file is corrupt; train again or use best.safetensors") from None
+                       f"the file is corrupt; train again or use {RunDir.BEST}") from None
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -128,16 +115,16 @@ def write_history(path: Path, history: list[dict]) -> None:
 def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    fix = "the run directory is damaged; delete history.csv to load the run without curves"
+    fix = f"the run directory is damaged; delete {path.name} to load the run without curves"
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if any(None in row or not row.get("epoch") for row in rows):
-            raise RunError("history.csv has rows without an epoch or with extra fields", str(path), fix)
+            raise RunError(f"{path.name} has rows without an epoch or with extra fields", str(path), fix)
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
                 for row in rows]
     except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as e:
-        raise RunError(f"cannot read history.csv: {e}", str(path), fix) from None
+        raise RunError(f"cannot read {path.name}: {e}", str(path), fix) from None
 
 
 # ------------------------------------------------------------------ status: running, then how it ended
@@ -155,7 +142,7 @@ def _pid_alive(pid: int) -> bool:
 def mark_running(run_dir: Path) -> None:
     """Written when the run directory is created: a run says from its first second that it is
     in progress, so a crash (kill -9) is told apart from a finished run."""
-    atomic.write_json(run_dir / "status.json", {"status": "running", "pid": os.getpid(),
+    atomic.write_json(run_dir / RunDir.STATUS, {"status": "running", "pid": os.getpid(),
                                                 "host": socket.gethostname(),
                                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
@@ -163,12 +150,12 @@ def mark_running(run_dir: Path) -> None:
 def mark_finished(run_dir: Path, status: str, reason: str = "") -> None:
     d = _status(run_dir) or {}
     d.update({"status": status, "reason": reason, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    atomic.write_json(run_dir / "status.json", d)
+    atomic.write_json(run_dir / RunDir.STATUS, d)
 
 
 def _status(run_dir: Path) -> dict | None:
     try:
-        d = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+        d = json.loads((run_dir / RunDir.STATUS).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return d if isinstance(d, dict) else None
@@ -178,7 +165,7 @@ def run_state(run_dir: Path) -> tuple[str, str]:
     """('finished' | 'training' | 'crashed' | 'unknown', a sentence for the user)."""
     d = _status(run_dir)
     if d is None:
-        if (run_dir / "status.json").exists():
+        if (run_dir / RunDir.STATUS).exists():
             return "unknown", "its status.json is damaged"
         return "finished", ""  # runs written before status.json existed
     if d.get("status") != "running":
@@ -233,6 +220,10 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.spec.name!r}, test_accuracy={acc})"
 
 
+def _damaged(what: str, path: Path) -> RunError:
+    return RunError(what, str(path), "the run directory is damaged; train again")
+
+
 def _read_json(path: Path, kind: type = dict):
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
@@ -245,88 +236,209 @@ def _read_json(path: Path, kind: type = dict):
     return d
 
 
-def _damaged(what: str, path: Path) -> RunError:
-    return RunError(what, str(path), "the run directory is damaged; train again")
+class RunDir:
+    """The one owner of a run directory's files: each file name is written here once, and every
+    module writes and reads run files through these methods (start, checkpoint, history, finish
+    / load, describe)."""
 
+    CONFIG = "config.yaml"  # resolved training configuration (usable again with --config)
+    SPEC = "spec.json"  # the model spec as built (adapted to the data)
+    MODEL = "model.safetensors"  # final weights (the best epoch's unless --no-restore-best)
+    BEST = "best.safetensors"  # the best checkpoint, written whenever the monitored metric improves
+    PREPROCESSING = "preprocessing.json"  # scaling statistics fitted on the training split
+    CLASSES = "classes.json"  # class names
+    DATA = "data.json"  # source, image size, colour mode, split sizes and hashes, class counts
+    HISTORY = "history.csv"  # one row per epoch
+    METRICS = "metrics.json"  # test loss/accuracy, best epoch, times, status, environment
+    EVALUATION = "evaluation.json"  # classification report and confusion matrix, test split
+    STATUS = "status.json"  # 'running' from the first second, then how the run ended
+    CHECK = "check.json"  # the data check made before training
+    CLASS_WEIGHTS = "class_weights.json"  # the loss weight of each class, when used
+    WEIGHTS_INIT = "weights_init.json"  # weight statistics at initialisation (histograms)
+    REPORT = "report.html"
+    REQUIRED = (SPEC, PREPROCESSING, CLASSES, DATA)
 
-def read_class_names(p: Path, spec: Spec) -> list[str]:
-    classes = _read_json(p / "classes.json").get("class_names")
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise _damaged("classes.json has no list of class names", p / "classes.json")
-    if len(classes) != spec.num_classes:
-        raise _damaged(f"classes.json names {len(classes)} classes but the model has {spec.num_classes} outputs",
-                       p / "classes.json")
-    return list(classes)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
 
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
 
-def read_preprocessing(p: Path, spec: Spec) -> Preprocessing:
-    d = _read_json(p / "preprocessing.json")
-    try:
-        prep = Preprocessing.from_dict(d)
-    except (KeyError, TypeError, ValueError) as e:
-        raise _damaged(f"preprocessing.json is incomplete or invalid ({type(e).__name__}: {e})",
-                       p / "preprocessing.json") from None
-    c = spec.input_shape[2] if len(spec.input_shape) == 3 else 1
-    if len(prep.offset) != c or len(prep.scale) != c or not all(
-            math.isfinite(v) for v in prep.offset + prep.scale) or not all(v != 0 for v in prep.scale):
-        raise _damaged(f"preprocessing.json does not fit a {c}-channel model (offset {list(prep.offset)}, "
-                       f"scale {list(prep.scale)})", p / "preprocessing.json")
-    return prep
+    # ------------------------------------------------------------------ writing (training)
+    @classmethod
+    def create(cls, runs_dir: str | Path, name: str) -> RunDir:
+        """A new directory ``runs_dir/<timestamp>-<name>``, marked running from its first second."""
+        rd = cls(new_run_dir(runs_dir, name))
+        mark_running(rd.path)
+        return rd
 
+    def start(self, *, config: dict, spec: dict, preprocessing: dict, classes: dict, data: dict,
+              weights_init: dict, check: dict | None = None) -> None:
+        """What a run knows before its first step."""
+        import yaml
 
-def read_config(p: Path) -> dict:
-    import yaml
+        if check is not None:
+            atomic.write_json(self / self.CHECK, check)
+        atomic.write_text(self / self.CONFIG, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        atomic.write_json(self / self.SPEC, spec)
+        atomic.write_json(self / self.PREPROCESSING, preprocessing)
+        atomic.write_json(self / self.CLASSES, classes)
+        atomic.write_json(self / self.DATA, data)
+        atomic.write_json(self / self.WEIGHTS_INIT, weights_init)
 
-    f = p / "config.yaml"
-    if not f.is_file():
-        return {}
-    try:
-        config = yaml.safe_load(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise _damaged(f"cannot read config.yaml: {str(e).splitlines()[0]}", f) from None
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise _damaged("config.yaml is not a mapping of keys", f)
-    return config
+    def save_class_weights(self, weights: dict) -> None:
+        atomic.write_json(self / self.CLASS_WEIGHTS, weights)
+
+    def checkpoint(self, state_dict: dict) -> None:
+        save_weights(self / self.BEST, state_dict)
+
+    def write_history(self, history: list[dict]) -> None:
+        write_history(self / self.HISTORY, history)
+
+    def save_model(self, state_dict: dict) -> None:
+        save_weights(self / self.MODEL, state_dict)
+
+    @staticmethod
+    def evaluation_name(source=None, split: str = "test") -> str:
+        """The run's own test split is evaluation.json; other splits and sources have their own."""
+        if source is None:
+            return RunDir.EVALUATION if split == "test" else f"evaluation-{split}.json"
+        if isinstance(source, (tuple, list)):
+            return "evaluation-arrays.json"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(source)).strip("-")[:60] or "source"
+        return f"evaluation-{slug}-{split}.json"
+
+    def save_evaluation(self, ev: dict, source=None, split: str = "test") -> Path:
+        return atomic.write_json(self / self.evaluation_name(source, split), ev)
+
+    def finish(self, metrics: dict) -> None:
+        atomic.write_json(self / self.METRICS, metrics)
+
+    def mark_finished(self, status: str, reason: str = "") -> None:
+        mark_finished(self.path, status, reason)
+
+    # ------------------------------------------------------------------ reading
+    def is_run(self) -> bool:
+        """A complete-enough run: the required files and some weights."""
+        return self.path.is_dir() and all((self / f).is_file() for f in self.REQUIRED) and (
+            (self / self.MODEL).is_file() or (self / self.BEST).is_file())
+
+    def state(self) -> tuple[str, str]:
+        return run_state(self.path)
+
+    def read_spec(self) -> Spec:
+        return parse_spec(_read_json(self / self.SPEC), str(self / self.SPEC))
+
+    def read_class_names(self, spec: Spec) -> list[str]:
+        classes = _read_json(self / self.CLASSES).get("class_names")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise _damaged(f"{self.CLASSES} has no list of class names", self / self.CLASSES)
+        if len(classes) != spec.num_classes:
+            raise _damaged(f"{self.CLASSES} names {len(classes)} classes but the model has {spec.num_classes} "
+                           "outputs", self / self.CLASSES)
+        return list(classes)
+
+    def read_preprocessing(self, spec: Spec) -> Preprocessing:
+        f = self / self.PREPROCESSING
+        try:
+            prep = Preprocessing.from_dict(_read_json(f))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _damaged(f"{f.name} is incomplete or invalid ({type(e).__name__}: {e})", f) from None
+        c = spec.input_shape[2] if len(spec.input_shape) == 3 else 1
+        if len(prep.offset) != c or len(prep.scale) != c or not all(
+                math.isfinite(v) for v in prep.offset + prep.scale) or not all(v != 0 for v in prep.scale):
+            raise _damaged(f"{f.name} does not fit a {c}-channel model (offset {list(prep.offset)}, "
+                           f"scale {list(prep.scale)})", f)
+        return prep
+
+    def read_config(self) -> dict:
+        import yaml
+
+        f = self / self.CONFIG
+        if not f.is_file():
+            return {}
+        try:
+            config = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise _damaged(f"cannot read {f.name}: {str(e).splitlines()[0]}", f) from None
+        if config is None:
+            return {}
+        if not isinstance(config, dict):
+            raise _damaged(f"{f.name} is not a mapping of keys", f)
+        return config
+
+    def read_data(self) -> dict:
+        return _read_json(self / self.DATA)
+
+    def read_metrics(self) -> dict:
+        return _read_json(self / self.METRICS) if (self / self.METRICS).is_file() else {}
+
+    def read_history(self) -> list[dict]:
+        return read_history(self / self.HISTORY)
+
+    def read_optional(self, name: str) -> dict | None:
+        """A JSON record that may be absent or damaged (check, weights_init, an evaluation): None then."""
+        try:
+            return _read_json(self / name)
+        except RunError:
+            return None
+
+    def weights_file(self, weights: str | None = None) -> Path:
+        f = self / (weights or self.MODEL)
+        if weights is None and not f.is_file() and (self / self.BEST).is_file():
+            f = self / self.BEST
+        return f
+
+    def describe(self, rid: str | None = None) -> dict:
+        """What a listing shows, from the small JSON files alone (no weights loaded)."""
+        spec = self.read_spec()
+        h, w, *c = spec.input_shape
+        state, why = self.state()
+        return {"id": rid or self.path.name, "model": spec.name, "source": self.read_data().get("source"),
+                "classes": self.read_class_names(spec), "image_size": [h, w],
+                "color_mode": "rgb" if c and c[0] == 3 else "grayscale",
+                "test_accuracy": (self.read_metrics().get("test") or {}).get("accuracy"),
+                "params": spec.total_params,
+                **({"warning": f"the run did not finish: {why}"} if state != "finished" else {})}
+
+    def load(self, device: str = "cpu", weights: str | None = None) -> Run:
+        """The run with its model (weights: model.safetensors, or best.safetensors if that is all).
+        A run that is still training, or whose process crashed, loads with a warning."""
+        p = self.path
+        if not p.is_dir():
+            raise RunError("run directory not found", str(p), "give a folder under runs/ (ls runs/ lists them)")
+        missing = [f for f in self.REQUIRED if not (p / f).is_file()]
+        if missing:
+            raise RunError(f"not a cnnlab run (missing {', '.join(missing)})", str(p),
+                           "give a folder written by cnnlab train")
+        spec = self.read_spec()
+        state, why = self.state()
+        wfile = self.weights_file(weights)
+        if not wfile.is_file():
+            raise RunError("the run has no weights", str(p),
+                           "it is still in its first epoch; wait for it to finish" if state == "training" else
+                           "its training did not finish an epoch; train again")
+        model = build_module(spec)
+        try:
+            model.load_state_dict(load_weights(wfile))
+        except RuntimeError as e:
+            raise RunError(f"weights do not match {self.SPEC}: {str(e).splitlines()[0]}", str(wfile),
+                           "the run directory is damaged; train again") from None
+        model.to(device).eval()
+        config = self.read_config()
+        class_names = self.read_class_names(spec)
+        prep = self.read_preprocessing(spec)
+        run = Run(p, spec, model, prep, class_names, self.read_data(), config, self.read_metrics(),
+                  self.read_history())
+        run.state = state
+        if state != "finished":
+            warn(f"the run did not finish: {why}", str(p),
+                 "wait for it to finish" if state == "training" else "train again for a complete run")
+        return run
 
 
 def load_run(path: str | Path, device: str = "cpu", weights: str | None = None) -> Run:
     """Load a run directory (weights: model.safetensors, or best.safetensors if that is all).
 
     A run that is still training, or whose process crashed, loads with a warning."""
-    p = Path(path)
-    if not p.is_dir():
-        raise RunError("run directory not found", str(p),
-                       "give a folder under runs/ (ls runs/ lists them)")
-    missing = [f for f in REQUIRED if not (p / f).is_file()]
-    if missing:
-        raise RunError(f"not a cnnlab run (missing {', '.join(missing)})", str(p),
-                       "give a folder written by cnnlab train")
-    spec = parse_spec(_read_json(p / "spec.json"), str(p / "spec.json"))
-    state, why = run_state(p)
-    wfile = p / (weights or "model.safetensors")
-    if weights is None and not wfile.is_file() and (p / "best.safetensors").is_file():
-        wfile = p / "best.safetensors"
-    if not wfile.is_file():
-        raise RunError("the run has no weights", str(p),
-                       "it is still in its first epoch; wait for it to finish" if state == "training" else
-                       "its training did not finish an epoch; train again")
-    model = build_module(spec)
-    try:
-        model.load_state_dict(load_weights(wfile))
-    except RuntimeError as e:
-        raise RunError(f"weights do not match spec.json: {str(e).splitlines()[0]}", str(wfile),
-                       "the run directory is damaged; train again") from None
-    model.to(device).eval()
-    config = read_config(p)
-    class_names = read_class_names(p, spec)
-    prep = read_preprocessing(p, spec)
-    metrics = _read_json(p / "metrics.json") if (p / "metrics.json").is_file() else {}
-    run = Run(p, spec, model, prep, class_names, _read_json(p / "data.json"), config, metrics,
-              read_history(p / "history.csv"))
-    run.state = state
-    if state != "finished":
-        warn(f"the run did not finish: {why}", str(p),
-             "wait for it to finish" if state == "training" else "train again for a complete run")
-    return run
+    return RunDir(path).load(device, weights)

@@ -7,9 +7,7 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
-from .. import atomic
 from ..config import TrainConfig
 from ..data.dataset import Dataset
 from ..data.drawing import foreground_stats
@@ -19,17 +17,7 @@ from ..data.split import prepare_splits
 from ..errors import ConfigError, DataError, TrainingError, warn
 from ..evaluation import evaluate_probs
 from ..models import Spec, build_module, check_fits, spec_from
-from ..runs import (
-    Run,
-    check_writable,
-    environment,
-    load_run,
-    mark_finished,
-    mark_running,
-    new_run_dir,
-    save_weights,
-    write_history,
-)
+from ..runs import Run, RunDir, check_writable, environment, load_run
 from ..viz.inspect import weight_stats
 from .loop import fit, resolve_device, to_tensor
 from .progress import Progress
@@ -181,35 +169,30 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
 
-    run_dir = new_run_dir(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}")
-    mark_running(run_dir)
+    rd = RunDir.create(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}")
     with stop_on_sigterm():
         try:
-            if check is not None:
-                atomic.write_json(run_dir / "check.json", check)
-            run = _train_in(run_dir, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
-                            in_memory=dataset is not None)
+            run = _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
+                            in_memory=dataset is not None, check=check)
         except BaseException as e:  # the run directory says how it ended, whatever happened
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
                 "stopped" if isinstance(e, TrainingError) else "failed"
             try:
-                mark_finished(run_dir, status, str(e) or type(e).__name__)
+                rd.mark_finished(status, str(e) or type(e).__name__)
             except OSError:
                 pass  # e.g. the disk is full: the original error is the one to report
             raise
-    mark_finished(run_dir, run.metrics["status"], run.metrics["stop_reason"])
+    rd.mark_finished(run.metrics["status"], run.metrics["stop_reason"])
     return run
 
 
-def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
-              threads: int, progress_out: Progress, t_wall: float, in_memory: bool) -> Run:
-    config = cfg.to_dict()
-    atomic.write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    atomic.write_json(run_dir / "spec.json", spec.to_dict())
-    atomic.write_json(run_dir / "preprocessing.json", prep.to_dict())
-    atomic.write_json(run_dir / "classes.json", {"class_names": ds.class_names, "labels": cfg.labels})
+def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
+              threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None) -> Run:
+    run_dir = rd.path
     h, w, c = ds.input_shape
-    atomic.write_json(run_dir / "data.json", {
+    rd.start(config=cfg.to_dict(), spec=spec.to_dict(), preprocessing=prep.to_dict(),
+             classes={"class_names": ds.class_names, "labels": cfg.labels}, weights_init=weight_stats(model),
+             check=check, data={
         "source": ds.source, "image_size": [h, w], "channels": c,
         "color_mode": "rgb" if c == 3 else "grayscale", "splits": {k: len(v) for k, v in ds.splits.items()},
         "class_counts": class_counts(ds), "drawing": foreground_stats(ds["train"].x),
@@ -217,7 +200,6 @@ def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preproce
         "fingerprints": {k: v.fingerprint() for k, v in ds.splits.items()},
         "in_memory": in_memory,
         **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
-    atomic.write_json(run_dir / "weights_init.json", weight_stats(model))
     progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {run_dir}")
 
     x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
@@ -229,7 +211,7 @@ def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preproce
     if cfg.class_weight != "none":
         w = class_weights(cfg.class_weight, ds["train"].y, ds.class_names)  # checked before the run dir
         weights = torch.tensor(w, dtype=torch.float32)
-        atomic.write_json(run_dir / "class_weights.json", dict(zip(ds.class_names, w)))
+        rd.save_class_weights(dict(zip(ds.class_names, w)))
         progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, w)))
     result = fit(model, prep, x_tr, y_tr, x_va, y_va, epochs=cfg.epochs, batch_size=cfg.batch_size,
                  optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
@@ -238,12 +220,12 @@ def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preproce
                  monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
                  restore_best=cfg.restore_best, augment_options=cfg.augment_options(), seed=cfg.seed,
                  time_limit=cfg.time_limit, class_weights=weights, sampler=cfg.sampler,
-                 on_best=lambda epoch, state: save_weights(run_dir / "best.safetensors", state),
-                 on_epoch=lambda history: write_history(run_dir / "history.csv", history),
+                 on_best=lambda epoch, state: rd.checkpoint(state),
+                 on_epoch=rd.write_history,
                  progress=Progress(cfg.epochs, steps, cfg.quiet))
-    write_history(run_dir / "history.csv", result.history)
+    rd.write_history(result.history)
     if result.best_epoch is not None:
-        save_weights(run_dir / "model.safetensors", model.state_dict())
+        rd.save_model(model.state_dict())
     metrics = {"status": result.status, "stop_reason": result.stop_reason,
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                "monitor": cfg.monitor if val is not None else cfg.monitor.removeprefix("val_"),
@@ -257,12 +239,12 @@ def _train_in(run_dir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preproce
         run = load_run(run_dir, device=str(device))
         t = ds["test"]
         ev = evaluate_probs(run.predict_proba(t.x), t.y, ds.class_names)
-        atomic.write_json(run_dir / "evaluation.json", {"split": "test", **ev})
+        rd.save_evaluation({"split": "test", **ev})
         metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
     metrics["wall_time_s"] = round(time.perf_counter() - t_wall, 3)
     metrics["environment"] = environment(str(device), threads, cfg.seed)
     metrics["environment"]["pid"] = os.getpid()
-    atomic.write_json(run_dir / "metrics.json", metrics)
+    rd.finish(metrics)
     progress_out.message(f"stopped: {result.stop_reason}")
     if result.status == "nan_loss":
         kept = (f"the best checkpoint (epoch {result.best_epoch}) is kept in {run_dir}"

@@ -153,18 +153,19 @@ document.querySelectorAll('td.cell').forEach(td => td.addEventListener('click', 
 
 
 def _check_html(run) -> str:
-    """The data check made before training (check.json): findings and near-duplicate pairs."""
+    """The data check made before training (RunDir.CHECK): findings and near-duplicate pairs."""
     from .. import viz
     from ..data.check import findings
+    from ..runs import RunDir
 
-    f = run.path / "check.json"
-    if not f.is_file():
+    rd = RunDir(run.path)
+    if not (rd / rd.CHECK).is_file():
         return '<p class="note">No data check was recorded for this run (trained with --no-check).</p>'
     try:
-        report = json.loads(f.read_text(encoding="utf-8"))
+        report = rd.read_optional(rd.CHECK)
         found = findings(report)
-    except (OSError, ValueError, KeyError, TypeError):
-        return '<p class="note">check.json is damaged.</p>'
+    except (ValueError, KeyError, TypeError):
+        return f'<p class="note">{rd.CHECK} is damaged.</p>'
     items = "".join(f"<li><b>{html.escape(level)}</b>: {html.escape(msg)}</li>" for level, msg in found) \
         or "<li>no problems found</li>"
     ex = report["exact_duplicates"]
@@ -195,10 +196,11 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
 
     from .. import viz
     from ..models.spec import Spec
+    from ..runs import RunDir
     from ..viz.inspect import conv_indices
 
     t0 = time.perf_counter()
-    path = Path(out) if out else run.path / "report.html"
+    path = Path(out) if out else run.path / RunDir.REPORT
     names = run.class_names
     split_name = split
     split = viz.run_split(run, split_name)

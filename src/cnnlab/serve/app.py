@@ -25,8 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from ..data.drawing import prepare_drawing
 from ..data.images import to_array
 from ..errors import CnnlabError, CnnlabWarning, RunError
-from ..models import parse_spec
-from ..runs import REQUIRED, _read_json, load_run, read_class_names, run_state
+from ..runs import RunDir, load_run
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 25_000_000  # 5,000 x 5,000
@@ -39,8 +38,7 @@ class HTTPError(Exception):
 
 
 def is_run_dir(p: Path) -> bool:
-    return p.is_dir() and all((p / f).is_file() for f in REQUIRED) and (
-        (p / "model.safetensors").is_file() or (p / "best.safetensors").is_file())
+    return RunDir(p).is_run()
 
 
 def find_runs(paths: list[str | Path]) -> dict[str, Path]:
@@ -106,18 +104,8 @@ class Runs:
 
     def describe(self, rid: str) -> dict:
         if rid not in self._described:
-            d = self.dirs[rid]
             try:
-                spec = parse_spec(_read_json(d / "spec.json"), str(d / "spec.json"))
-                metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
-                h, w, *c = spec.input_shape
-                state, why = run_state(d)
-                self._described[rid] = {
-                    "id": rid, "model": spec.name, "source": _read_json(d / "data.json").get("source"),
-                    "classes": read_class_names(d, spec), "image_size": [h, w],
-                    "color_mode": "rgb" if c and c[0] == 3 else "grayscale",
-                    "test_accuracy": (metrics.get("test") or {}).get("accuracy"), "params": spec.total_params,
-                    **({"warning": f"the run did not finish: {why}"} if state != "finished" else {})}
+                self._described[rid] = RunDir(self.dirs[rid]).describe(rid)
             except CnnlabError as e:
                 self._described[rid] = {"id": rid, "damaged": e.line()}
         return self._described[rid]

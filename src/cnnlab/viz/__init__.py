@@ -80,12 +80,10 @@ def feature_maps(maps, image=None, max_channels=64, split="test"):
 
 def histograms(trained, initial=None):
     if _is_run(trained):
-        run = trained
-        init_path = run.path / "weights_init.json"
-        import json
+        from ..runs import RunDir
 
-        initial = json.loads(init_path.read_text()) if init_path.is_file() else None
-        return _f.histograms(weights(run.model), initial)
+        run = trained
+        return _f.histograms(weights(run.model), RunDir(run.path).read_optional(RunDir.WEIGHTS_INIT))
     return _f.histograms(trained, initial)
 
 
@@ -146,19 +144,13 @@ def test_split(run):
 
 def evaluation(run, split: str = "test") -> dict:
     """The run's saved evaluation of its own ``split``, or a fresh one (then saved)."""
-    import json
+    from ..api import evaluate
+    from ..runs import RunDir
 
-    from ..api import evaluate, evaluation_file
-
-    path = run.path / evaluation_file(None, split)
-    if path.is_file():
-        try:
-            ev = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(ev, dict) and "confusion_matrix" in ev:
-                return ev
-        except (OSError, ValueError):
-            pass  # damaged: evaluate again
-    return evaluate(run, split=split)
+    ev = RunDir(run.path).read_optional(RunDir.evaluation_name(None, split))
+    if ev is not None and "confusion_matrix" in ev:
+        return ev
+    return evaluate(run, split=split)  # none saved, or damaged: evaluate again
 
 
 __all__ = ["class_counts", "confusion", "curves", "diagram", "feature_maps", "gradcam", "histograms",
