@@ -244,3 +244,13 @@ def test_light_commands_import_neither_torch_nor_matplotlib(args):
             "print('heavy:', sorted(m for m in ('torch', 'matplotlib') if m in sys.modules), file=sys.stderr)")
     res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert "heavy: []" in res.stderr, res.stderr[-500:]
+
+
+def test_training_imports_no_plotting_library(npz_path, spec_file, tmp_path):
+    code = ("import sys, cnnlab.cli\n"
+            "rc = cnnlab.cli.main(sys.argv[1:])\n"
+            "print('rc', rc, 'matplotlib' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code, "train", f"npz:{npz_path}", "-m", str(spec_file), "--epochs", "1",
+                          "--quiet", "--no-report", "--runs-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=300)
+    assert "rc 0 False" in res.stderr, res.stderr[-500:]

@@ -15,23 +15,6 @@ from .data.images import is_image_file, load_images, printable
 from .errors import DataError
 
 
-def predict_proba(run, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Probabilities (N, K) for uint8 images (N, H, W[, C]); other sizes are resized."""
-    import torch
-
-    from .data.dataset import as_uint8_images
-    from .data.sources import conform
-    from .engine.loop import predict_logits, to_tensor
-
-    x = as_uint8_images(x, "images")
-    x = conform(x, run.image_size, run.color_mode)
-    device = next(run.model.parameters()).device
-    with torch.inference_mode():
-        logits = predict_logits(run.model, to_tensor(x, device), run.preprocessing, batch_size,
-                                tta=run.config.get("tta", "none"))
-        return run.model.probabilities(logits).cpu().numpy()
-
-
 def collect_inputs(inputs: list[str]) -> list[Path]:
     """Image files, folders (searched recursively) and glob patterns, in a stable order."""
     out: list[Path] = []

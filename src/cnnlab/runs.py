@@ -208,9 +208,10 @@ class Run:
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, K) for uint8 images (N, H, W, C) or (N, H, W)."""
-        from .prediction import predict_proba
+        from .engine.inference import predict_proba
 
-        return predict_proba(self, x, batch_size)
+        return predict_proba(self.model, self.preprocessing, x, self.image_size, self.color_mode,
+                             self.config.get("tta", "none"), batch_size)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(1)

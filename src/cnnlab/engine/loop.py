@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..data.augment import augment
 from ..data.augment_options import AugmentOptions
 from ..data.preprocess import Preprocessing
 from .callbacks import early_stopping, is_improvement
+from .inference import predict_logits, to_tensor  # noqa: F401 (to_tensor: part of the loop's API)
 from .optim import make_optimizer
 from .progress import Progress
 from .schedules import lr_factor
@@ -35,15 +35,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_tensor(x: np.ndarray, device) -> torch.Tensor:
-    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``, kept in
-    channels_last memory order (the NHWC bytes as they are, no copy on the CPU)."""
-    x = np.ascontiguousarray(x)
-    if not x.flags.writeable:  # e.g. np.asarray of a PIL image; torch wants writable memory
-        x = x.copy()
-    return torch.from_numpy(x).permute(0, 3, 1, 2).to(device)
-
-
 @dataclass
 class FitResult:
     history: list[dict] = field(default_factory=list)
@@ -56,27 +47,6 @@ class FitResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
-
-
-@torch.inference_mode()
-def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 256,
-                   tta: str = "none") -> torch.Tensor:
-    """Logits for uint8 (N, C, H, W) images, in eval mode; ``tta="flip"`` averages the logits
-    of each image and its mirror image."""
-    was_training = model.training
-    model.eval()
-    off, inv = prep.tensors(x.device)
-    outs = []
-    for i in range(0, len(x), batch_size):
-        xb = ((x[i:i + batch_size].float() - off) * inv).contiguous(memory_format=torch.channels_last)
-        logits = model(xb).float()
-        if tta == "flip":
-            logits = (logits + model(xb.flip(3)).float()) / 2
-        outs.append(logits)
-    model.train(was_training)
-    if not outs:
-        return torch.zeros(0, 1)
-    return torch.cat(outs)
 
 
 def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing,

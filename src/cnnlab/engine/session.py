@@ -17,8 +17,8 @@ from ..data.split import prepare_splits
 from ..errors import ConfigError, DataError, TrainingError, warn
 from ..evaluation import evaluate_probs
 from ..models import Spec, build_module, check_fits, spec_from
+from ..models.stats import weight_stats
 from ..runs import Run, RunDir, check_writable, environment, load_run
-from ..viz.inspect import weight_stats
 from .loop import fit, resolve_device, to_tensor
 from .progress import Progress
 from .signals import stop_on_sigterm

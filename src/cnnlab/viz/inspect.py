@@ -5,44 +5,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ..models.stats import weight_stats, weighted_layers, weights  # noqa: F401 (figures use them)
 
 
 def _input(run, images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, C) -> the normalised float batch the model sees."""
     from ..data.dataset import as_uint8_images
     from ..data.sources import conform
-    from ..engine.loop import to_tensor
+    from ..engine.inference import to_tensor
 
     x = conform(as_uint8_images(np.asarray(images), "images"), run.image_size, run.color_mode)
     device = next(run.model.parameters()).device
     return run.preprocessing.apply_tensor(to_tensor(x, device)).contiguous()
-
-
-def weighted_layers(model) -> dict[str, nn.Module]:
-    """Spec layer name -> its Conv2d or Linear module, in order."""
-    out = {}
-    for info, block in zip(model.spec.layers, model.blocks):
-        for m in block.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                out[info.name] = m
-                break
-    return out
-
-
-def weights(model) -> dict[str, np.ndarray]:
-    return {name: m.weight.detach().cpu().numpy() for name, m in weighted_layers(model).items()}
-
-
-def weight_stats(model, bins: int = 50) -> dict[str, dict]:
-    """Mean, std, range and a histogram of each layer's weights (recorded at train start)."""
-    stats = {}
-    for name, w in weights(model).items():
-        w = w.ravel().astype(np.float64)
-        counts, edges = np.histogram(w, bins=bins)
-        stats[name] = {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()),
-                       "max": float(w.max()), "counts": counts.tolist(), "edges": edges.tolist()}
-    return stats
 
 
 def conv_indices(model) -> list[int]:

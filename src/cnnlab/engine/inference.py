@@ -1,0 +1,53 @@
+"""Inference: uint8 images in, logits or class probabilities out. The one arrays-to-probabilities
+path: training's validation, ``Run.predict_proba``, the CLI, the server and the figures use it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.preprocess import Preprocessing
+
+
+def to_tensor(x: np.ndarray, device) -> torch.Tensor:
+    """uint8 (N, H, W, C) numpy -> uint8 (N, C, H, W) tensor on ``device``, kept in
+    channels_last memory order (the NHWC bytes as they are, no copy on the CPU)."""
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable:  # e.g. np.asarray of a PIL image; torch wants writable memory
+        x = x.copy()
+    return torch.from_numpy(x).permute(0, 3, 1, 2).to(device)
+
+
+@torch.inference_mode()
+def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 256,
+                   tta: str = "none") -> torch.Tensor:
+    """Logits for uint8 (N, C, H, W) images, in eval mode; ``tta="flip"`` averages the logits
+    of each image and its mirror image."""
+    was_training = model.training
+    model.eval()
+    off, inv = prep.tensors(x.device)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = ((x[i:i + batch_size].float() - off) * inv).contiguous(memory_format=torch.channels_last)
+        logits = model(xb).float()
+        if tta == "flip":
+            logits = (logits + model(xb.flip(3)).float()) / 2
+        outs.append(logits)
+    model.train(was_training)
+    if not outs:
+        return torch.zeros(0, 1)
+    return torch.cat(outs)
+
+
+def predict_proba(model, prep: Preprocessing, x: np.ndarray, image_size, color_mode: str, tta: str = "none",
+                  batch_size: int = 256) -> np.ndarray:
+    """Probabilities (N, K) for uint8 images (N, H, W[, C]); other sizes and colour modes are
+    converted to the model's ``image_size`` and ``color_mode`` first."""
+    from ..data.dataset import as_uint8_images
+    from ..data.sources import conform
+
+    x = conform(as_uint8_images(x, "images"), image_size, color_mode)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = predict_logits(model, to_tensor(x, device), prep, batch_size, tta=tta)
+        return model.probabilities(logits).cpu().numpy()
