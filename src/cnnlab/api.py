@@ -18,12 +18,12 @@ from .config import TrainConfig, make_config
 from .data.dataset import Dataset, Split, as_uint8_images, check_labels
 from .data.sources import DataOptions, load_source
 from .data.split import prepare_splits
-from .engine.session import load_data
-from .engine.session import train as _train
 from .errors import DataError
 from .evaluation import evaluate_probs
 from .models import SpecModel, build_module, spec_from
 from .runs import Run, RunDir, load_run
+from .training import load_data
+from .training import train as _train
 
 
 def load_dataset(source: str = "fashion-mnist", *, val_split: float = 0.2, test_split: float = 0.2,

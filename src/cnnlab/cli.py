@@ -154,9 +154,9 @@ def config_overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .engine.session import train
     from .evaluation import format_evaluation
     from .runs import RunDir
+    from .training import train
 
     overrides = config_overrides(args)
     explicit_none = [k for k, v in overrides.items() if v is None]  # e.g. --patience none

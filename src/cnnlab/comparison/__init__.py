@@ -142,7 +142,7 @@ def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
     """Train a preset or spec on one fold (``cfg`` already holds that model's recipe)."""
     from sklearn.metrics import f1_score
 
-    from ..engine.session import train
+    from ..training import train
 
     fold_ds = Dataset(ds.source, ds.class_names, {"train": pool.take(tr), "validation": pool.take(ev)}, ds.info)
     stem = Path(name).stem if name not in BASELINES else name

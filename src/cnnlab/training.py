@@ -8,20 +8,20 @@ import time
 import numpy as np
 import torch
 
-from ..config import TrainConfig
-from ..data.dataset import Dataset
-from ..data.drawing import foreground_stats
-from ..data.preprocess import Preprocessing
-from ..data.sources import load_configured
-from ..data.split import prepare_splits
-from ..errors import ConfigError, DataError, TrainingError, warn
-from ..evaluation import evaluate_probs
-from ..models import Spec, build_module, check_fits, spec_from
-from ..models.stats import weight_stats
-from ..runs import Run, RunDir, check_writable, environment, load_run
-from .loop import fit, resolve_device, to_tensor
-from .progress import Progress
-from .signals import stop_on_sigterm
+from .config import TrainConfig
+from .data.dataset import Dataset
+from .data.drawing import foreground_stats
+from .data.preprocess import Preprocessing
+from .data.sources import load_configured
+from .data.split import prepare_splits
+from .engine.loop import fit, resolve_device, to_tensor
+from .engine.progress import Progress
+from .engine.signals import stop_on_sigterm
+from .errors import ConfigError, DataError, TrainingError, warn
+from .evaluation import evaluate_probs
+from .models import Spec, build_module, check_fits, spec_from
+from .models.stats import weight_stats
+from .runs import Run, RunDir, check_writable, environment, load_run
 
 
 def resolve_spec(model: str | dict, input_shape: tuple, num_classes: int) -> Spec:
@@ -47,7 +47,7 @@ def check_training_memory(spec: Spec, batch_size: int, device) -> None:
     not an out-of-memory kill minutes into it."""
     import math
 
-    from ..data.images import available_memory
+    from .data.images import available_memory
 
     activations = sum(math.prod(layer.output_shape) for layer in spec.layers) * batch_size
     need = 4 * (2 * activations + 4 * spec.total_params)
@@ -65,7 +65,7 @@ def check_training_memory(spec: Spec, batch_size: int, device) -> None:
 def data_check(cfg: TrainConfig, ds: Dataset, progress_out: Progress) -> dict:
     """The quick pass of ``cnnlab check`` on the loaded splits: leakage across splits is a warning
     (an error with --strict, before the run directory exists); saved as check.json in the run."""
-    from ..data.check import check_dataset, findings
+    from .data.check import check_dataset, findings
 
     t0 = time.perf_counter()
     report = check_dataset(ds)
