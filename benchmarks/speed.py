@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import cnnlab
+from cnnlab.config import TrainConfig
 from cnnlab.data.preprocess import Preprocessing
-from cnnlab.engine.loop import fit, to_tensor
+from cnnlab.engine.loop import FitData, fit, plan_from, to_tensor
 from cnnlab.models import build_module, spec_from
 
 
@@ -48,7 +49,7 @@ def plain_epoch(model, x_float, y, batch_size: int) -> float:
 
 def cnnlab_epoch(model, x_u8, y, prep, batch_size: int) -> float:
     t = time.perf_counter()
-    fit(model, prep, x_u8, y, None, None, epochs=1, batch_size=batch_size, patience=None, quiet=True)
+    fit(model, FitData(x_u8, y, None, None, prep), plan_from(TrainConfig(epochs=1, batch_size=batch_size)), [])
     return time.perf_counter() - t
 
 

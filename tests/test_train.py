@@ -171,14 +171,15 @@ def test_binary_head_trains_with_sigmoid(tmp_path):
 
 def test_a_model_trains_again_after_predicting(npz_path, tmp_path):
     """Prediction (inference mode) must not turn the weights into inference-only tensors."""
+    from cnnlab.config import TrainConfig
     from cnnlab.data.preprocess import Preprocessing
-    from cnnlab.engine.loop import fit, to_tensor
+    from cnnlab.engine.loop import FitData, fit, plan_from, to_tensor
 
     run = tiny_train(npz_path, tmp_path, epochs=1)
     x = cnnlab.load_dataset(f"npz:{npz_path}")["train"]
     run.predict_proba(x.x[:4])
-    result = fit(run.model, Preprocessing.fit("255", x.x), to_tensor(x.x, "cpu"), torch.from_numpy(x.y),
-                 None, None, epochs=1, batch_size=16, quiet=True)
+    data = FitData(to_tensor(x.x, "cpu"), torch.from_numpy(x.y), None, None, Preprocessing.fit("255", x.x))
+    result = fit(run.model.cpu(), data, plan_from(TrainConfig(epochs=1, batch_size=16)), [])
     assert result.epochs_run == 1
 
 
@@ -207,3 +208,29 @@ def test_a_frozen_whitening_first_layer_trains_and_stays_fixed(npz_path, tmp_pat
     assert run.metrics["test"]["accuracy"] > 0.6
     cam, _ = grad_cam(run, cnnlab.load_dataset(f"npz:{npz_path}")["test"].x[:2])  # the only conv is frozen
     assert cam.shape == (2, 12, 12) and np.isfinite(cam).all()
+
+
+def test_user_callbacks_see_every_hook_and_can_stop_training(npz_path, tmp_path):
+    seen = []
+
+    class Recorder(cnnlab.Callback):
+        def on_train_begin(self, state):
+            seen.append("begin")
+
+        def on_batch_end(self, state, step):
+            seen.append("batch") if step == 1 else None
+
+        def on_epoch_end(self, state, logs):
+            seen.append(("epoch", state.epoch, round(logs["val_loss"], 6)))
+            if state.epoch == 2:
+                state.request_stop("enough after two epochs")
+
+        def on_train_end(self, state):
+            seen.append(("end", state.status))
+
+    run = tiny_train(npz_path, tmp_path, epochs=6, patience=None, callbacks=[Recorder()])
+    assert seen[0] == "begin" and seen.count("batch") == 2 and seen[-1] == ("end", "stopped")
+    assert [e[1] for e in seen if isinstance(e, tuple) and e[0] == "epoch"] == [1, 2]
+    assert [h["val_loss"] for h in run.history] == pytest.approx([e[2] for e in seen if e[0] == "epoch"], rel=1e-5)
+    assert run.metrics["status"] == "stopped" and run.metrics["stop_reason"] == "enough after two epochs"
+    assert run.metrics["epochs_run"] == 2 and "test" in run.metrics

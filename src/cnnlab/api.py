@@ -48,10 +48,13 @@ def summary(model: str | dict = "fashion-cnn", input_shape: tuple | None = None,
 
 
 def train(source="fashion-mnist", model: str | dict = "fashion-cnn", *,
-          config: str | Path | None = None, **options) -> Run:
+          config: str | Path | None = None, callbacks: list | tuple = (), **options) -> Run:
     """Train and return the run (its directory is ``run.path``). ``source``: a source name, a
     loaded Dataset, or arrays ``(x_train, y_train)`` / ``((x_train, y_train), (x_test, y_test))``.
-    ``options`` are the config keys (epochs, batch_size, optimizer, lr, patience, ...)."""
+    ``options`` are the config keys (epochs, batch_size, optimizer, lr, patience, ...).
+    ``callbacks``: objects with any of ``on_train_begin(state)``, ``on_epoch_begin(state)``,
+    ``on_batch_end(state, step)``, ``on_epoch_end(state, logs)``, ``on_train_end(state)``
+    (subclass ``cnnlab.Callback``); ``state.request_stop(reason)`` ends training."""
     if isinstance(source, (tuple, list)):
         names = options.pop("class_names", None)
         if isinstance(names, str):
@@ -70,7 +73,7 @@ def train(source="fashion-mnist", model: str | dict = "fashion-cnn", *,
     explicit_none = [k for k, v in options.items() if v is None]  # e.g. patience=None: no early stopping
     cfg = make_config(config, source=src, model=spec.get("name", "spec") if spec else model,
                       explicit_none=explicit_none, **options)
-    return _train(cfg, spec_override=spec, dataset=dataset)
+    return _train(cfg, spec_override=spec, dataset=dataset, callbacks=callbacks)
 
 
 def compare(source: str = "fashion-mnist", models=None, *,

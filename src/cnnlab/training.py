@@ -14,7 +14,8 @@ from .data.drawing import foreground_stats
 from .data.preprocess import Preprocessing
 from .data.sources import load_configured
 from .data.split import prepare_splits
-from .engine.loop import fit, resolve_device, to_tensor
+from .engine.callbacks import BestCheckpoint, EarlyStopping, HistoryWriter, ProgressBar, TimeLimit
+from .engine.loop import FitData, fit, plan_from, resolve_device, to_tensor
 from .engine.progress import Progress
 from .engine.signals import stop_on_sigterm
 from .errors import ConfigError, DataError, TrainingError, warn
@@ -136,7 +137,8 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset | None = None) -> Run:
+def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset | None = None,
+          callbacks: list | tuple = ()) -> Run:
     """Train as configured and write the run directory; returns the loaded run.
 
     Everything that can be checked (config, spec, data) is checked before the run directory
@@ -173,7 +175,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     with stop_on_sigterm():
         try:
             run = _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
-                            in_memory=dataset is not None, check=check)
+                            in_memory=dataset is not None, check=check, user_callbacks=callbacks)
         except BaseException as e:  # the run directory says how it ended, whatever happened
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
                 "stopped" if isinstance(e, TrainingError) else "failed"
@@ -187,7 +189,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
 
 
 def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
-              threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None) -> Run:
+              threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None,
+              user_callbacks: list | tuple) -> Run:
     run_dir = rd.path
     h, w, c = ds.input_shape
     rd.start(config=cfg.to_dict(), spec=spec.to_dict(), preprocessing=prep.to_dict(),
@@ -209,26 +212,23 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     steps = -(-len(x_tr) // cfg.batch_size)
     weights = None
     if cfg.class_weight != "none":
-        w = class_weights(cfg.class_weight, ds["train"].y, ds.class_names)  # checked before the run dir
-        weights = torch.tensor(w, dtype=torch.float32)
-        rd.save_class_weights(dict(zip(ds.class_names, w)))
-        progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, w)))
-    result = fit(model, prep, x_tr, y_tr, x_va, y_va, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                 optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                 weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
-                 schedule=cfg.schedule, warmup=cfg.warmup,
-                 monitor=cfg.monitor, patience=cfg.patience, min_delta=cfg.min_delta,
-                 restore_best=cfg.restore_best, augment_options=cfg.augment_options(), seed=cfg.seed,
-                 time_limit=cfg.time_limit, class_weights=weights, sampler=cfg.sampler,
-                 on_best=lambda epoch, state: rd.checkpoint(state),
-                 on_epoch=rd.write_history,
-                 progress=Progress(cfg.epochs, steps, cfg.quiet))
+        weights = class_weights(cfg.class_weight, ds["train"].y, ds.class_names)  # checked before the run dir
+        rd.save_class_weights(dict(zip(ds.class_names, weights)))
+        progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, weights)))
+    monitor = cfg.monitor if val is not None else cfg.monitor.removeprefix("val_")  # no validation: training's
+    callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best, lambda epoch, state: rd.checkpoint(state)),
+                 ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history),
+                 EarlyStopping(monitor, cfg.patience, cfg.min_delta)]
+    if cfg.time_limit is not None:
+        callbacks.append(TimeLimit(cfg.time_limit))
+    result = fit(model, FitData(x_tr, y_tr, x_va, y_va, prep), plan_from(cfg, weights),
+                 callbacks + list(user_callbacks))
     rd.write_history(result.history)
     if result.best_epoch is not None:
         rd.save_model(model.state_dict())
     metrics = {"status": result.status, "stop_reason": result.stop_reason,
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-               "monitor": cfg.monitor if val is not None else cfg.monitor.removeprefix("val_"),
+               "monitor": monitor,
                "restored_best": bool(cfg.restore_best and result.best_epoch is not None),
                "train_time_s": round(result.train_time_s, 3)}
     if result.history and result.best_epoch:

@@ -1,8 +1,19 @@
-"""Early stopping as a pure function of the monitored history (Lightning's lesson)."""
+"""The training loop's concerns as callbacks (Keras' callbacks, Lightning's pure stopping rule):
+best checkpoint, early stopping, history, time limit and progress. The loop calls them and only
+hears "stop"; a user's own callback (``cnnlab.train(..., callbacks=[...])``) is called the same way.
+
+A callback overrides any of ``on_train_begin(state)``, ``on_epoch_begin(state)``,
+``on_batch_end(state, step)``, ``on_epoch_end(state, logs)`` and ``on_train_end(state)``;
+``state.request_stop(reason)`` ends training after the current batch (``on_batch_end``) or epoch.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 def is_improvement(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -30,3 +41,131 @@ def early_stopping(values: list[float], mode: str, patience: int | None,
         return True, best_i, (f"no improvement larger than {min_delta:g} for {wait} epochs "
                               f"(patience {patience})")
     return False, best_i, ""
+
+
+def mode_of(monitor: str) -> str:
+    return "min" if monitor.endswith("loss") else "max"
+
+
+@dataclass
+class TrainState:
+    """What the loop shares with its callbacks."""
+
+    model: object
+    epochs: int
+    steps: int  # batches per epoch
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    status: str = "completed"  # completed | early_stopped | time_limit | interrupted | nan_loss | stopped
+    stop_reason: str = "all epochs run"
+    stop: bool = False  # set by request_stop: the loop ends after this batch or epoch
+    best_epoch: int | None = None  # 1-based, set by BestCheckpoint
+    note: str = ""  # a remark for the epoch's progress line (e.g. "val_loss improved")
+    nan_at: str | None = None
+    t_start: float = 0.0
+    running: Callable[[], dict] = lambda: {}  # this epoch's loss and accuracy so far (synchronises)
+
+    def request_stop(self, reason: str, status: str = "stopped") -> None:
+        if not self.stop:
+            self.stop, self.status, self.stop_reason = True, status, reason
+
+
+class Callback:
+    """A no-op base: override the hooks you need."""
+
+    def on_train_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_begin(self, state: TrainState) -> None: ...
+
+    def on_batch_end(self, state: TrainState, step: int) -> None: ...
+
+    def on_epoch_end(self, state: TrainState, logs: dict) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+def call(callbacks: list, hook: str, *args) -> None:
+    """Call ``hook`` on every callback that has it (a user's may define only some)."""
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(*args)
+
+
+class BestCheckpoint(Callback):
+    """Keeps the best epoch's weights by ``monitor``; ``save(epoch, state_dict)`` writes them; at the
+    end the best weights are restored when ``restore_best`` (always after a NaN loss)."""
+
+    def __init__(self, monitor: str, min_delta: float, restore_best: bool,
+                 save: Callable[[int, dict], None] | None = None):
+        self.monitor, self.mode, self.min_delta = monitor, mode_of(monitor), min_delta
+        self.restore_best, self.save = restore_best, save
+        self.best_value, self.best_state = None, None
+
+    def on_epoch_end(self, state, logs):
+        state.note = ""
+        if is_improvement(logs[self.monitor], self.best_value, self.mode, self.min_delta):
+            self.best_value, state.best_epoch = logs[self.monitor], state.epoch
+            self.best_state = copy.deepcopy(state.model.state_dict())
+            state.note = f" - {self.monitor} improved"
+            if self.save is not None:
+                self.save(state.epoch, self.best_state)
+
+    def on_train_end(self, state):
+        if self.best_state is not None and (self.restore_best or state.status == "nan_loss"):
+            state.model.load_state_dict(self.best_state)
+
+
+class EarlyStopping(Callback):
+    """Stops when ``patience`` epochs bring no improvement of ``monitor`` (the pure rule above)."""
+
+    def __init__(self, monitor: str, patience: int | None, min_delta: float):
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode_of(monitor), patience, min_delta
+
+    def on_epoch_end(self, state, logs):
+        if state.stop:
+            return
+        stop, _, reason = early_stopping([h[self.monitor] for h in state.history], self.mode, self.patience,
+                                         self.min_delta)
+        if stop:
+            state.request_stop(f"early stopping on {self.monitor}: {reason}", "early_stopped")
+
+
+class TimeLimit(Callback):
+    """Stops after the batch that passes ``seconds`` of training; that partial epoch is still
+    validated, so a model always has a best epoch to restore."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_batch_end(self, state, step):
+        if time.perf_counter() - state.t_start > self.seconds:
+            state.request_stop(f"time limit of {self.seconds:g} s reached in epoch {state.epoch} "
+                               f"(after {step} of {state.steps} batches)", "time_limit")
+
+
+class HistoryWriter(Callback):
+    """``write(history)`` after every epoch (history.csv, through the run directory)."""
+
+    def __init__(self, write: Callable[[list[dict]], None]):
+        self.write = write
+
+    def on_epoch_end(self, state, logs):
+        self.write(state.history)
+
+
+class ProgressBar(Callback):
+    """The Keras-like bar on a terminal, one line per epoch in a log (engine/progress.py)."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def on_epoch_begin(self, state):
+        self.progress.epoch_begin(state.epoch)
+
+    def on_batch_end(self, state, step):
+        if self.progress.live:
+            self.progress.step(step, state.running())
+
+    def on_epoch_end(self, state, logs):
+        self.progress.epoch_end(state.epoch, logs, state.note)
