@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig, make_config
-from .data.dataset import Dataset, Split, as_uint8_images, check_labels
+from .data.dataset import Dataset, Split, labeled_splits
 from .data.sources import DataOptions, load_source
 from .data.split import prepare_splits
 from .errors import DataError
@@ -110,23 +110,11 @@ def arrays_dataset(data, class_names: list[str] | None = None, where: str = "dat
                         "pass a pair of arrays: images and labels")
     parts = {"train": data[0], "test": data[1]} if all(isinstance(d, (tuple, list)) for d in data) \
         else {"train": data}
-    raw = {}
     for split, part in parts.items():
         if not isinstance(part, (tuple, list)) or len(part) != 2:
             raise DataError(f"the {split} part is not a pair (x, y)", where, "pass (images, labels)")
-        x = as_uint8_images(np.asarray(part[0]), f"{where}, {split} images")
-        y = np.asarray(part[1])
-        if y.dtype.kind not in "iuf" or y.ndim not in (1, 2) or (y.dtype.kind == "f" and not np.isfinite(y).all()):
-            raise DataError(f"labels have shape {y.shape} and dtype {y.dtype}", f"{where}, {split} labels",
-                            "give class indices 0..K-1 (or one-hot rows)")
-        if len(x) != len(y):
-            raise DataError(f"{len(x)} images but {len(y)} labels", f"{where}, {split}", "make them match")
-        raw[split] = (x, y)
-    if class_names is None:
-        top = max(int((y if y.ndim == 1 else y.argmax(1)).max(initial=0)) for _, y in raw.values())
-        width = max((y.shape[1] for _, y in raw.values() if y.ndim == 2), default=0)
-        class_names = [str(i) for i in range(max(top + 1, width, 2))]
-    splits = {k: Split(x, check_labels(y, len(class_names), f"{where}, {k} labels")) for k, (x, y) in raw.items()}
+    names = {"x": "images", "y": "labels"}
+    class_names, splits = labeled_splits(parts, class_names, lambda split, xy: f"{where}, {split} {names[xy]}")
     return Dataset("arrays", list(class_names), splits, {"arrays": True})
 
 

@@ -111,3 +111,38 @@ def as_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
                             "store pixels as uint8 0..255 or floats in [0, 1]")
         x = np.rint(x).astype(np.uint8)
     return np.ascontiguousarray(x)
+
+
+def labeled_splits(raw: dict[str, tuple], class_names: list[str] | None,
+                   where) -> tuple[list[str], dict[str, Split]]:
+    """Splits from arrays ``{split: (x, y)}`` as users hold them (an .npz file, or the arrays
+    ``keras.datasets`` gives): images (N, H, W[, C]) uint8 or floats in [0, 1], labels class
+    indices or one-hot rows. Without ``class_names`` the classes are named '0', '1', ... up to the
+    largest label. ``where(split, 'x' | 'y')`` names an array in messages."""
+    checked = {}
+    for split, (x, y) in raw.items():
+        y = np.asarray(y)
+        if y.dtype.kind not in "iuf" or y.ndim not in (1, 2):
+            raise DataError(f"labels have shape {y.shape} and dtype {y.dtype}", where(split, "y"),
+                            "store labels as a 1-D array of class indices (or one-hot rows)")
+        if not len(y):
+            raise DataError("no labels (an empty array)", where(split, "y"), "store at least one image and label")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise DataError("labels contain NaN or infinite values", where(split, "y"), "use class indices 0..K-1")
+        checked[split] = (x, y)
+    if class_names is None:
+        top = max(int(np.max(y if y.ndim == 1 else y.argmax(1))) for _, y in checked.values())
+        width = max((y.shape[1] for _, y in checked.values() if y.ndim == 2), default=0)
+        class_names = [str(i) for i in range(max(top + 1, width, 2))]
+    splits = {}
+    for split, (x, y) in checked.items():
+        x = as_uint8_images(np.asarray(x), where(split, "x"))
+        y = check_labels(y, len(class_names), where(split, "y"))
+        if len(x) != len(y):
+            raise DataError(f"{len(x)} images but {len(y)} labels", where(split, "x"), "make them match")
+        splits[split] = Split(x, y)
+    shapes = {s.x.shape[1:] for s in splits.values()}
+    if len(shapes) > 1:
+        raise DataError(f"splits have different image shapes {sorted(shapes)}", where("train", "x"),
+                        "give every split the same image size")
+    return list(class_names), splits

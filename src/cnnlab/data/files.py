@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, warn
-from .dataset import Dataset, Split, as_uint8_images, check_labels
+from .dataset import Dataset, Split, check_labels, labeled_splits
 from .images import ReadResult, is_image_file, printable, read_images
 
 SPLIT_DIRS = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
@@ -346,35 +346,12 @@ def load_npz(path: str, class_names: list[str] | None = None) -> Dataset:
             raise DataError(f"class_names has shape {cn.shape} and dtype {cn.dtype}", f"{printable(p)}, class_names",
                             "store a 1-D array of strings")
         names = [str(n) for n in cn]
+    suffix = {"train": "train", "validation": "val", "test": "test"}
     raw = {}
-    for split, suffix in (("train", "train"), ("validation", "val"), ("test", "test")):
-        if f"x_{suffix}" in keys:
-            if f"y_{suffix}" not in keys:
-                raise DataError(f"x_{suffix} has no y_{suffix}", printable(p), f"add y_{suffix}")
-            x, y = arrays[f"x_{suffix}"], np.asarray(arrays[f"y_{suffix}"])
-            where = f"{printable(p)}, y_{suffix}"
-            if y.dtype.kind not in "iuf" or y.ndim not in (1, 2):
-                raise DataError(f"labels have shape {y.shape} and dtype {y.dtype}", where,
-                                "store labels as a 1-D array of class indices (or one-hot rows)")
-            if not len(y):
-                raise DataError("no labels (an empty array)", where, "store at least one image and label")
-            if y.dtype.kind == "f" and not np.isfinite(y).all():
-                raise DataError("labels contain NaN or infinite values", where, "use class indices 0..K-1")
-            raw[split] = (x, y)
-    if names is None:
-        top = max(int(np.max(y if y.ndim == 1 else y.argmax(1))) for _, y in raw.values())
-        width = raw["train"][1].shape[1] if raw["train"][1].ndim == 2 else 0
-        names = [str(i) for i in range(max(top + 1, width, 2))]
-    splits = {}
-    for split, (x, y) in raw.items():
-        where = f"{printable(p)}, x_{'val' if split == 'validation' else split}"
-        x = as_uint8_images(x, where)
-        y = check_labels(y, len(names), where.replace("x_", "y_"))
-        if len(x) != len(y):
-            raise DataError(f"{len(x)} images but {len(y)} labels", where, "make them match")
-        splits[split] = Split(x, y)
-    shapes = {s.x.shape[1:] for s in splits.values()}
-    if len(shapes) > 1:
-        raise DataError(f"splits have different image shapes {sorted(shapes)}", printable(p),
-                        "store every split with the same image size")
+    for split, sfx in suffix.items():
+        if f"x_{sfx}" in keys:
+            if f"y_{sfx}" not in keys:
+                raise DataError(f"x_{sfx} has no y_{sfx}", printable(p), f"add y_{sfx}")
+            raw[split] = (arrays[f"x_{sfx}"], arrays[f"y_{sfx}"])
+    names, splits = labeled_splits(raw, names, lambda split, xy: f"{printable(p)}, {xy}_{suffix[split]}")
     return Dataset(f"npz:{path}", names, splits, {"npz": printable(p)})
