@@ -178,7 +178,9 @@ class TrainConfig(DataOptions, AugmentOptions):
                 raise ConfigError(f"image_size must be two positive integers, got {s!r}",
                                   "--image-size", "use e.g. --image-size 150 150")
             self.image_size = [int(s[0]), int(s[1])]
-            if s[0] * s[1] > 89_478_485:  # Pillow's decompression-bomb limit, the most any image file may have
+            from .data.images import MAX_PIXELS  # the most any image file may have
+
+            if s[0] * s[1] > MAX_PIXELS:
                 raise ConfigError(f"image_size {s[0]} x {s[1]} is {s[0] * s[1]:,} pixels per image", "--image-size",
                                   "use a size a model can take, e.g. --image-size 224 224")
         if self.time_limit is not None and not (isinstance(self.time_limit, (int, float)) and self.time_limit > 0):

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import atomic
 from .data.files import read_image_table, resolve_image_paths
-from .data.images import is_image_file, load_images, printable
+from .data.images import is_image_file, load_images
 from .errors import DataError
 
 
@@ -68,15 +68,11 @@ def predict_template(run, csv_path: str, image_column: str | None = None,
     The table says where its images are: a column of paths, or ids with ``image_pattern``. The
     run's training pattern is never assumed (it points at the training images)."""
     p = Path(csv_path)
-    columns, table, label_col, img_col, ids = read_image_table(p, label_column, image_column)
+    columns, table, label_col, _, ids = read_image_table(p, label_column, image_column)
     label_col = label_col or run.data.get("label_column") or "label"
-    if image_pattern is None and not all(Path(v).is_absolute() or (p.parent / v).is_file() for v in ids):
-        train_pattern = run.data.get("image_pattern")
-        example = train_pattern.replace("train", "test") if train_pattern else "images/test/{}.png"
-        raise DataError(f"the CSV's '{img_col}' column holds ids, not image files, and no image pattern "
-                        "says where the images are", printable(p),
-                        f"pass --image-pattern with the file name template of these images, e.g. '{example}'")
-    paths = resolve_image_paths(ids, p, image_pattern)
+    train_pattern = run.data.get("image_pattern")  # an example only: it names the *training* images
+    example = train_pattern.replace("train", "test") if train_pattern else "images/test/{}.png"
+    paths = resolve_image_paths(ids, p, image_pattern, example=example)
     probs = predict_paths(run, paths)
     pred = probs.argmax(1)
     out_cols = columns + ([label_col] if label_col not in columns else [])

@@ -163,8 +163,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     check_training_memory(spec, cfg.batch_size, device)
     progress_out.message(ds.summary())
     check = data_check(cfg, ds, progress_out) if cfg.check else None
-    if cfg.class_weight != "none":
-        class_weights(cfg.class_weight, ds["train"].y, ds.class_names)  # a bad file fails before the run dir
+    # a bad class-weight file fails here, before the run directory exists
+    weights = class_weights(cfg.class_weight, ds["train"].y, ds.class_names) if cfg.class_weight != "none" else None
     prep = Preprocessing.fit(cfg.scale, ds["train"].x)
     torch.manual_seed(cfg.seed)
     model = build_module(spec).to(device)
@@ -175,7 +175,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     with stop_on_sigterm():
         try:
             run = _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
-                            in_memory=dataset is not None, check=check, user_callbacks=callbacks)
+                            in_memory=dataset is not None, check=check, weights=weights, user_callbacks=callbacks)
         except BaseException as e:  # the run directory says how it ended, whatever happened
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
                 "stopped" if isinstance(e, TrainingError) else "failed"
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
 
 def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
               threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None,
-              user_callbacks: list | tuple) -> Run:
+              weights: list[float] | None, user_callbacks: list | tuple) -> Run:
     run_dir = rd.path
     h, w, c = ds.input_shape
     rd.start(config=cfg.to_dict(), spec=spec.to_dict(), preprocessing=prep.to_dict(),
@@ -210,9 +210,7 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     x_va = to_tensor(val.x, device) if val is not None else None
     y_va = torch.from_numpy(val.y).to(device) if val is not None else None
     steps = -(-len(x_tr) // cfg.batch_size)
-    weights = None
-    if cfg.class_weight != "none":
-        weights = class_weights(cfg.class_weight, ds["train"].y, ds.class_names)  # checked before the run dir
+    if weights is not None:
         rd.save_class_weights(dict(zip(ds.class_names, weights)))
         progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, weights)))
     monitor = cfg.monitor if val is not None else cfg.monitor.removeprefix("val_")  # no validation: training's

@@ -171,7 +171,7 @@ def check_pattern(pattern: str | None) -> None:
 
 
 def resolve_image_paths(values: list[str], path: Path, pattern: str | None,
-                        on_missing: str = "error") -> list[Path]:
+                        on_missing: str = "error", example: str = "images/train/{}.png") -> list[Path]:
     """Each value is a path, or an id put into ``pattern`` such as ``images/train/{}.png``,
     relative to the CSV file's folder. A missing file is an error (``on_missing='skip'``: the
     caller drops it; cnnlab check lists them)."""
@@ -183,7 +183,7 @@ def resolve_image_paths(values: list[str], path: Path, pattern: str | None,
         out.append(p if p.is_absolute() else base / p)
     missing = [p for p in out if not p.is_file()]
     if missing and (on_missing == "error" or len(missing) == len(out)):
-        hint = ("pass --image-pattern with the file name template, e.g. 'images/train/{}.png'"
+        hint = (f"pass --image-pattern with the file name template of these images, e.g. '{example}'"
                 if not pattern else "check --image-pattern and the images folder")
         raise DataError(f"{len(missing)} of {len(out)} images listed in the CSV are missing, "
                         f"first {printable(missing[0])}", printable(path), hint)
@@ -259,13 +259,13 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
     raw = [(r.get(label_col) or "").strip() for r in rows] if label_col else []
     labeled = bool(raw) and any(raw)
     paths = resolve_image_paths(ids, p, image_pattern, on_missing)
-    missing = [i for i, q in enumerate(paths) if not q.is_file()]
+    present = [i for i, q in enumerate(paths) if q.is_file()]
+    missing = len(paths) - len(present)
     if missing:  # on_missing='skip': rows without a file are left out (and counted)
-        present = [i for i, q in enumerate(paths) if q.is_file()]
         paths, ids = [paths[i] for i in present], [ids[i] for i in present]
         raw = [raw[i] for i in present] if raw else raw
         rows = [rows[i] for i in present]
-    keep = drop_duplicates(paths, raw if labeled else [], ids, printable(p)) if labeled else np.arange(len(paths))
+    keep = drop_duplicates(paths, raw, ids, printable(p)) if labeled else np.arange(len(paths))
     if len(keep) < len(paths):
         paths, ids, raw = [paths[i] for i in keep], [ids[i] for i in keep], [raw[i] for i in keep]
     r = read_images(paths, image_size, color_mode, on_bad)
@@ -285,7 +285,7 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
         info["skipped_images"] = {"train" if labeled else "test": len(bad)}
         info["bad_images"] = _bad_list(bad)
     if missing:
-        info["missing_images"] = len(missing)
+        info["missing_images"] = missing
     if not labeled:  # unlabeled: a prediction template
         if require_labels:
             raise DataError(f"label column '{label_col}' is empty", printable(p), "fill in the labels")

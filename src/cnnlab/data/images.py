@@ -19,6 +19,7 @@ ON_BAD_IMAGE = ("error", "skip")
 # Pillow warns above MAX_IMAGE_PIXELS (about 89 million) and refuses above twice that; cnnlab
 # refuses above it, from the header, before a single pixel is decoded (a decompression bomb).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # the most pixels an image may have (about 89 million)
 BAD_IMAGE_FIX = "remove or replace the file, or pass --on-bad-image skip to leave it out"
 
 
@@ -83,10 +84,10 @@ def _header(path: Path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadImage(path, f"cannot read image: {printable(e)}") from None
     pixels = img.width * img.height
-    if pixels > Image.MAX_IMAGE_PIXELS:
+    if pixels > MAX_PIXELS:
         img.close()
         raise BadImage(path, f"image has {pixels:,} pixels ({img.width}x{img.height}), more than the "
-                       f"limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression bomb, or far larger than needed)")
+                       f"limit of {MAX_PIXELS:,} (a decompression bomb, or far larger than needed)")
     return img
 
 
