@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CnnlabWarning
 from .dataset import Dataset
-from .images import image_extensions, printable, read_headers
+from .images import printable, read_headers
 
 NEAR_BITS = 6  # perceptual-hash bits two near duplicates may differ in (candidates)
 NEAR_MAD = 4.0  # mean absolute pixel difference (0..255) up to which a candidate is a near duplicate
@@ -187,12 +186,6 @@ def check_dataset(ds: Dataset, near: bool = True) -> dict:
 
 # ------------------------------------------------------------------ files on disk
 
-def _image_files(folder: Path) -> list[Path]:
-    exts = image_extensions()
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts
-                  and not p.name.startswith("."))
-
-
 def scan_files(kind: str, path: str, opts) -> dict:
     """File-level findings for folder and CSV sources: what the headers say, and for CSV tables
     ids with no file and files the table does not list."""
@@ -201,7 +194,7 @@ def scan_files(kind: str, path: str, opts) -> dict:
     if kind == "folder":
         root = Path(path)
         layout = files.folder_layout(root) if root.is_dir() else {}
-        paths = [p for folder in layout.values() for p in _image_files(folder)]
+        paths = [p for folder in layout.values() for p in files.images_in(folder)]
         missing, unlisted = [], []
     else:
         p = Path(path)
@@ -212,7 +205,7 @@ def scan_files(kind: str, path: str, opts) -> dict:
         missing = [printable(v) for v, q in zip(ids, listed) if not q.is_file()]
         known = {str(q.resolve()) for q in paths}
         folders = sorted({q.parent for q in paths})
-        unlisted = [printable(q) for folder in folders for q in _image_files(folder)
+        unlisted = [printable(q) for folder in folders for q in files.images_in(folder)
                     if q.parent == folder and str(q.resolve()) not in known]
     heads = read_headers(paths)
     return {"checked": len(paths),
@@ -324,10 +317,3 @@ def format_report(report: dict, strict: bool = False) -> str:
     found = findings(report, strict)
     lines += [f"{level}: {msg}" for level, msg in found] or ["no problems found"]
     return "\n".join(lines)
-
-
-def summary_counts(report: dict) -> Counter:
-    c = Counter()
-    for level, _ in findings(report):
-        c[level] += 1
-    return c

@@ -48,7 +48,7 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image_file(p))
 
 
@@ -69,7 +69,7 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: st
     if not root.is_dir():
         raise DataError("folder not found", printable(root), "give a folder with one sub-folder per class")
     layout = folder_layout(root)
-    classes = [d.name for d in _class_dirs(layout["train"]) if _images_in(d)]
+    classes = [d.name for d in _class_dirs(layout["train"]) if images_in(d)]
     if not classes:
         raise DataError("no class sub-folders with images", printable(layout["train"]),
                         "put each class's images in a sub-folder named after the class")
@@ -80,7 +80,7 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: st
     for split, folder in layout.items():
         paths, labels = [], []
         for d in _class_dirs(folder):
-            imgs = _images_in(d)
+            imgs = images_in(d)
             if not imgs:
                 continue
             if d.name not in classes:

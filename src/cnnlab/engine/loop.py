@@ -98,8 +98,11 @@ class Running:
             self.correct += hits.sum()
         self.seen += n
 
+    def loss(self) -> float:
+        return float(self.loss_sum) / self.seen
+
     def logs(self) -> dict:
-        return {"loss": float(self.loss_sum) / self.seen, "accuracy": float(self.correct) / self.seen}
+        return {"loss": self.loss(), "accuracy": float(self.correct) / self.seen}
 
 
 def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing,
@@ -169,7 +172,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list) -> FitResult:
                 loss.backward()
                 opt.step()
                 run.add(loss, model.predicted(logits) == yb, len(idx))
-                if (step == steps - 1 or step % 50 == 0) and not math.isfinite(run.logs()["loss"]):
+                if (step == steps - 1 or step % 50 == 0) and not math.isfinite(run.loss()):
                     state.nan_at = f"epoch {epoch}, batch {step + 1}"
                     state.request_stop(f"loss became NaN at {state.nan_at}", "nan_loss")
                     break
