@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "cnnlab"
 
 # lowest first; a module belongs to the first prefix that matches its dotted name
 LAYERS = [
-    ("foundation", ["cnnlab.errors", "cnnlab.atomic", "cnnlab.__version__"]),
+    ("foundation", ["cnnlab.errors", "cnnlab.atomic", "cnnlab.options", "cnnlab.recipes", "cnnlab.__version__"]),
     ("data and models", ["cnnlab.data", "cnnlab.models"]),
     ("engine", ["cnnlab.engine"]),
     ("configuration and run files", ["cnnlab.config", "cnnlab.runs", "cnnlab.evaluation"]),
@@ -18,7 +18,7 @@ LAYERS = [
     ("API and comparison", ["cnnlab.api", "cnnlab.comparison"]),
     ("figures", ["cnnlab.viz"]),
     ("report and server", ["cnnlab.report", "cnnlab.serve"]),
-    ("command line", ["cnnlab.cli", "cnnlab"]),
+    ("command line", ["cnnlab.cli", "cnnlab.commands", "cnnlab"]),
 ]
 
 

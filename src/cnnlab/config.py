@@ -7,10 +7,6 @@ name and what would work.
 
 from __future__ import annotations
 
-import difflib
-import math
-import types
-import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -19,55 +15,97 @@ from .data.preprocess import SCALE_MODES
 from .data.sources import DataOptions
 from .engine.schedules import SCHEDULES
 from .errors import ConfigError
-from .models.presets import FAST_RECIPE
+from .options import Choice, Interval, Places, Rule, check_names, check_values, key, keys_of
+from .recipes import RECIPES
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 MONITORS = ("val_loss", "val_accuracy")
 DEVICES = ("auto", "cpu", "cuda")
+# --help's groups, in this order (the augmentation group is data.augment_options.AUGMENTATION)
+GROUPS = ("data", "model and training", "early stopping", "augmentation (training batches only)", "output")
+
+
+def _class_weight_ok(v: str):
+    return v in ("none", "balanced") or Path(v).is_file()
+
+
+def _data(default, help, check=None, **kw):
+    return key(default, help, check, group="data", **kw)
+
+
+def _stop(default, help, check=None, **kw):
+    return key(default, help, check, group="early stopping", **kw)
+
+
+def _out(default, help, check=None, **kw):
+    return key(default, help, check, group="output", **kw)
 
 
 @dataclass
 class TrainConfig(DataOptions, AugmentOptions):
-    """Every key of a training run. The data keys come from DataOptions, the augmentation keys
-    (Keras ImageDataGenerator names) from AugmentOptions; these are the rest."""
+    """Every key of a training run, each declared once (cnnlab.options.key). The data keys come from
+    DataOptions, the augmentation keys (Keras ImageDataGenerator names) from AugmentOptions."""
 
-    source: str = "fashion-mnist"
-    val_source: str | None = None
-    test_source: str | None = None
-    val_split: float = 0.2
-    test_split: float = 0.2
-    scale: str = "255"
+    source: str = _data("fashion-mnist", "fashion-mnist, mnist, digits, folder:PATH, csv:PATH or npz:PATH",
+                        positional=True)
+    val_source: str | None = _data(None, "explicit validation set", metavar="SOURCE")
+    test_source: str | None = _data(None, "explicit test set", metavar="SOURCE")
+    val_split: float = _data(0.2, "stratified validation fraction of the training data, 0 for none",
+                             Interval(0, 1, open_hi=True), metavar="F")
+    test_split: float = _data(0.2, "test fraction held out when the source has no test set",
+                              Interval(0, 1, open_hi=True), metavar="F")
+    scale: str = _data("255", "pixel scaling, fitted on the training split only", Choice(SCALE_MODES))
     # model
-    model: str = "fashion-cnn"
+    model: str = key("fashion-cnn", "a preset (cnnlab models) or a spec file", short="-m", metavar="PRESET|SPEC")
     # optimisation
-    epochs: int = 20
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float | None = None
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    schedule: str = "constant"
-    warmup: float = 0.25
-    tta: str = "none"
-    recipe: str | None = None
-    seed: int = 42
-    device: str = "auto"
-    threads: int | None = None
-    time_limit: float | None = None  # seconds of training; stops after the batch that passes it
-    class_weight: str = "none"  # none | balanced | a file of one weight per class (weighted loss)
-    sampler: str = "none"  # none | balanced (each class drawn equally often)
+    epochs: int = key(20, "maximum number of epochs", Interval(1))
+    batch_size: int = key(32, "batch size", Interval(1))
+    optimizer: str = key("adam", "optimizer", Choice(OPTIMIZERS))
+    lr: float | None = key(None, "learning rate (none: Keras' default, 0.001; sgd 0.01)", Interval(0, open_lo=True),
+                           example="0.001")
+    momentum: float = key(0.0, "momentum for sgd and rmsprop", Interval(0, 1, open_hi=True),
+                          example="0.9, or 0 for none")
+    weight_decay: float = key(0.0, "weight decay (adamw: 0.004 when 0)", Interval(0),
+                              example="0.0005, or 0 for none")
+    label_smoothing: float = key(0.0, "label smoothing", Interval(0, 1, open_hi=True), example="0.1")
+    schedule: str = key("constant", "learning-rate schedule over the whole run (per step)", Choice(SCHEDULES))
+    warmup: float = key(0.25, "fraction of training spent warming up (onecycle, triangular, cosine)",
+                        Interval(0, 1), metavar="F")
+    tta: str = key("none", "test-time augmentation for evaluation and prediction: average with the mirror image",
+                   Choice(("none", "flip")))
+    recipe: str | None = key(None, "a set of training settings (cnnlab models lists them); flags you give still "
+                             "win", Choice(tuple(RECIPES)), default_text="the preset's own recipe, else keras")
+    seed: int = key(42, "random seed: splits, initial weights, batches, augmentation", Interval(0))
+    device: str = key("auto", "where to train; auto picks cuda when present", Choice(DEVICES))
+    threads: int | None = key(None, "CPU threads (none: torch's default)", Interval(1), example="2")
+    time_limit: float | None = key(None, "stop training after S seconds (the best epoch so far is kept; none: "
+                                   "no limit)", Interval(0, open_lo=True), metavar="S", example="300")
+    class_weight: str = key("none", "weight the loss per class: balanced (n / (K * count)), or a file with one "
+                            "weight per class (one per line, or JSON {\"class name\": weight})",
+                            Rule(_class_weight_ok, "none, balanced or an existing file"),
+                            metavar="balanced|none|FILE", example="balanced")
+    sampler: str = key("none", "balanced: draw every class equally often in each epoch",
+                       Choice(("none", "balanced")))
     # data check before training (cnnlab check); strict: leakage across splits is an error
-    check: bool = True
-    strict: bool = False
+    check: bool = _data(True, "skip the data check before training (duplicates, leakage, class balance)",
+                        default_text="check")
+    strict: bool = _data(False, "stop when the data check finds images shared across splits",
+                         default_text="warn")
     # early stopping and checkpoints
-    monitor: str = "val_loss"
-    patience: int | None = 2
-    min_delta: float = 0.0
-    restore_best: bool = True
+    monitor: str = _stop("val_loss", "metric to monitor", Choice(MONITORS))
+    patience: int | None = _stop(2, "epochs without improvement before stopping; none disables early stopping",
+                                 Interval(0))
+    min_delta: float = _stop(0.0, "smallest change that counts as improvement", Interval(0),
+                             example="0.001, or 0")
+    restore_best: bool = _stop(True, "keep the last epoch's weights instead of the best epoch's",
+                               default_text="restore best")
     # run directory
-    name: str | None = None
-    runs_dir: str = "runs"
+    name: str | None = _out(None, "run name (none: <model>-<source>)")
+    runs_dir: str = _out("runs", "where run directories are written", metavar="DIR")
+
+    def __post_init__(self):
+        if isinstance(self.scale, int) and not isinstance(self.scale, bool):
+            self.scale = str(self.scale)  # YAML reads `scale: 255` as a number
 
     # ------------------------------------------------------------------ views
     def data_options(self) -> DataOptions:
@@ -84,111 +122,25 @@ class TrainConfig(DataOptions, AugmentOptions):
         return {k: d[k] for k in KEYS}
 
     # ------------------------------------------------------------------ checks
-    def check_types(self) -> None:
-        """Every value has its key's type: real booleans (a YAML 'false' in quotes is a string,
-        not false), finite numbers, strings. Integers are accepted where a float is expected."""
-        hints = typing.get_type_hints(TrainConfig)
-        for f in fields(self):
-            v = getattr(self, f.name)
-            t = hints[f.name]
-            allowed = typing.get_args(t) if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union \
-                else (t,)
-            allowed = tuple(typing.get_origin(a) or a for a in allowed)
-            if v is None and type(None) in allowed:
-                continue
-            if isinstance(v, bool):
-                ok = bool in allowed
-            elif isinstance(v, int):
-                ok = int in allowed or float in allowed
-            elif isinstance(v, float):
-                ok = float in allowed and math.isfinite(v)
-            else:
-                ok = any(isinstance(v, a) for a in allowed if a is not type(None))
-            if not ok:
-                names = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string",
-                         list: "a list", tuple: "a list"}
-                want = " or ".join(dict.fromkeys(names.get(a, a.__name__) for a in allowed if a is not type(None)))
-                flag = "--" + f.name.replace("_", "-")
-                raise ConfigError(f"{f.name} must be {want}, got {v!r}", flag,
-                                  f"write {f.name}: " + ("true or false without quotes" if bool in allowed
-                                                        else f"{want}" + (" (or leave it out)"
-                                                                          if type(None) in allowed else "")))
-
-    def validate(self) -> TrainConfig:
-        self.check_types()
-        def choice(key, options):
-            v = getattr(self, key)
-            if v not in options:
-                raise ConfigError(f"invalid {key} {v!r}", "--" + key.replace("_", "-"),
-                                  f"use one of {', '.join(map(str, options))}")
-
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        choice("tta", ("none", "flip"))
-        if self.recipe is not None:
-            choice("recipe", tuple(RECIPES))
+    def validate(self, places: Places | None = None) -> TrainConfig:
+        """Every key against its declaration (type and constraint), then the rules that join keys.
+        ``places`` says where each value came from: the flag on the command line, else the key."""
+        places = places or Places()
+        check_values(self, places)
+        table = keys_of(TrainConfig)
         if self.tta == "flip" and not self.horizontal_flip:
-            raise ConfigError("--tta flip needs a model trained on mirrored images", "--tta",
+            raise ConfigError("--tta flip needs a model trained on mirrored images", places.where(table["tta"]),
                               "add --horizontal-flip (without it, Fashion-MNIST test accuracy fell from "
                               "0.91 to 0.79: its shoes all face left)")
-        if not 0 <= self.warmup <= 1:
-            raise ConfigError(f"warmup must be a fraction of training in [0, 1], got {self.warmup}",
-                              "--warmup", "use e.g. 0.25")
-        choice("monitor", MONITORS)
-        choice("sampler", ("none", "balanced"))
-        choice("on_bad_image", ("error", "skip"))
-        if self.class_weight not in ("none", "balanced") and not Path(self.class_weight).is_file():
-            raise ConfigError(f"class_weight {self.class_weight!r} is not none, balanced or a file", "--class-weight",
-                              "use balanced, or a file with one weight per class (one per line, or JSON "
-                              "{\"class name\": weight})")
-        choice("device", DEVICES)
-        choice("color_mode", ("auto", "grayscale", "rgb"))
-        choice("labels", ("en", "ko"))
-        self.scale = str(self.scale)
-        choice("scale", SCALE_MODES)
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size}
-        for k, v in positive.items():
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{k} must be a positive integer, got {v!r}",
-                                  "--" + k.replace("_", "-"), f"use e.g. {k.replace('_', '-')} 32")
-        for k in ("val_split", "test_split"):
-            v = getattr(self, k)
-            if not isinstance(v, (int, float)) or not 0 <= v < 1:
-                raise ConfigError(f"{k} must be in [0, 1), got {v!r}", "--" + k.replace("_", "-"),
-                                  "use e.g. 0.2, or 0 for none")
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}", "--lr", "use e.g. 0.001")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 0):
-            raise ConfigError(f"patience must be a whole number >= 0, got {self.patience!r}",
-                              "--patience", "use e.g. 2, or 'none' to train every epoch")
-        for k in ("momentum", "weight_decay", "min_delta", "cval"):
-            v = getattr(self, k)
-            if v < 0 or (k == "momentum" and v >= 1) or (k == "cval" and v > 255):
-                rng = {"momentum": "in [0, 1)", "cval": "in [0, 255]"}.get(k, ">= 0")
-                raise ConfigError(f"{k} must be {rng}, got {v!r}", "--" + k.replace("_", "-"),
-                                  {"momentum": "use e.g. 0.9, or 0 for none", "cval": "use a pixel value, e.g. 0",
-                                   "weight_decay": "use e.g. 0.0005, or 0 for none",
-                                   "min_delta": "use e.g. 0.001, or 0"}[k])
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}",
-                              "--label-smoothing", "use e.g. 0.1")
         if self.image_size is not None:
-            s = self.image_size
-            if not (isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s)):
-                raise ConfigError(f"image_size must be two positive integers, got {s!r}",
-                                  "--image-size", "use e.g. --image-size 150 150")
-            self.image_size = [int(s[0]), int(s[1])]
             from .data.images import MAX_PIXELS  # the most any image file may have
 
-            if s[0] * s[1] > MAX_PIXELS:
-                raise ConfigError(f"image_size {s[0]} x {s[1]} is {s[0] * s[1]:,} pixels per image", "--image-size",
-                                  "use a size a model can take, e.g. --image-size 224 224")
-        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float)) and self.time_limit > 0):
-            raise ConfigError(f"time_limit must be > 0 seconds, got {self.time_limit!r}", "--time-limit",
-                              "use e.g. 300, or leave it out for no limit")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ConfigError(f"threads must be >= 1, got {self.threads!r}", "--threads", "use e.g. 2")
-        AugmentOptions.validate(self)
+            h, w = self.image_size
+            self.image_size = [int(h), int(w)]
+            if h * w > MAX_PIXELS:
+                raise ConfigError(f"image_size {h} x {w} is {h * w:,} pixels per image",
+                                  places.where(table["image_size"]),
+                                  "use a size a model can take, e.g. " + places.use(table["image_size"], "224 224"))
         return self
 
 
@@ -198,11 +150,7 @@ KEYS = ([f.name for f in fields(TrainConfig) if f.name not in _GROUPED]
 
 
 def check_keys(d: dict, where: str) -> None:
-    for k in d:
-        if k not in KEYS:
-            close = difflib.get_close_matches(k, KEYS, 1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ConfigError(f"unknown key '{k}'", where, f"{hint}valid keys: {', '.join(KEYS)}")
+    check_names(d, TrainConfig, where)
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -225,14 +173,6 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
-# Training recipes: settings that go together. A recipe fills in only the keys the user did not
-# set; a preset may name its own (presets.Preset.recipe). "keras" is the notebooks' recipe (the
-# defaults); "fast" trades the fixed learning rate and early stopping for a one-cycle schedule
-# over a fixed number of epochs (3), batch 64, and label smoothing (models.presets.FAST_RECIPE);
-# measurements in docs/performance.md.
-RECIPES: dict[str, dict] = {"keras": {}, "fast": FAST_RECIPE}
-
-
 def recipe_defaults(values: dict) -> dict:
     """The recipe's settings for a config: the named recipe, else the model preset's own."""
     name = values.get("recipe")
@@ -240,20 +180,26 @@ def recipe_defaults(values: dict) -> dict:
         from .models.presets import PRESETS
 
         preset = PRESETS.get(str(values.get("model", TrainConfig.model)))
-        return dict(preset.recipe or {}) if preset else {}
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe '{name}'", "--recipe", f"use one of {', '.join(RECIPES)}")
-    return dict(RECIPES[name])
+        name = preset.recipe if preset else None
+        return dict(RECIPES[name].settings) if name else {}
+    if not isinstance(name, str) or name not in RECIPES:
+        return {}  # validation names the bad recipe, with the flag or key it came from
+    return dict(RECIPES[name].settings)
 
 
-def make_config(file: str | Path | None = None, **overrides) -> TrainConfig:
+def make_config(file: str | Path | None = None, *, flags: tuple | list = (), **overrides) -> TrainConfig:
     """Defaults < recipe < the YAML file's keys < ``overrides`` (None values are ignored,
-    except ``patience=None`` given explicitly through ``explicit_none``)."""
+    except ``patience=None`` given explicitly through ``explicit_none``). ``flags``: the keys given
+    as command-line flags, so that an error names the flag (else it names the key)."""
     explicit_none = set(overrides.pop("explicit_none", ()))
     values: dict = {}
+    files: dict = {}
     if file:
         values.update(load_config_file(file))
+        files = dict.fromkeys(values, str(file))
     given = {k: v for k, v in overrides.items() if v is not None or k in explicit_none}
     check_keys(given, "arguments")
     values.update(given)
-    return TrainConfig(**{**recipe_defaults(values), **values}).validate()
+    for k in given:
+        files.pop(k, None)
+    return TrainConfig(**{**recipe_defaults(values), **values}).validate(Places(flags, files))

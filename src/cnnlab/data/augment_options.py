@@ -6,49 +6,50 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..errors import ConfigError
+from ..options import Choice, Interval, Rule, check_values, key
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
+AUGMENTATION = "augmentation (training batches only)"  # the group of these keys in --help
+
+
+def _zoom_ok(z) -> bool:
+    """A number z (zoom in [1-z, 1+z]) or a pair lo <= hi, with every zoom factor above 0."""
+    if isinstance(z, (list, tuple)):
+        if not (len(z) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                    for v in z)):
+            return False
+        lo, hi = float(z[0]), float(z[1])
+    else:
+        lo, hi = 1.0 - float(z), 1.0 + float(z)
+    return 0 < lo <= hi
+
+
+def _aug(default, help, check=None, **kw):
+    return key(default, help, check, group=AUGMENTATION, **kw)
 
 
 @dataclass
 class AugmentOptions:
-    rotation_range: float = 0.0
-    width_shift_range: float = 0.0
-    height_shift_range: float = 0.0
-    shear_range: float = 0.0
-    zoom_range: float | list = 0.0
-    horizontal_flip: bool = False
-    vertical_flip: bool = False
-    fill_mode: str = "nearest"
-    cval: float = 0.0
-    random_crop: int = 0
-    random_erasing: float = 0.0
+    rotation_range: float = _aug(0.0, "random rotation, degrees", Interval(0), metavar="DEG", example="10")
+    width_shift_range: float = _aug(0.0, "horizontal shift, fraction of width (< 1) or pixels", Interval(0),
+                                    metavar="F", example="0.1")
+    height_shift_range: float = _aug(0.0, "vertical shift, fraction of height (< 1) or pixels", Interval(0),
+                                     metavar="F", example="0.1")
+    shear_range: float = _aug(0.0, "shear angle, degrees", Interval(0), metavar="DEG", example="10")
+    zoom_range: float | list = _aug(0.0, "zoom: Z for [1-Z, 1+Z], or two numbers LO HI",
+                                    Rule(_zoom_ok, "a number in [0, 1) or a pair LO <= HI above 0"),
+                                    nargs="+", metavar="Z", example="0.2")
+    horizontal_flip: bool = _aug(False, "flip half the images left-right")
+    vertical_flip: bool = _aug(False, "flip half the images upside down")
+    fill_mode: str = _aug("nearest", "how points outside the image are filled", Choice(FILL_MODES))
+    cval: float = _aug(0.0, "pixel value (0..255) for fill-mode constant", Interval(0, 255))
+    random_crop: int = _aug(0, "pad by PIXELS and crop back at a random offset", Interval(0), metavar="PIXELS",
+                            example="2")
+    random_erasing: float = _aug(0.0, "probability of erasing a random rectangle", Interval(0, 1), metavar="P",
+                                 example="0.5")
 
     def validate(self) -> None:
-        if self.fill_mode not in FILL_MODES:
-            raise ConfigError(f"unknown fill_mode '{self.fill_mode}'", "--fill-mode",
-                              f"use one of {', '.join(FILL_MODES)}")
-        for name in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}",
-                                  "--" + name.replace("_", "-"), "use a non-negative number")
-        z = self.zoom_range
-        if isinstance(z, (list, tuple)) and not (
-                len(z) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                    for v in z)):
-            raise ConfigError(f"zoom_range {z!r} is not a number or a pair of numbers", "--zoom-range",
-                              "use e.g. 0.2 for [0.8, 1.2], or two numbers LO HI")
-        lo, hi = self.zoom_bounds()
-        if not 0 < lo <= hi:
-            raise ConfigError(f"zoom_range {self.zoom_range} gives zoom factors {lo}..{hi}",
-                              "--zoom-range", "use a number in [0, 1) or a pair lo < hi, lo > 0")
-        if not 0 <= self.random_erasing <= 1:
-            raise ConfigError(f"random_erasing must be a probability, got {self.random_erasing}",
-                              "--random-erasing", "use a number in [0, 1]")
-        if self.random_crop < 0:
-            raise ConfigError(f"random_crop must be >= 0, got {self.random_crop}",
-                              "--random-crop", "use a padding in pixels, e.g. 2")
+        check_values(self)
 
     def zoom_bounds(self) -> tuple[float, float]:
         z = self.zoom_range

@@ -13,23 +13,41 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..options import Choice, Rule, key
 from . import builtin, files
 from .dataset import Dataset, Split
 
 
+def _data(default, help, check=None, **kw):
+    return key(default, help, check, group="data", **kw)
+
+
 @dataclass
 class DataOptions:
-    data_dir: str | None = None
-    image_size: tuple[int, int] | list | None = None
-    color_mode: str = "auto"
-    labels: str = "en"
-    class_names: str | None = None
-    label_column: str | None = None
-    image_column: str | None = None
-    image_pattern: str | None = None
-    download: bool = True
-    on_bad_image: str = "error"
-    quiet: bool = False
+    """How a source is read: the data keys of the configuration (``cnnlab train --help``, group data)."""
+
+    data_dir: str | None = _data(None, "where to look for fashion-mnist/mnist IDX files first (also $CNNLAB_DATA)",
+                                 metavar="DIR")
+    image_size: tuple[int, int] | list | None = _data(
+        None, "resize images to H x W", Rule(lambda s: len(s) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s), "two positive integers"),
+        nargs=2, item=int, metavar=("H", "W"), example="150 150",
+        default_text="for folders/CSV: their most common size")
+    color_mode: str = _data("auto", "colour mode of the images", Choice(("auto", "grayscale", "rgb")))
+    labels: str = _data("en", "language of built-in class names", Choice(("en", "ko")))
+    class_names: str | None = _data(None, "class names: a file with one per line, or fashion-mnist / mnist",
+                                    metavar="FILE")
+    label_column: str | None = _data(None, "CSV label column", metavar="NAME",
+                                     default_text="label, class, target or y")
+    image_column: str | None = _data(
+        None, "CSV image column: a path or an id; 'index' when the images are named by row number",
+        metavar="NAME", default_text="image, path, file, filename or id")
+    image_pattern: str | None = _data(None, "CSV image file template relative to the CSV, e.g. "
+                                      "'images/train/{}.png'", metavar="TEMPLATE")
+    download: bool = _data(True, "never download built-in datasets", default_text="download when not found")
+    on_bad_image: str = _data("error", "an unreadable, truncated or oversized image file: stop with an error, "
+                              "or leave it out (counted in the run)", Choice(("error", "skip")))
+    quiet: bool = key(False, "no progress bar or epoch lines", group="output", short="-q")
 
     def to_dict(self) -> dict:
         d = asdict(self)

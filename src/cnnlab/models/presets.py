@@ -48,7 +48,7 @@ class Preset:
     num_classes: int
     build: Callable[[int], list]  # num_classes -> layers
     flat_input: bool = False  # input_shape given as [H, W] (an MLP that starts with Flatten)
-    recipe: dict | None = None  # training settings that go with it; flags and config keys still win
+    recipe: str | None = None  # the name of its training recipe (cnnlab.recipes); flags and keys still win
 
 
 def _fashion_cnn(k):
@@ -111,29 +111,15 @@ def _fast(k):
     return layers + [FLAT, dense(128), drop(0.2), head(k)]
 
 
-# The same settings as `--recipe fast` (config.RECIPES), chosen on the validation split with
-# benchmarks/fast_screen.py (docs/performance.md). A fixed one-cycle schedule needs no early
-# stopping, so the recipe trains on every training image (val_split 0; --val-split 0.2 brings the
-# validation curves back), and three epochs keep fashion-cnn within a third of the Keras recipe's
-# time (issue 3).
-FAST_RECIPE = {"batch_size": 64, "optimizer": "adam", "lr": 0.005, "schedule": "onecycle", "warmup": 0.25,
-               "label_smoothing": 0.1, "patience": None, "epochs": 3, "val_split": 0.0}
-# The `fast` preset's own: its BatchNorm takes lr 0.008 (validation 0.9257 against 0.9238 at 0.005).
-FAST_PRESET_RECIPE = {**FAST_RECIPE, "lr": 0.008}
-
-# The notebook (seed 003) trains its MLP and BatchNorm CNN with batch 500 and patience 50 over up to
-# 500 epochs; patience 10 over 100 epochs keeps a CPU run within the hour.
-NOTEBOOK_003 = {"batch_size": 500, "patience": 10, "epochs": 100}
-
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("fashion-cnn", "the Fashion-MNIST notebook CNN: Conv32-Pool-Conv64-Pool-Dense100-Dropout0.4",
            (28, 28, 1), 10, _fashion_cnn),
     Preset("mnist-convnet", "Keras' MNIST convnet: three valid 3x3 convolutions, Dense64",
            (28, 28, 1), 10, _mnist_convnet),
     Preset("deep-bn-cnn", "4 blocks of Conv2D(2x2)-BatchNorm-Pool-Dropout, Dense 1024-512-256",
-           (28, 28, 1), 10, _deep_bn_cnn, recipe=NOTEBOOK_003),
+           (28, 28, 1), 10, _deep_bn_cnn, recipe="notebook-003"),
     Preset("deep-mlp", "7 Dense layers 1000..50 with Dropout 0.2 (no convolutions)",
-           (28, 28), 10, _deep_mlp, flat_input=True, recipe=NOTEBOOK_003),
+           (28, 28), 10, _deep_mlp, flat_input=True, recipe="notebook-003"),
     Preset("bn-mlp", "functional MLP: 3 x [Dense, Dense, BatchNorm, Dropout]",
            (28, 28, 1), 10, _bn_mlp),
     Preset("wide-cnn", "two same-padded 128-filter 3x3 convolutions, one pool, Dense128",
@@ -141,7 +127,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("lenet", "LeNet-5 style: Conv6(5x5)-Pool-Conv16(5x5)-Pool-Dense120-84",
            (32, 32, 1), 10, _lenet),
     Preset("fast", "the quickest good CNN here: whitened 3x3 patches, 3 x [Conv3x3-Pool-BatchNorm-ReLU], Dense128",
-           (28, 28, 1), 10, _fast, recipe=FAST_PRESET_RECIPE),
+           (28, 28, 1), 10, _fast, recipe="fast-bn"),
     Preset("small-convnet", "cats vs dogs convnet: 4 conv/pool blocks, Dropout, Dense512, sigmoid",
            (150, 150, 3), 2, _small_convnet),
 ]}

@@ -1,0 +1,68 @@
+"""One module per ``cnnlab`` command, its parser beside its handler (as in Hugging Face
+accelerate's ``commands/``): each has ``add_parser(sub)``, which registers the command and sets
+``func=handle``, and ``handle(args) -> int``. ``cli.py`` only registers them, in ``COMMANDS`` order.
+
+A command module imports only light modules at the top (argparse, json, pathlib, the option
+table); what a command needs to run (torch, matplotlib, the engine) is imported inside ``handle``,
+so ``cnnlab --help`` and ``cnnlab COMMAND --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+
+# the order of `cnnlab --help`
+COMMANDS = ("train", "compare", "check", "serve", "evaluate", "predict", "summary", "report", "plot", "explain",
+            "models", "datasets", "download", "export_images")
+
+
+def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool = True,
+                      only: tuple | None = None) -> None:
+    """The training-configuration keys as options (generated from their declarations,
+    cnnlab.options); ``skip`` leaves some keys out, ``only`` keeps just those."""
+    from ..config import GROUPS, TrainConfig
+    from ..options import add_arguments
+
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with the same keys as these options; "
+                   "flags override it (default: none)")
+    groups = add_arguments(p, TrainConfig, GROUPS, skip, only)
+    if report:
+        groups["output"].add_argument("--no-report", dest="report", action="store_false", default=True,
+                                      help="skip writing report.html at the end (default: write it)")
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The configuration keys given on the command line, read into their types."""
+    from ..config import TrainConfig
+    from ..options import given
+
+    return given(args, TrainConfig)
+
+
+def config_from_args(args: argparse.Namespace, drop: tuple = ()):
+    """The TrainConfig of a command line: defaults < recipe < --config FILE < flags; an error
+    names the flag it came from."""
+    from ..config import make_config
+
+    overrides = {k: v for k, v in given_options(args).items() if k not in drop}
+    explicit_none = [k for k, v in overrides.items() if v is None]  # e.g. --patience none
+    return make_config(args.config, flags=list(overrides), explicit_none=explicit_none, **overrides)
+
+
+def image_arg(run, image: str | None):
+    """The image a user named for a run's figure (resized as the run expects), or None."""
+    from ..data.images import load_image
+
+    return None if image is None else load_image(image, run.image_size, run.color_mode)
+
+
+def os_error_line(e: OSError) -> str:
+    """A file-system failure (disk full, read-only folder, permission) as the one-line error."""
+    where = e.filename if e.filename is not None else "the file system"
+    fixes = {errno.ENOSPC: "free some disk space, or write elsewhere (--runs-dir / --out)",
+             errno.EACCES: "check the folder's permissions, or write elsewhere (--runs-dir / --out)",
+             errno.EROFS: "the file system is read-only: write elsewhere (--runs-dir / --out)",
+             errno.EDQUOT: "your disk quota is used up: free some space"}
+    fix = fixes.get(e.errno, "check the path, the disk and the permissions")
+    return f"{e.strerror or e} ({where}): {fix}"

@@ -1,0 +1,50 @@
+"""`cnnlab predict`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    pr = sub.add_parser("predict", help="classify image files, folders, globs or a CSV template",
+                        formatter_class=fmt)
+    pr.add_argument("run", help="run directory")
+    pr.add_argument("inputs", nargs="+", help="image files, folders, glob patterns, or one CSV template")
+    pr.add_argument("--out", "-o", default=None, help="write predictions to this CSV file")
+    pr.add_argument("--top-k", type=int, default=None, help="add the K most likely classes per image")
+    pr.add_argument("--image-column", default=None, help="CSV template: the image path/id column")
+    pr.add_argument("--image-pattern", default=None,
+                    help="CSV template: file name template for ids, e.g. 'images/test/{}.png'")
+    pr.add_argument("--label-column", default=None, help="CSV template: the column to fill")
+    pr.add_argument("--submission", action="store_true",
+                    help="CSV template: write only the template's columns (a competition submission)")
+    pr.set_defaults(func=handle)
+
+
+def handle(args) -> int:
+    from ..data.images import printable
+    from ..prediction import collect_inputs, format_csv, predict_paths, predict_template, rows_for, write_csv
+    from ..runs import load_run
+
+    run = load_run(args.run)
+    if len(args.inputs) == 1 and args.inputs[0].lower().endswith(".csv") and Path(args.inputs[0]).is_file():
+        cols, rows = predict_template(run, args.inputs[0], args.image_column, args.image_pattern,
+                                      args.label_column, args.top_k, args.submission)
+    else:
+        paths = collect_inputs(args.inputs)
+        probs = predict_paths(run, paths)
+        cols, rows = rows_for(run, [printable(p) for p in paths], probs, args.top_k)
+        if len(paths) == 1 and not args.out:
+            p = probs[0]
+            print(f"{printable(paths[0])}: {run.class_names[int(p.argmax())]} ({p.max():.4f})")
+            for name, v in sorted(zip(run.class_names, p), key=lambda t: -t[1]):
+                print(f"  {name:<16} {v:.4f} {'#' * int(round(v * 40))}")
+            return 0
+    if args.out:
+        write_csv(args.out, cols, rows)
+        print(f"wrote {len(rows):,} predictions to {args.out}")
+    else:
+        print(format_csv([c for c in cols if not c.startswith("prob_")], rows), end="")
+    return 0

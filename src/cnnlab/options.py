@@ -1,0 +1,315 @@
+"""Configuration keys, each declared once: its type, default, constraint, group, flag and help.
+
+A key is a dataclass field made with :func:`key` (as scikit-learn declares parameters once and
+reads them everywhere, and checks them with ``StrOptions``/``Interval``). Everything else is
+generated from these declarations:
+
+- the checks (:func:`check_values`), with one message form whose ``where`` is the flag on the
+  command line and the key in a YAML file or the Python API;
+- the command-line options (:func:`add_arguments`) and their ``--help`` text with the default;
+- reading a flag's text into the key's type (:func:`from_text`);
+- the list of valid keys for YAML files (:func:`keys_of`).
+
+Foundation layer: nothing of cnnlab but the errors, and no third-party imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+
+from .errors import ConfigError
+
+
+# ---------------------------------------------------------------------------- constraints
+class Constraint:
+    """What values a key takes beyond its type; ``describe`` completes "<key> must be ..."."""
+
+    def ok(self, value) -> bool:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Choice(Constraint):
+    values: tuple
+
+    def ok(self, value) -> bool:
+        return value in self.values
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+
+@dataclass(frozen=True)
+class Interval(Constraint):
+    """``lo <= v <= hi`` (``open_lo``/``open_hi`` make that end strict; None: unbounded)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def ok(self, value) -> bool:
+        if self.lo is not None and (value < self.lo or (self.open_lo and value == self.lo)):
+            return False
+        return not (self.hi is not None and (value > self.hi or (self.open_hi and value == self.hi)))
+
+    def describe(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
+        return f"in {'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
+
+
+@dataclass(frozen=True)
+class Rule(Constraint):
+    """A check that is neither a choice nor a range: ``test(value)`` is True, or a text that
+    completes the message (e.g. "two positive integers")."""
+
+    test: Callable
+    description: str
+
+    def ok(self, value) -> bool:
+        return self.test(value) is True
+
+    def describe(self) -> str:
+        return self.description
+
+
+# ---------------------------------------------------------------------------- declaration
+@dataclass(frozen=True)
+class Option:
+    help: str
+    check: Constraint | None = None
+    group: str = "model and training"
+    flag: str | None = ""  # "": --key-with-dashes; None: no flag (e.g. the positional source)
+    short: str | None = None
+    metavar: str | tuple | None = None
+    nargs: int | str | None = None  # a list on the command line: 2, or "+" (one value: a scalar)
+    item: type = float  # the type of each list element
+    example: str | None = None  # a value that works, for the fix "use e.g. ..."
+    default_text: str | None = None  # how --help shows the default, when its value says too little
+    positional: bool = False
+
+
+def key(default, help: str, check: Constraint | None = None, **kw) -> typing.Any:
+    """A configuration key as a dataclass field: ``batch_size: int = key(32, "batch size", Interval(1))``."""
+    return field(default=default, metadata={"option": Option(help, check, **kw)})
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    types: tuple  # the allowed types, NoneType included when the key may be left out
+    default: object
+    option: Option
+
+    @property
+    def flag(self) -> str | None:
+        if self.option.positional:
+            return self.name.upper()
+        if self.option.flag is None:
+            return None
+        if self.option.flag:
+            return self.option.flag
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.is_bool and self.default is True else f"--{dashed}"
+
+    @property
+    def is_bool(self) -> bool:
+        return bool in self.types
+
+    @property
+    def optional(self) -> bool:
+        return type(None) in self.types
+
+    def example(self) -> str:
+        if self.option.example is not None:
+            return self.option.example
+        if isinstance(self.option.check, Choice):
+            return str(self.option.check.values[0])
+        if self.default is not None and (self.option.check is None or self.option.check.ok(self.default)):
+            return str(self.default)
+        if isinstance(self.option.check, Interval):
+            lo = self.option.check.lo
+            return str(int(lo) + 1 if self.option.check.open_lo else int(lo))
+        return "..."
+
+
+_KEYS_CACHE: dict[type, dict[str, Key]] = {}
+
+
+def keys_of(cls) -> dict[str, Key]:
+    """The declared keys of a dataclass (its bases' included), by name, in field order."""
+    if cls not in _KEYS_CACHE:
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for f in fields(cls):
+            if "option" not in f.metadata:
+                continue
+            t = hints[f.name]
+            allowed = typing.get_args(t) if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union \
+                else (t,)
+            allowed = tuple(typing.get_origin(a) or a for a in allowed)
+            default = f.default if f.default is not MISSING else None
+            out[f.name] = Key(f.name, allowed, default, f.metadata["option"])
+        _KEYS_CACHE[cls] = out
+    return _KEYS_CACHE[cls]
+
+
+# ---------------------------------------------------------------------------- checks
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a non-empty string",
+               list: "a list", tuple: "a list"}
+
+
+class Places:
+    """Where each key's value came from, for the error's ``where`` and its fix: on the command
+    line the flag (``--batch-size``, fix ``use e.g. --batch-size 32``), in a YAML file or the API
+    the key (``batch_size``, fix ``use e.g. batch_size: 32``)."""
+
+    def __init__(self, flags: typing.Iterable[str] = (), files: dict[str, str] | None = None):
+        self.flags = set(flags)
+        self.files = files or {}
+
+    def where(self, k: Key) -> str:
+        if k.name in self.flags and k.flag:
+            return k.flag
+        if k.name in self.files:
+            return f"{self.files[k.name]}: {k.name}"
+        return k.name
+
+    def use(self, k: Key, value: str) -> str:
+        if k.name in self.flags and k.flag:
+            return f"{k.flag} {value}"
+        return f"{k.name}: {value}"
+
+
+def type_ok(k: Key, v) -> bool:
+    if v is None:
+        return k.optional
+    if isinstance(v, bool):
+        return bool in k.types
+    if isinstance(v, int):
+        return int in k.types or float in k.types
+    if isinstance(v, float):
+        return float in k.types and math.isfinite(v)
+    if isinstance(v, str):
+        return str in k.types and v != ""
+    return any(isinstance(v, a) for a in k.types if a not in (type(None), bool, int, float, str))
+
+
+def check_value(k: Key, v, places: Places | None = None) -> None:
+    """The one message form: ``<key> must be <what>, got <value> (<where>): use e.g. <example>``
+    (a choice: ``invalid choice <value> for <key> (<where>): use one of ...``)."""
+    places = places or Places()
+    where = places.where(k)
+    if not type_ok(k, v):
+        want = " or ".join(dict.fromkeys(_TYPE_WORDS.get(a, a.__name__) for a in k.types if a is not type(None)))
+        if k.is_bool:
+            fix = "give true or false without quotes" if k.name not in places.flags else f"use {k.flag}"
+        else:
+            fix = "use e.g. " + places.use(k, k.example()) + (", or leave it out" if k.optional else "")
+        raise ConfigError(f"{k.name} must be {want}, got {v!r}", where, fix)
+    c = k.option.check
+    if v is None or c is None or c.ok(v):
+        return
+    if isinstance(c, Choice):
+        close = difflib.get_close_matches(str(v), [str(x) for x in c.values], 1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"invalid choice {v!r} for {k.name}", where,
+                          f"{hint}use one of {', '.join(map(str, c.values))}")
+    raise ConfigError(f"{k.name} must be {c.describe()}, got {v!r}", where,
+                      "use e.g. " + places.use(k, k.example()))
+
+
+def check_values(obj, places: Places | None = None) -> None:
+    """Check every declared key of the dataclass instance ``obj``."""
+    for k in keys_of(type(obj)).values():
+        check_value(k, getattr(obj, k.name), places)
+
+
+def check_names(d: dict, cls, where: str) -> None:
+    """Every name in ``d`` is a key of ``cls``; otherwise the error says which, and what was meant."""
+    valid = list(keys_of(cls))
+    for name in d:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, 1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown key '{name}'", where, f"{hint}valid keys: {', '.join(valid)}")
+
+
+# ---------------------------------------------------------------------------- command line
+NONE_WORDS = ("none", "off")
+
+
+def from_text(k: Key, text):
+    """A flag's text (or list of texts, for ``nargs``) as the key's value; a bad text is the one
+    message form with the flag as ``where``."""
+    places = Places(flags=[k.name])
+
+    def convert(t: str, tp: type, whole: str | None = None):
+        try:
+            return tp(t)
+        except ValueError:
+            if whole is None:
+                check_value(k, t, places)  # raises: the text is not of the key's type
+            raise ConfigError(f"{k.name} must be {whole}, got {t!r}", k.flag,
+                              "use e.g. " + places.use(k, k.example())) from None
+
+    if isinstance(text, list):
+        whole = k.option.check.describe() if k.option.check else _TYPE_WORDS[k.option.item]
+        values = [convert(t, k.option.item, whole) for t in text]
+        return values[0] if k.option.nargs == "+" and len(values) == 1 else values
+    if k.optional and text.lower() in NONE_WORDS and str not in k.types:
+        return None
+    for tp in (int, float):
+        if tp in k.types:
+            return convert(text, tp)
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[str],
+                  skip: typing.Container = (), only: typing.Container | None = None) -> dict:
+    """The keys of ``cls`` as options of ``parser`` (in argument groups named ``groups``, in that
+    order). Values stay text (``dest`` = key, absent unless given): :func:`from_text` reads them.
+    Returns the argument groups by name, for a command's own options."""
+    sections = {g: parser.add_argument_group(g) for g in groups}
+    order = sorted(keys_of(cls).values(), key=lambda k: list(groups).index(k.option.group))
+    for k in order:
+        if k.name in skip or (only is not None and k.name not in only) or k.flag is None:
+            continue
+        o = k.option
+        shown = o.default_text or ("none" if k.default is None else str(k.default))
+        if o.positional:
+            parser.add_argument(k.name, nargs="?", default=argparse.SUPPRESS, help=f"{o.help} (default: {shown})")
+            continue
+        names = [k.flag] + ([o.short] if o.short else [])
+        section = sections[o.group]
+        if k.is_bool:
+            action = "store_false" if k.default is True else "store_true"
+            section.add_argument(*names, dest=k.name, action=action, default=argparse.SUPPRESS,
+                                 help=f"{o.help} (default: {o.default_text or ('on' if k.default else 'off')})")
+            continue
+        metavar = o.metavar
+        if metavar is None and isinstance(o.check, Choice):
+            metavar = "{" + ",".join(map(str, o.check.values)) + "}"
+        section.add_argument(*names, dest=k.name, default=argparse.SUPPRESS, metavar=metavar, nargs=o.nargs,
+                             help=f"{o.help} (default: {shown})")
+    return sections
+
+
+def given(args: argparse.Namespace, cls) -> dict:
+    """The keys given on the command line, read into their types."""
+    out = {}
+    for k in keys_of(cls).values():
+        if hasattr(args, k.name):
+            v = getattr(args, k.name)
+            out[k.name] = v if k.is_bool or k.option.positional else from_text(k, v)
+    return out
