@@ -281,10 +281,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[
     order). Values stay text (``dest`` = key, absent unless given): :func:`from_text` reads them.
     Returns the argument groups by name, for a command's own options."""
     sections = {g: parser.add_argument_group(g) for g in groups}
-    order = sorted(keys_of(cls).values(), key=lambda k: list(groups).index(k.option.group))
-    for k in order:
-        if k.name in skip or (only is not None and k.name not in only) or k.flag is None:
-            continue
+    chosen = [k for k in keys_of(cls).values()
+              if k.name not in skip and (only is None or k.name in only) and k.flag is not None]
+    for k in sorted(chosen, key=lambda k: list(groups).index(k.option.group)):
         o = k.option
         shown = o.default_text or ("none" if k.default is None else str(k.default))
         if o.positional:

@@ -7,13 +7,15 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..data.dataset import SPLITS
+
     fmt = argparse.ArgumentDefaultsHelpFormatter
     e = sub.add_parser("evaluate", help="evaluate a run: loss, accuracy, per-class report, confusion matrix",
                        formatter_class=fmt)
     e.add_argument("run", help="run directory")
     e.add_argument("source", nargs="?", default=None,
                    help="data to evaluate on (default: the run's own data, split as in training)")
-    e.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
+    e.add_argument("--split", default="test", choices=[*SPLITS, "all"],
                    help="which split")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=handle)

@@ -12,6 +12,8 @@ PLOTS = ("curves", "confusion", "samples", "kernels", "feature-maps", "histogram
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..data.dataset import SPLITS
+
     fmt = argparse.ArgumentDefaultsHelpFormatter
     pl = sub.add_parser("plot", help="write one figure of a run as PNG or SVG", formatter_class=fmt)
     pl.add_argument("run", help="run directory")
@@ -20,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--out", default=None, help="output file (default: RUN/KIND.FORMAT)")
     pl.add_argument("--image", default=None, help="image for feature-maps / gradcam (default: test images)")
     pl.add_argument("--dpi", type=int, default=100, help="resolution of PNG files")
-    pl.add_argument("--split", default=None, choices=["train", "validation", "test"],
+    pl.add_argument("--split", default=None, choices=SPLITS,
                     help="the split for confusion, misclassified, feature-maps and gradcam (default: test, or "
                     "validation when the run has no test split)")
     pl.set_defaults(func=handle)
