@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .data.augment_options import AugmentOptions
 from .data.preprocess import SCALE_MODES
-from .data.sources import DataOptions
+from .data.sources import DataOptions, source_help
 from .engine.schedules import SCHEDULES
 from .errors import ConfigError
 from .options import Choice, Interval, Places, Rule, check_names, check_values, key, keys_of
@@ -46,8 +46,7 @@ class TrainConfig(DataOptions, AugmentOptions):
     """Every key of a training run, each declared once (cnnlab.options.key). The data keys come from
     DataOptions, the augmentation keys (Keras ImageDataGenerator names) from AugmentOptions."""
 
-    source: str = _data("fashion-mnist", "fashion-mnist, mnist, digits, folder:PATH, csv:PATH or npz:PATH",
-                        positional=True)
+    source: str = _data("fashion-mnist", source_help, positional=True)  # the help lists the registered sources
     val_source: str | None = _data(None, "explicit validation set", metavar="SOURCE")
     test_source: str | None = _data(None, "explicit test set", metavar="SOURCE")
     val_split: float = _data(0.2, "stratified validation fraction of the training data, 0 for none",

@@ -86,7 +86,7 @@ class Rule(Constraint):
 # ---------------------------------------------------------------------------- declaration
 @dataclass(frozen=True)
 class Option:
-    help: str
+    help: str | Callable[[], str]  # a callable: text read from a registry when --help is built
     check: Constraint | None = None
     group: str = "model and training"
     flag: str | None = ""  # "": --key-with-dashes; None: no flag (e.g. the positional source)
@@ -285,22 +285,23 @@ def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[
               if k.name not in skip and (only is None or k.name in only) and k.flag is not None]
     for k in sorted(chosen, key=lambda k: list(groups).index(k.option.group)):
         o = k.option
+        text = o.help() if callable(o.help) else o.help  # a registry's listing, read when the parser is built
         shown = o.default_text or ("none" if k.default is None else str(k.default))
         if o.positional:
-            parser.add_argument(k.name, nargs="?", default=argparse.SUPPRESS, help=f"{o.help} (default: {shown})")
+            parser.add_argument(k.name, nargs="?", default=argparse.SUPPRESS, help=f"{text} (default: {shown})")
             continue
         names = [k.flag] + ([o.short] if o.short else [])
         section = sections[o.group]
         if k.is_bool:
             action = "store_false" if k.default is True else "store_true"
             section.add_argument(*names, dest=k.name, action=action, default=argparse.SUPPRESS,
-                                 help=f"{o.help} (default: {o.default_text or ('on' if k.default else 'off')})")
+                                 help=f"{text} (default: {o.default_text or ('on' if k.default else 'off')})")
             continue
         metavar = o.metavar
         if metavar is None and isinstance(o.check, Choice):
             metavar = "{" + ",".join(map(str, o.check.values)) + "}"
         section.add_argument(*names, dest=k.name, default=argparse.SUPPRESS, metavar=metavar, nargs=o.nargs,
-                             help=f"{o.help} (default: {shown})")
+                             help=f"{text} (default: {shown})")
     return sections
 
 

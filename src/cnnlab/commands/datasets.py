@@ -14,17 +14,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args) -> int:
-    from ..data.builtin import availability
+    from ..data.registry import SOURCES
+    from ..data.sources import load_source  # noqa: F401  (imports the modules that register sources)
 
-    rows = availability()
+    rows = []
+    for kind in SOURCES.values():
+        if kind.available is not None:
+            found, where = kind.available()
+            rows.append({"name": kind.name, "available": found, "where": where, "title": kind.title})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
         mark = "yes" if r["available"] else "no "
         print(f"{r['name']:<15}{mark}  {r['where']}\n{'':<20}{r['title']}")
-    print("\nYour own images:\n"
-          "  folder:PATH   one sub-folder per class, optionally under train/ validation/ test/\n"
-          "  csv:PATH      a table with an image column (path or id) and a label column\n"
-          "  npz:PATH      arrays x_train, y_train (x_val, y_val, x_test, y_test optional)")
+    print("\nYour own images:")
+    for kind in SOURCES.values():
+        if kind.takes_path:
+            print(f"  {kind.usage:<14}{kind.title}")
     return 0

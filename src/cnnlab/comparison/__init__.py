@@ -9,6 +9,7 @@ Keras ``validation_split`` does; the leaderboard says so.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import sys
 import time
@@ -44,8 +45,10 @@ def resolve_models(models) -> list[str]:
                                   "--models", "pip install 'cnnlab[boost]' (XGBoost and LightGBM), or drop it")
         elif name not in PRESETS and not (Path(name).suffix.lower() in (".yaml", ".yml", ".json")
                                           and Path(name).is_file()):
+            close = difflib.get_close_matches(name, [*BASELINES, *PRESETS], 1)
+            hint = f"did you mean {close[0]}? " if close else ""
             raise ConfigError(f"unknown model '{name}'", "--models",
-                              f"use baselines {', '.join(BASELINES)}; presets {', '.join(PRESETS)}; "
+                              f"{hint}use baselines {', '.join(BASELINES)}; presets {', '.join(PRESETS)}; "
                               "or a spec file (.yaml/.json)")
         if name not in out:
             out.append(name)

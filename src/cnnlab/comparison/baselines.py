@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,73 +23,109 @@ class Baseline:
     name: str
     kind: str
     description: str
+    make: Callable[[int, int], object]  # (seed, jobs) -> an unfitted estimator
+    size: Callable[[object], tuple[int, str]]  # a fitted estimator -> (size, unit)
     features: str = "pixels"  # pixels | hog
     needs: str | None = None  # an optional package
 
 
-BASELINES = {b.name: b for b in [
-    Baseline("tree", "decision tree", "DecisionTreeClassifier"),
-    Baseline("forest", "ensemble (bagging)", "RandomForestClassifier, 100 trees"),
-    Baseline("extra-trees", "ensemble (bagging)", "ExtraTreesClassifier, 100 trees"),
-    Baseline("logreg", "linear", "LogisticRegression (multinomial, lbfgs)"),
-    Baseline("knn", "nearest neighbours", "KNeighborsClassifier, k = 5"),
-    Baseline("linear-svm", "linear", "LinearSVC, C = 1"),
-    Baseline("hgb", "ensemble (boosting)", "HistGradientBoostingClassifier, up to 100 rounds"),
-    Baseline("hog-svm", "features + linear", "HOG features (9 orientations, 2x2-cell blocks) + LinearSVC", "hog"),
-    Baseline("xgboost", "ensemble (boosting)", "XGBClassifier, 200 rounds, hist", needs="xgboost"),
-    Baseline("lightgbm", "ensemble (boosting)", "LGBMClassifier, 200 rounds", needs="lightgbm"),
-]}
+# The registry: `cnnlab compare --models`, its help, "did you mean" and the leaderboard read it.
+# Each entry registers where its estimator is made, below, in the order listings show them.
+BASELINES: dict[str, Baseline] = {}
+
+
+def _params(est) -> tuple[int, str]:
+    return int(est.coef_.size + est.intercept_.size), "params"
+
+
+def _tree_nodes(est) -> tuple[int, str]:
+    return int(est.tree_.node_count), "nodes"
+
+
+def _forest_nodes(est) -> tuple[int, str]:
+    return int(sum(t.tree_.node_count for t in est.estimators_)), "nodes"
+
+
+def baseline(name: str, kind: str, description: str, size: Callable = _params, features: str = "pixels",
+             needs: str | None = None):
+    """Register the decorated ``make(seed, jobs)`` as a baseline; ``size`` measures the fitted model
+    (default: coefficients and intercepts, as parameters)."""
+    def register(make):
+        BASELINES[name] = Baseline(name, kind, description, make, size, features, needs)
+        return make
+    return register
+
+
+@baseline("tree", "decision tree", "DecisionTreeClassifier", _tree_nodes)
+def _tree(seed, jobs):
+    from sklearn.tree import DecisionTreeClassifier
+    return DecisionTreeClassifier(random_state=seed)
+
+
+@baseline("forest", "ensemble (bagging)", "RandomForestClassifier, 100 trees", _forest_nodes)
+def _forest(seed, jobs):
+    from sklearn.ensemble import RandomForestClassifier
+    return RandomForestClassifier(n_estimators=100, n_jobs=jobs, random_state=seed)
+
+
+@baseline("extra-trees", "ensemble (bagging)", "ExtraTreesClassifier, 100 trees", _forest_nodes)
+def _extra_trees(seed, jobs):
+    from sklearn.ensemble import ExtraTreesClassifier
+    return ExtraTreesClassifier(n_estimators=100, n_jobs=jobs, random_state=seed)
+
+
+@baseline("logreg", "linear", "LogisticRegression (multinomial, lbfgs)")
+def _logreg(seed, jobs):
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(max_iter=200)
+
+
+@baseline("knn", "nearest neighbours", "KNeighborsClassifier, k = 5",
+          lambda est: (int(est.n_samples_fit_ * est.n_features_in_), "stored values"))
+def _knn(seed, jobs):
+    from sklearn.neighbors import KNeighborsClassifier
+    return KNeighborsClassifier(n_neighbors=5, n_jobs=jobs)
+
+
+def _linear_svm(seed, jobs):
+    from sklearn.svm import LinearSVC
+    return LinearSVC(C=1.0, dual="auto", max_iter=2000, random_state=seed)
+
+
+baseline("linear-svm", "linear", "LinearSVC, C = 1")(_linear_svm)
+
+
+@baseline("hgb", "ensemble (boosting)", "HistGradientBoostingClassifier, up to 100 rounds",
+          lambda est: (int(sum(len(p.nodes) for it in est._predictors for p in it)), "nodes"))
+def _hgb(seed, jobs):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+
+
+baseline("hog-svm", "features + linear", "HOG features (9 orientations, 2x2-cell blocks) + LinearSVC",
+         features="hog")(_linear_svm)
+
+
+@baseline("xgboost", "ensemble (boosting)", "XGBClassifier, 200 rounds, hist",
+          lambda est: (int(len(est.get_booster().trees_to_dataframe())), "nodes"), needs="xgboost")
+def _xgboost(seed, jobs):
+    from xgboost import XGBClassifier
+    return XGBClassifier(n_estimators=200, tree_method="hist", n_jobs=jobs, random_state=seed, verbosity=0)
+
+
+def _lightgbm_nodes(est) -> tuple[int, str]:
+    info = est.booster_.dump_model()["tree_info"]
+    return int(sum(2 * t["num_leaves"] - 1 for t in info)), "nodes"
+
+
+@baseline("lightgbm", "ensemble (boosting)", "LGBMClassifier, 200 rounds", _lightgbm_nodes, needs="lightgbm")
+def _lightgbm(seed, jobs):
+    from lightgbm import LGBMClassifier
+    return LGBMClassifier(n_estimators=200, n_jobs=jobs, random_state=seed, verbose=-1)
 
 
 def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
-
-
-def make_estimator(name: str, seed: int, jobs: int):
-    if name == "tree":
-        from sklearn.tree import DecisionTreeClassifier
-        return DecisionTreeClassifier(random_state=seed)
-    if name in ("forest", "extra-trees"):
-        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-        cls = RandomForestClassifier if name == "forest" else ExtraTreesClassifier
-        return cls(n_estimators=100, n_jobs=jobs, random_state=seed)
-    if name == "logreg":
-        from sklearn.linear_model import LogisticRegression
-        return LogisticRegression(max_iter=200)
-    if name == "knn":
-        from sklearn.neighbors import KNeighborsClassifier
-        return KNeighborsClassifier(n_neighbors=5, n_jobs=jobs)
-    if name in ("linear-svm", "hog-svm"):
-        from sklearn.svm import LinearSVC
-        return LinearSVC(C=1.0, dual="auto", max_iter=2000, random_state=seed)
-    if name == "hgb":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-        return HistGradientBoostingClassifier(max_iter=100, random_state=seed)
-    if name == "xgboost":
-        from xgboost import XGBClassifier
-        return XGBClassifier(n_estimators=200, tree_method="hist", n_jobs=jobs, random_state=seed, verbosity=0)
-    if name == "lightgbm":
-        from lightgbm import LGBMClassifier
-        return LGBMClassifier(n_estimators=200, n_jobs=jobs, random_state=seed, verbose=-1)
-    raise KeyError(name)
-
-
-def model_size(name: str, est) -> tuple[int, str]:
-    """(size, unit): nodes for tree models, stored values for k-NN, parameters otherwise."""
-    if name == "tree":
-        return int(est.tree_.node_count), "nodes"
-    if name in ("forest", "extra-trees"):
-        return int(sum(t.tree_.node_count for t in est.estimators_)), "nodes"
-    if name == "hgb":
-        return int(sum(len(p.nodes) for it in est._predictors for p in it)), "nodes"
-    if name == "xgboost":
-        return int(len(est.get_booster().trees_to_dataframe())), "nodes"
-    if name == "lightgbm":
-        info = est.booster_.dump_model()["tree_info"]
-        return int(sum(2 * t["num_leaves"] - 1 for t in info)), "nodes"
-    if name == "knn":
-        return int(est.n_samples_fit_ * est.n_features_in_), "stored values"
-    return int(est.coef_.size + est.intercept_.size), "params"
 
 
 # ---------------------------------------------------------------------------------------- HOG
@@ -149,13 +186,13 @@ def fit_and_score(name: str, x_train: np.ndarray, y_train: np.ndarray, x_eval: n
         warnings.simplefilter("ignore")  # ConvergenceWarning and friends: the score says it
         t0 = time.perf_counter()
         prep = Preprocessing.fit(scale, x_train)
-        est = make_estimator(name, seed, jobs)
+        est = baseline.make(seed, jobs)
         est.fit(features(baseline, x_train, prep), y_train)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         pred = np.asarray(est.predict(features(baseline, x_eval, prep))).astype(np.int64)
         predict_s = time.perf_counter() - t0
-    size, unit = model_size(name, est)
+    size, unit = baseline.size(est)
     return {"accuracy": float(accuracy_score(y_eval, pred)),
             "macro_f1": float(f1_score(y_eval, pred, average="macro", zero_division=0)),
             "train_time_s": train_s, "predict_s": predict_s, "size": size, "size_unit": unit,

@@ -21,6 +21,7 @@ from ..atomic import write_bytes
 from ..errors import DataError
 from .dataset import Dataset, Split, check_labels
 from .idx import read_idx
+from .registry import SourceKind, register_source
 
 FASHION_EN = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
               "Sneaker", "Bag", "Ankle boot"]
@@ -66,7 +67,6 @@ IDX_SETS = {
         "MNIST handwritten digits: 60,000 + 10,000 grayscale 28x28 images, 10 classes"),
 }
 
-BUILTIN = ("fashion-mnist", "mnist", "digits")
 
 
 def cache_dir() -> Path:
@@ -220,17 +220,17 @@ def load_digits_set() -> Dataset:
                    {"folder": "scikit-learn (embedded)"})
 
 
-def availability() -> list[dict]:
-    """One row per built-in source: name, whether it is available now and where."""
-    rows = []
-    for name in BUILTIN:
-        if name == "digits":
-            rows.append({"name": name, "available": True, "where": "scikit-learn (embedded)",
-                         "title": "scikit-learn digits: 1,797 grayscale 8x8 images, 10 classes"})
-            continue
-        found = locate(name)
-        rows.append({"name": name, "available": found is not None,
-                     "where": str(found["train_images"].parent) if found else
-                     "not found; " + how_to_get(name),
-                     "title": IDX_SETS[name].title})
-    return rows
+def _found(name: str) -> tuple[bool, str]:
+    """Whether the IDX set is here now, and where (or how to get it)."""
+    found = locate(name)
+    return (True, str(found["train_images"].parent)) if found else (False, "not found; " + how_to_get(name))
+
+
+for _name, _set in IDX_SETS.items():
+    register_source(SourceKind(
+        _name, lambda path, opts, names, require_labels, on_missing, n=_name:
+            load_idx_set(n, opts.data_dir, opts.download, opts.labels, opts.quiet),
+        _set.title, in_memory=True, translates=True, available=lambda n=_name: _found(n)))
+register_source(SourceKind("digits", lambda *_: load_digits_set(),
+                           "scikit-learn digits: 1,797 grayscale 8x8 images, 10 classes", in_memory=True,
+                           available=lambda: (True, "scikit-learn (embedded)")))

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import DataError, warn
 from .dataset import Dataset, Split, check_labels, labeled_splits
 from .images import ReadResult, is_image_file, printable, read_images
+from .registry import SourceKind, register_source
 
 SPLIT_DIRS = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
               "test": ("test", "testing")}
@@ -355,3 +356,20 @@ def load_npz(path: str, class_names: list[str] | None = None) -> Dataset:
             raw[split] = (arrays[f"x_{sfx}"], arrays[f"y_{sfx}"])
     names, splits = labeled_splits(raw, names, lambda split, xy: f"{printable(p)}, {xy}_{suffix[split]}")
     return Dataset(f"npz:{path}", names, splits, {"npz": printable(p)})
+
+
+register_source(SourceKind(
+    "folder", lambda path, opts, names, require_labels, on_missing:
+        load_folder(path, opts.image_size, opts.color_mode, opts.on_bad_image),
+    "one sub-folder per class, optionally under train/ validation/ test/", takes_path=True,
+    claims=lambda p: p.is_dir()))
+register_source(SourceKind(
+    "csv", lambda path, opts, names, require_labels, on_missing:
+        load_csv(path, opts.label_column, opts.image_column, opts.image_pattern, opts.image_size, opts.color_mode,
+                 names, require_labels, opts.on_bad_image, on_missing),
+    "a table with an image column (path or id) and a label column", takes_path=True,
+    claims=lambda p: p.suffix.lower() == ".csv" and p.exists(), reads_class_names=True))
+register_source(SourceKind(
+    "npz", lambda path, opts, names, require_labels, on_missing: load_npz(path, names),
+    "arrays x_train, y_train (x_val, y_val, x_test, y_test optional)", takes_path=True,
+    claims=lambda p: p.suffix.lower() == ".npz" and p.exists(), reads_class_names=True, in_memory=True))

@@ -1,11 +1,13 @@
 """One entry point for every data source: ``load_source("fashion-mnist", options)``.
 
-Sources: ``fashion-mnist``, ``mnist``, ``digits``, ``folder:PATH``, ``csv:PATH``, ``npz:PATH``
-(a bare path to a folder, .csv or .npz file works too).
+Sources are registered (data/registry.py) where their loaders are: ``fashion-mnist``, ``mnist``,
+``digits`` (data/builtin.py), ``folder:PATH``, ``csv:PATH``, ``npz:PATH`` (data/files.py; a bare
+path to a folder, .csv or .npz file works too).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..options import Choice, Rule, key
-from . import builtin, files
+from ..options import Choice, Rule, check_values, key
+from . import builtin, files  # noqa: F401  (they register their sources)
 from .dataset import Dataset, Split
+from .registry import SOURCES
 
 
 def _data(default, help, check=None, **kw):
@@ -55,21 +58,31 @@ class DataOptions:
         return d
 
 
+def _names_hint() -> str:
+    return ", ".join(k.usage for k in SOURCES.values())
+
+
+def source_help() -> str:
+    """The sources, for --help: every registered kind."""
+    return _names_hint()
+
+
 def parse_source(source: str) -> tuple[str, str | None]:
-    """('fashion-mnist', None) or ('folder', PATH) etc."""
-    if source in builtin.BUILTIN:
+    """('fashion-mnist', None) or ('folder', PATH) etc.: the registered kind and its path."""
+    kind = SOURCES.get(source)
+    if kind is not None and not kind.takes_path:
         return source, None
-    for kind in ("folder", "csv", "npz"):
-        if source.startswith(kind + ":"):
-            return kind, source[len(kind) + 1:]
+    for kind in SOURCES.values():
+        if kind.takes_path and source.startswith(kind.name + ":"):
+            return kind.name, source[len(kind.name) + 1:]
     p = Path(source)
-    if p.is_dir():
-        return "folder", source
-    if p.suffix.lower() in (".csv", ".npz") and p.exists():
-        return p.suffix.lower()[1:], source
+    for kind in SOURCES.values():
+        if kind.claims is not None and kind.claims(p):
+            return kind.name, source
+    close = difflib.get_close_matches(source, [k.name for k in SOURCES.values() if not k.takes_path], 1)
+    hint = f"did you mean {close[0]}? " if close else ""
     raise DataError(f"unknown data source '{source}'", "SOURCE",
-                    "use fashion-mnist, mnist, digits, folder:PATH, csv:PATH or npz:PATH "
-                    "(cnnlab datasets lists them)")
+                    f"{hint}use {_names_hint()} (cnnlab datasets lists them)")
 
 
 def resolve_class_names(opts: DataOptions) -> list[str] | None:
@@ -141,32 +154,21 @@ def load_source(source: str, opts: DataOptions | None = None,
     """The source's images, labels and class names. ``on_missing='skip'`` leaves out CSV rows
     whose image file does not exist (cnnlab check lists them) instead of refusing the table."""
     opts = opts or DataOptions()
-    if opts.labels not in ("en", "ko"):
-        raise DataError(f"unknown label language '{opts.labels}'", "--labels", "use en or ko")
-    kind, path = parse_source(source)
+    check_values(opts)  # the API passes options unchecked
+    name, path = parse_source(source)
+    kind = SOURCES[name]
     names = resolve_class_names(opts)
-    if kind in builtin.IDX_SETS:
-        ds = builtin.load_idx_set(kind, opts.data_dir, opts.download, opts.labels, opts.quiet)
-    elif kind == "digits":
-        ds = builtin.load_digits_set()
-    elif kind == "folder":
-        ds = files.load_folder(path, opts.image_size, opts.color_mode, opts.on_bad_image)
-    elif kind == "csv":
-        ds = files.load_csv(path, opts.label_column, opts.image_column, opts.image_pattern,
-                            opts.image_size, opts.color_mode, names, require_labels, opts.on_bad_image,
-                            on_missing)
-    else:
-        ds = files.load_npz(path, names)
-    if names is not None and kind not in ("csv", "npz"):
+    ds = kind.load(path, opts, names, require_labels, on_missing)
+    if names is not None and not kind.reads_class_names:
         if len(names) != ds.num_classes:
             raise DataError(f"{len(names)} class names for {ds.num_classes} classes", opts.class_names,
                             "give one name per class, in the order of the class indices (folders: sorted)")
         ds.class_names = names
-    if kind not in builtin.IDX_SETS and ds.class_names:
+    if not kind.translates and ds.class_names:
         apply_label_language(ds, opts.labels, "--labels")
-    if kind in ("fashion-mnist", "mnist", "digits", "npz"):
-        for name, s in ds.splits.items():
-            ds.splits[name] = Split(conform(s.x, opts.image_size, opts.color_mode), s.y, s.ids)
+    if kind.in_memory:
+        for split, s in ds.splits.items():
+            ds.splits[split] = Split(conform(s.x, opts.image_size, opts.color_mode), s.y, s.ids)
     return ds
 
 

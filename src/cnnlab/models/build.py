@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import LayerInfo, Spec, same_pads
+from .layers import LAYERS
+from .spec import Spec
 
 
 def activation_module(name: str | None) -> nn.Module:
@@ -92,55 +93,6 @@ class ChannelDense(nn.Module):
         return self.linear(x.movedim(1, -1)).movedim(-1, 1)
 
 
-def _layer(info: LayerInfo) -> list[nn.Module]:
-    a, shape = info.args, info.input_shape
-    if info.type == "Conv2D":
-        (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation_rate"]
-        mods: list[nn.Module] = []
-        padding = (0, 0)
-        if a["padding"] == "same":
-            top, bottom = same_pads(shape[0], dh * (kh - 1) + 1, sh)
-            left, right = same_pads(shape[1], dw * (kw - 1) + 1, sw)
-            if (top, left) == (bottom, right):
-                padding = (top, left)
-            else:
-                mods.append(nn.ZeroPad2d((left, right, top, bottom)))
-        conv = nn.Conv2d(shape[2], a["filters"], (kh, kw), (sh, sw), padding, (dh, dw),
-                         bias=a["use_bias"])
-        return mods + [conv, activation_module(a["activation"])]
-    if info.type in ("MaxPooling2D", "AveragePooling2D"):
-        kernel, stride = a["pool_size"], a["strides"]
-        kind = "max" if info.type == "MaxPooling2D" else "avg"
-        if a["padding"] == "same":
-            top, bottom = same_pads(shape[0], kernel[0], stride[0])
-            left, right = same_pads(shape[1], kernel[1], stride[1])
-            if top or bottom or left or right:
-                return [PadPool2d(kind, kernel, stride, (left, right, top, bottom))]
-        return [nn.MaxPool2d(kernel, stride) if kind == "max" else nn.AvgPool2d(kernel, stride)]
-    if info.type == "GlobalAveragePooling2D":
-        return [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
-    if info.type == "GlobalMaxPooling2D":
-        return [nn.AdaptiveMaxPool2d(1), nn.Flatten(1)]
-    if info.type == "BatchNormalization":
-        bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-        return [bn(shape[-1], eps=a["epsilon"], momentum=1.0 - a["momentum"])]
-    if info.type == "Dropout":
-        return [Dropout(a["rate"])]
-    if info.type == "Flatten":
-        return [FlattenNHWC()]
-    if info.type == "Dense":
-        if len(shape) == 3:
-            lin = ChannelDense(shape[-1], a["units"], a["use_bias"])
-        else:
-            lin = nn.Linear(shape[-1], a["units"], bias=a["use_bias"])
-        return [lin, activation_module(a["activation"])]
-    if info.type == "Activation":
-        return [activation_module(a["activation"])]
-    if info.type == "Rescaling":
-        return [Rescaling(float(a["scale"]), float(a["offset"]))]
-    raise AssertionError(info.type)
-
-
 def patch_moments(x: torch.Tensor, kernel, dilation, budget: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance (float64) of every kernel-sized patch of images ``x`` (N, C, H, W),
     accumulated over chunks of about ``budget`` patch values, so large images stay in memory."""
@@ -189,7 +141,7 @@ class SpecModel(nn.Module):
         self.spec = spec
         blocks = []
         for i, info in enumerate(spec.layers):
-            mods = _layer(info)
+            mods = LAYERS[info.type].build(info)  # the layer kind's torch modules
             if i == len(spec.layers) - 1 and isinstance(mods[-1], (nn.Softmax, nn.Sigmoid)):
                 mods = mods[:-1]  # the loss applies it; probabilities() puts it back
             blocks.append(nn.Sequential(*mods))

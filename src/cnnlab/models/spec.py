@@ -15,33 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SpecError
+from .layers import ALIASES, LAYERS, REQUIRED, LayerKind, lookup
 
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "leaky_relu", "sigmoid", "tanh", "softmax",
                "linear", "silu", "swish", "softplus")
 
-# Canonical Keras class names and their aliases.
-ALIASES = {"MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
-           "AveragePool2D": "AveragePooling2D",
-           "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D"}
-
-_REQ = object()  # marks a required argument
-
-LAYER_ARGS: dict[str, dict] = {
-    "Conv2D": {"filters": _REQ, "kernel_size": _REQ, "strides": 1, "padding": "valid",
-               "activation": None, "use_bias": True, "dilation_rate": 1,
-               "kernel_initializer": "glorot_uniform", "trainable": True},
-    "MaxPooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},
-    "AveragePooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},
-    "GlobalAveragePooling2D": {},
-    "GlobalMaxPooling2D": {},
-    "BatchNormalization": {"momentum": 0.99, "epsilon": 0.001},
-    "Dropout": {"rate": _REQ},
-    "Flatten": {},
-    "Dense": {"units": _REQ, "activation": None, "use_bias": True,
-              "kernel_initializer": "glorot_uniform", "trainable": True},
-    "Activation": {"activation": _REQ},
-    "Rescaling": {"scale": _REQ, "offset": 0.0},
-}
 # Bounds that keep a spec buildable on one machine: a typo such as units: 1000000000 is an error
 # with the layer's name, not an out-of-memory crash minutes later.
 MAX_PARAMS = 1_000_000_000  # 4 GB of float32 weights
@@ -171,31 +149,6 @@ def load_spec_file(path: str | Path) -> dict:
     return data
 
 
-def _pair(v, layer: str, arg: str, allow_zero: bool = False) -> tuple[int, int]:
-    if isinstance(v, bool):
-        v = None
-    if isinstance(v, int):
-        v = (v, v)
-    if (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
-            and all(i > 0 or (allow_zero and i == 0) for i in v)):
-        return (int(v[0]), int(v[1]))
-    raise SpecError(f"{arg}={v!r} is not a positive integer or a pair of them", layer,
-                    f"use e.g. {arg}: 3 or {arg}: [3, 3]")
-
-
-def _out_len(n: int, k: int, s: int, padding: str) -> int:
-    if padding == "same":
-        return math.ceil(n / s)
-    return (n - k) // s + 1 if n >= k else 0
-
-
-def same_pads(n: int, k: int, s: int) -> tuple[int, int]:
-    """TensorFlow's 'same' padding: (before, after), the extra pixel going after."""
-    out = math.ceil(n / s)
-    total = max((out - 1) * s + k - n, 0)
-    return total // 2, total - total // 2
-
-
 def _check_activation(v, where: str) -> str | None:
     if v is None:
         return None
@@ -208,11 +161,12 @@ def _check_activation(v, where: str) -> str | None:
     return None if v == "linear" else ("silu" if v == "swish" else v)
 
 
-def _check_initializer(first: bool, ltype: str, args: dict, shape: tuple, where: str) -> None:
+def _check_initializer(first: bool, kind: LayerKind, args: dict, shape: tuple, where: str) -> None:
     init = args["kernel_initializer"]
-    if init not in INITIALIZERS or (init == "patch_whitening" and ltype != "Conv2D"):
-        ok = INITIALIZERS if ltype == "Conv2D" else INITIALIZERS[:2]
-        raise SpecError(f"kernel_initializer={init!r} is unknown for {ltype}", where, f"use one of {', '.join(ok)}")
+    if init not in INITIALIZERS or (init == "patch_whitening" and not kind.takes_patch_whitening):
+        ok = INITIALIZERS if kind.takes_patch_whitening else INITIALIZERS[:2]
+        raise SpecError(f"kernel_initializer={init!r} is unknown for {kind.name}", where,
+                        f"use one of {', '.join(ok)}")
     if init != "patch_whitening":
         return
     if not first:
@@ -225,74 +179,13 @@ def _check_initializer(first: bool, ltype: str, args: dict, shape: tuple, where:
                         where, f"use an even number of filters from 2 to {2 * dims}")
 
 
-def _infer(i: int, ltype: str, args: dict, shape: tuple, where: str) -> tuple[tuple, int, int]:
+def _infer(kind: LayerKind, args: dict, shape: tuple, where: str) -> tuple[tuple, int, int]:
     """Output shape, trainable and non-trainable parameter counts of one layer."""
-    rank3 = len(shape) == 3
-    if ltype in ("Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
-                 "GlobalMaxPooling2D") and not rank3:
+    if kind.needs_image and len(shape) != 3:
         fix = ("give input_shape a channel axis, e.g. [28, 28, 1]" if len(shape) == 2
                else "put it before Flatten / Dense")
-        raise SpecError(f"{ltype} needs an (H, W, C) input but gets {tuple(shape)}", where, fix)
-    if ltype == "Conv2D":
-        f = args["filters"]
-        if not isinstance(f, int) or isinstance(f, bool) or f <= 0:
-            raise SpecError(f"filters={f!r} is not a positive integer", where, "use e.g. filters: 32")
-        (kh, kw), (sh, sw), (dh, dw) = args["kernel_size"], args["strides"], args["dilation_rate"]
-        ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-        h = _out_len(shape[0], ekh, sh, args["padding"])
-        w = _out_len(shape[1], ekw, sw, args["padding"])
-        if h <= 0 or w <= 0:
-            raise SpecError(f"kernel_size {[kh, kw]} on a {shape[0]}x{shape[1]} input gives an "
-                            f"output of size {max(h, 0)}x{max(w, 0)}", where,
-                            "use padding: same, a smaller kernel_size, fewer pooling layers "
-                            "before it, or a larger --image-size")
-        params = kh * kw * shape[2] * f + (f if args["use_bias"] else 0)
-        return (h, w, f), params, 0
-    if ltype in ("MaxPooling2D", "AveragePooling2D"):
-        (ph, pw), (sh, sw) = args["pool_size"], args["strides"]
-        h = _out_len(shape[0], ph, sh, args["padding"])
-        w = _out_len(shape[1], pw, sw, args["padding"])
-        if h <= 0 or w <= 0:
-            raise SpecError(f"pool_size {[ph, pw]} on a {shape[0]}x{shape[1]} input gives an "
-                            f"output of size {max(h, 0)}x{max(w, 0)}", where,
-                            "remove this pooling layer, use padding: same, or a larger --image-size")
-        return (h, w, shape[2]), 0, 0
-    if ltype in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
-        return (shape[2],), 0, 0
-    if ltype == "BatchNormalization":
-        m, eps = args["momentum"], args["epsilon"]
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
-            raise SpecError(f"momentum={m!r} is not a number in [0, 1]", where,
-                            "use e.g. momentum: 0.99 (Keras' default)")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
-            raise SpecError(f"epsilon={eps!r} is not a positive number", where,
-                            "use e.g. epsilon: 0.001 (Keras' default)")
-        c = shape[-1]
-        return shape, 2 * c, 2 * c
-    if ltype == "Dropout":
-        r = args["rate"]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
-            raise SpecError(f"rate={r!r} is not in [0, 1)", where, "use e.g. rate: 0.3")
-        return shape, 0, 0
-    if ltype == "Flatten":
-        return (math.prod(shape),), 0, 0
-    if ltype == "Dense":
-        u = args["units"]
-        if not isinstance(u, int) or isinstance(u, bool) or u <= 0:
-            raise SpecError(f"units={u!r} is not a positive integer", where, "use e.g. units: 128")
-        if len(shape) == 2:
-            raise SpecError(f"Dense on a 2-D input {tuple(shape)}", where,
-                            "add Flatten before it, or give input_shape a channel axis")
-        return (*shape[:-1], u), shape[-1] * u + (u if args["use_bias"] else 0), 0
-    if ltype == "Activation":
-        return shape, 0, 0
-    if ltype == "Rescaling":
-        for k in ("scale", "offset"):
-            v = args[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise SpecError(f"{k}={v!r} is not a number", where, "use e.g. scale: 0.00392156862745098 (1/255)")
-        return shape, 0, 0
-    raise AssertionError(ltype)
+        raise SpecError(f"{kind.name} needs an (H, W, C) input but gets {tuple(shape)}", where, fix)
+    return kind.infer(args, shape, where)
 
 
 def parse_spec(data: dict, where: str = "spec") -> Spec:
@@ -346,14 +239,15 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
         if not isinstance(raw["type"], str):
             raise SpecError(f"type={raw['type']!r} is not a layer name", f"{where}, layer {i}",
                             "write the type as a name, e.g. type: Conv2D")
-        ltype = ALIASES.get(raw["type"], raw["type"])
+        kind = lookup(raw["type"])
         loc = f"{where}, layer {i} ({raw['type']})"
-        if ltype not in LAYER_ARGS:
-            close = difflib.get_close_matches(str(raw["type"]), list(LAYER_ARGS) + list(ALIASES), 1)
+        if kind is None:
+            close = difflib.get_close_matches(str(raw["type"]), list(LAYERS) + list(ALIASES), 1)
             hint = f"did you mean {close[0]}? " if close else ""
             raise SpecError(f"unknown layer type '{raw['type']}'", loc,
-                            f"{hint}supported: {', '.join(LAYER_ARGS)}")
-        allowed = LAYER_ARGS[ltype]
+                            f"{hint}supported: {', '.join(LAYERS)}")
+        ltype = kind.name
+        allowed = kind.args
         args = {}
         for k, v in raw.items():
             if k in COMMON_ARGS:
@@ -364,18 +258,10 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
             args[k] = v
         for k, default in allowed.items():
             if k not in args:
-                if default is _REQ:
+                if default is REQUIRED:
                     raise SpecError(f"missing argument '{k}'", loc, f"give {ltype} a {k}")
                 args[k] = default
-        # Normalise the arguments the way Keras does.
-        if ltype == "Conv2D":
-            args["kernel_size"] = _pair(args["kernel_size"], loc, "kernel_size")
-            args["strides"] = _pair(args["strides"], loc, "strides")
-            args["dilation_rate"] = _pair(args["dilation_rate"], loc, "dilation_rate")
-        if ltype in ("MaxPooling2D", "AveragePooling2D"):
-            args["pool_size"] = _pair(args["pool_size"], loc, "pool_size")
-            args["strides"] = _pair(args["strides"] if args["strides"] is not None else args["pool_size"],
-                                    loc, "strides")
+        kind.normalise(args, loc)  # the way Keras does, e.g. kernel_size: 3 -> (3, 3)
         if "padding" in args:
             p = str(args["padding"]).lower()
             if p not in ("valid", "same"):
@@ -387,8 +273,8 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
             if flag in args and not isinstance(args[flag], bool):
                 raise SpecError(f"{flag}={args[flag]!r} is not true/false", loc, "use true or false")
         if "kernel_initializer" in args:
-            _check_initializer(not infos, ltype, args, shape, loc)
-        out, trainable, fixed = _infer(i, ltype, args, shape, loc)
+            _check_initializer(not infos, kind, args, shape, loc)
+        out, trainable, fixed = _infer(kind, args, shape, loc)
         if args.get("trainable") is False:  # Keras counts a frozen layer's weights as non-trainable
             trainable, fixed = 0, fixed + trainable
         base = snake(ltype)
@@ -415,7 +301,7 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
         raise SpecError(f"the model's output has shape {tuple(last.output_shape)}",
                         f"{where}, layer {last.index} ({last.type})",
                         "end with Flatten or GlobalAveragePooling2D and a Dense layer")
-    if last.type not in ("Dense", "Activation"):
+    if not LAYERS[last.type].can_end:
         raise SpecError(f"the last layer is {last.type}", f"{where}, layer {last.index}",
                         "end with Dense(units=number of classes, activation=softmax)")
     act = last.args.get("activation")
