@@ -26,28 +26,28 @@ from .training import load_data
 from .training import train as _train
 
 
-def load_dataset(source: str = "fashion-mnist", *, val_split: float = 0.2, test_split: float = 0.2,
-                 seed: int = 42, **options) -> Dataset:
+def load_dataset(source: str = TrainConfig.source, *, val_split: float = TrainConfig.val_split,
+                 test_split: float = TrainConfig.test_split, seed: int = TrainConfig.seed, **options) -> Dataset:
     """Load a source and split it (stratified, seeded). ``options`` are DataOptions fields
     (data_dir, image_size, color_mode, labels, class_names, label_column, ...)."""
     ds = load_source(source, DataOptions(**options))
     return prepare_splits(ds, val_split, test_split, seed)
 
 
-def build_model(model: str | dict = "fashion-cnn", input_shape: tuple | None = None,
+def build_model(model: str | dict = TrainConfig.model, input_shape: tuple | None = None,
                 num_classes: int | None = None) -> SpecModel:
     """A torch module from a preset name, a spec file or a spec mapping; ``model.spec``
     holds the shapes and parameter counts (``print(model.spec.summary())``)."""
     return build_module(spec_from(model, input_shape, num_classes))
 
 
-def summary(model: str | dict = "fashion-cnn", input_shape: tuple | None = None,
+def summary(model: str | dict = TrainConfig.model, input_shape: tuple | None = None,
             num_classes: int | None = None) -> str:
     """The Keras-style summary table (shapes and parameter counts come from the spec alone)."""
     return spec_from(model, input_shape, num_classes).summary()
 
 
-def train(source="fashion-mnist", model: str | dict = "fashion-cnn", *,
+def train(source=TrainConfig.source, model: str | dict = TrainConfig.model, *,
           config: str | Path | None = None, callbacks: list | tuple = (), **options) -> Run:
     """Train and return the run (its directory is ``run.path``). ``source``: a source name, a
     loaded Dataset, or arrays ``(x_train, y_train)`` / ``((x_train, y_train), (x_test, y_test))``.
@@ -76,7 +76,7 @@ def train(source="fashion-mnist", model: str | dict = "fashion-cnn", *,
     return _train(cfg, spec_override=spec, dataset=dataset, callbacks=callbacks)
 
 
-def compare(source: str = "fashion-mnist", models=None, *,
+def compare(source: str = TrainConfig.source, models=None, *,
             cv: int | None = None, jobs: int = 1, subsample=None, time_limit=None, out=None,
             config: str | Path | None = None, quiet: bool = True, **options):
     """A leaderboard (pandas DataFrame, best first) of ``models`` (default: tree, forest,

@@ -80,8 +80,11 @@ def _logreg(seed, jobs):
     return LogisticRegression(max_iter=200)
 
 
-@baseline("knn", "nearest neighbours", "KNeighborsClassifier, k = 5",
-          lambda est: (int(est.n_samples_fit_ * est.n_features_in_), "stored values"))
+def _stored_values(est) -> tuple[int, str]:
+    return int(est.n_samples_fit_ * est.n_features_in_), "stored values"
+
+
+@baseline("knn", "nearest neighbours", "KNeighborsClassifier, k = 5", _stored_values)
 def _knn(seed, jobs):
     from sklearn.neighbors import KNeighborsClassifier
     return KNeighborsClassifier(n_neighbors=5, n_jobs=jobs)
