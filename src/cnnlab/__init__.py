@@ -9,11 +9,11 @@ import of a submodule never replaces a public function.
 __version__ = "0.1.0"
 
 _LAZY = {"build_model": "api", "compare": "api", "evaluate": "api", "load_dataset": "api", "predict": "api",
-         "summary": "api", "train": "api", "CnnlabError": "errors", "Run": "runs", "load_run": "runs",
+         "resume": "api", "summary": "api", "train": "api", "CnnlabError": "errors", "Run": "runs", "load_run": "runs",
          "Callback": "engine.callbacks"}
 
 __all__ = ["Callback", "CnnlabError", "Run", "build_model", "compare", "evaluate", "list_models", "load_dataset",
-           "load_run", "predict", "summary", "train", "__version__"]
+           "load_run", "predict", "resume", "summary", "train", "__version__"]
 
 
 def __getattr__(name: str):

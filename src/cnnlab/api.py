@@ -76,6 +76,18 @@ def train(source=TrainConfig.source, model: str | dict = TrainConfig.model, *,
     return _train(cfg, spec_override=spec, dataset=dataset, callbacks=callbacks)
 
 
+def resume(run: Run | str | Path, data=None, *, callbacks: list | tuple = (), **session) -> Run:
+    """Continue a stopped run (killed, crashed, interrupted, out of time) from the end of its last
+    finished epoch, in its own directory; it ends as the uninterrupted run would have. ``data``: the
+    same Dataset or arrays again, for a run trained on in-memory data. ``session``: quiet, threads,
+    device or time_limit."""
+    from .training import resume as _resume
+
+    if isinstance(data, (tuple, list)):
+        data = arrays_dataset(data, None, "data")
+    return _resume(run.path if isinstance(run, Run) else run, data, callbacks, **session)
+
+
 def compare(source: str = TrainConfig.source, models=None, *,
             cv: int | None = None, jobs: int = 1, subsample=None, time_limit=None, out=None,
             config: str | Path | None = None, quiet: bool = True, **options):

@@ -257,6 +257,7 @@ class RunDir:
     CLASS_WEIGHTS = "class_weights.json"  # the loss weight of each class, when used
     WEIGHTS_INIT = "weights_init.json"  # weight statistics at initialisation (histograms)
     REPORT = "report.html"
+    RESUME = "resume.pt"  # after each epoch: what `cnnlab train --resume` needs; removed when the run ends
     REQUIRED = (SPEC, PREPROCESSING, CLASSES, DATA)
 
     def __init__(self, path: str | Path):
@@ -314,6 +315,39 @@ class RunDir:
 
     def finish(self, metrics: dict) -> None:
         atomic.write_json(self / self.METRICS, metrics)
+
+    def save_resume(self, state: dict) -> None:
+        """The training state after an epoch (tensors, numbers, lists, dicts: loaded back with
+        torch.load(weights_only=True), which never runs code from the file)."""
+        import torch
+
+        atomic.write_with(self / self.RESUME, lambda tmp: torch.save(state, tmp))
+
+    def read_resume(self) -> dict:
+        import pickle
+
+        import torch
+
+        path = self / self.RESUME
+        if not path.is_file():
+            raise RunError(f"nothing to resume: the run has no {self.RESUME}", str(self.path),
+                           "a run keeps a resume point from its first finished epoch until it completes; this "
+                           "one completed or never finished an epoch: train again")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            raise RunError(f"cannot read {self.RESUME}: {str(e).splitlines()[0]}", str(path),
+                           "the file is damaged; train again") from None
+        if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "rng", "history"} <= set(state):
+            raise RunError(f"{self.RESUME} is not a resume point", str(path), "train again")
+        return state
+
+    def discard_resume(self) -> None:
+        (self / self.RESUME).unlink(missing_ok=True)
+
+    def reopen(self) -> None:
+        """A stopped run continues: marked running again by this process."""
+        mark_running(self.path)
 
     def mark_finished(self, status: str, reason: str = "") -> None:
         mark_finished(self.path, status, reason)
@@ -434,7 +468,9 @@ class RunDir:
         run.state = state
         if state != "finished":
             warn(f"the run did not finish: {why}", str(p),
-                 "wait for it to finish" if state == "training" else "train again for a complete run")
+                 "wait for it to finish" if state == "training" else
+                 f"continue it: cnnlab train --resume {p}" if (p / self.RESUME).is_file() else
+                 "train again for a complete run")
         return run
 
 

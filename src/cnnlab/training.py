@@ -14,7 +14,7 @@ from .data.drawing import foreground_stats
 from .data.preprocess import Preprocessing
 from .data.sources import load_configured
 from .data.split import prepare_splits
-from .engine.callbacks import BestCheckpoint, EarlyStopping, HistoryWriter, ProgressBar, TimeLimit
+from .engine.callbacks import BestCheckpoint, EarlyStopping, HistoryWriter, ProgressBar, ResumePoint, TimeLimit
 from .engine.loop import FitData, fit, plan_from, resolve_device, to_tensor
 from .engine.progress import Progress
 from .engine.signals import stop_on_sigterm
@@ -172,11 +172,18 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
 
     rd = RunDir.create(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}")
+    return _guarded(rd, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
+                                          in_memory=dataset is not None, check=check, weights=weights,
+                                          user_callbacks=callbacks))
+
+
+def _guarded(rd: RunDir, train_in) -> Run:
+    """Run ``train_in()`` with SIGTERM as a clean stop; the run directory says how it ended,
+    whatever happened."""
     with stop_on_sigterm():
         try:
-            run = _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
-                            in_memory=dataset is not None, check=check, weights=weights, user_callbacks=callbacks)
-        except BaseException as e:  # the run directory says how it ended, whatever happened
+            run = train_in()
+        except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
                 "stopped" if isinstance(e, TrainingError) else "failed"
             try:
@@ -188,10 +195,111 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     return run
 
 
+# Settings of a session, not of the run: a resumed run may change these (and only these).
+SESSION_KEYS = ("quiet", "threads", "device", "time_limit")
+
+
+def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), **session) -> Run:
+    """Continue a stopped run (killed, crashed, interrupted, out of time) from the end of its last
+    finished epoch, in its own directory: the same data, weights, optimizer state, random states
+    and history, so it ends as the uninterrupted run would have. ``session``: any of SESSION_KEYS.
+    A run trained on in-memory data (the API's arrays) needs the same ``dataset`` again."""
+    from .config import KEYS
+    from .errors import RunError
+    from .runs import load_weights
+
+    t_wall = time.perf_counter()
+    rd = RunDir(path)
+    if not rd.path.is_dir():
+        raise RunError("run directory not found", str(rd.path), "give a run directory (runs/...)")
+    where, why = rd.state()
+    if where == "training":
+        raise RunError(f"cannot resume: {why}", str(rd.path), "wait for it to end, or stop it first")
+    changed = [k for k in session if k not in SESSION_KEYS]
+    if changed:
+        raise ConfigError(f"a resumed run keeps its settings; {changed[0]} cannot change", changed[0],
+                          f"resume with only {', '.join(SESSION_KEYS)}, or train a new run")
+    state = rd.read_resume()
+    stored = rd.read_config()
+    cfg = TrainConfig(**{k: v for k, v in stored.items() if k in KEYS})
+    for k, v in session.items():
+        if v is not None or k == "time_limit":
+            setattr(cfg, k, v)
+    cfg.validate()
+    threads = set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    progress_out = Progress(cfg.epochs, 1, cfg.quiet)
+    data = rd.read_data()
+    if data.get("in_memory") and dataset is None:
+        raise RunError("this run was trained on in-memory data", str(rd.path),
+                       "resume it from Python with the same data: cnnlab.resume(run, data)")
+    ds = load_data(cfg) if dataset is None else prepare_splits(dataset, cfg.val_split, cfg.test_split, cfg.seed)
+    saved = data.get("fingerprints", {})
+    changed = [k for k, v in ds.splits.items() if k in saved and saved[k] != v.fingerprint()]
+    if changed or set(saved) - set(ds.splits):
+        raise DataError(f"the {(changed or sorted(set(saved) - set(ds.splits)))[0]} split differs from the one the "
+                        "run started with", cfg.source, "resume with the same data, or train a new run")
+    spec = rd.read_spec()
+    prep = rd.read_preprocessing(spec)
+    model = build_module(spec).to(device)
+    weights = rd.read_optional(RunDir.CLASS_WEIGHTS)
+    weights = [float(weights[n]) for n in ds.class_names] if weights else None
+    best = load_weights(rd / RunDir.BEST) if (rd / RunDir.BEST).is_file() and state.get("best_epoch") else None
+    Progress(cfg.epochs, 1, quiet=False).message(f"resuming {rd.path} after epoch {state['epoch']} of {cfg.epochs}"
+                         + (f" (best epoch so far: {state['best_epoch']})" if state.get("best_epoch") else ""))
+    rd.reopen()
+    return _guarded(rd, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
+                                          in_memory=dataset is not None, check=None, weights=weights,
+                                          user_callbacks=callbacks, resume=state, best_state=best))
+
+
 def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
               threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None,
-              weights: list[float] | None, user_callbacks: list | tuple) -> Run:
-    run_dir = rd.path
+              weights: list[float] | None, user_callbacks: list | tuple, resume: dict | None = None,
+              best_state: dict | None = None) -> Run:
+    if resume is None:
+        _start(rd, cfg, spec, ds, prep, model, in_memory, check, weights, progress_out)
+    x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
+    val = ds.splits.get("validation")
+    x_va = to_tensor(val.x, device) if val is not None else None
+    y_va = torch.from_numpy(val.y).to(device) if val is not None else None
+    steps = -(-len(x_tr) // cfg.batch_size)
+    monitor = cfg.monitor if val is not None else cfg.monitor.removeprefix("val_")  # no validation: training's
+    earlier = dict(resume or {})
+    resumes = [*earlier.get("resumes", []), earlier["epoch"]] if resume else []
+
+    def bookkeeping(state) -> dict:  # saved with each resume point
+        return {"resumes": resumes, "train_time_s": earlier.get("train_time_s", 0.0) + time.perf_counter()
+                - state.t_start}
+
+    callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best, lambda epoch, state: rd.checkpoint(state),
+                                best_state=best_state),
+                 ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history),
+                 EarlyStopping(monitor, cfg.patience, cfg.min_delta)]
+    if cfg.time_limit is not None:
+        callbacks.append(TimeLimit(cfg.time_limit))
+    callbacks.append(ResumePoint(rd.save_resume, bookkeeping))
+    result = fit(model, FitData(x_tr, y_tr, x_va, y_va, prep), plan_from(cfg, weights),
+                 callbacks + list(user_callbacks), resume=resume)
+    result.train_time_s += earlier.get("train_time_s", 0.0)
+    rd.write_history(result.history)
+    if result.best_epoch is not None:
+        rd.save_model(model.state_dict())
+    metrics = {"status": result.status, "stop_reason": result.stop_reason,
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+               "monitor": monitor,
+               "restored_best": bool(cfg.restore_best and result.best_epoch is not None),
+               "train_time_s": round(result.train_time_s, 3)}
+    if resumes:
+        metrics["resumed_after_epochs"] = resumes
+    if result.status in ("completed", "early_stopped", "nan_loss"):
+        rd.discard_resume()  # nothing left to continue; interrupted and timed-out runs keep theirs
+    return _evaluate_and_finish(rd, cfg, ds, result, metrics, device, threads, progress_out, t_wall)
+
+
+def _start(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, in_memory: bool,
+           check: dict | None, weights: list[float] | None, progress_out: Progress) -> None:
+    """The run directory's files that exist before the first step."""
     h, w, c = ds.input_shape
     rd.start(config=cfg.to_dict(), spec=spec.to_dict(), preprocessing=prep.to_dict(),
              classes={"class_names": ds.class_names, "labels": cfg.labels}, weights_init=weight_stats(model),
@@ -203,32 +311,16 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
         "fingerprints": {k: v.fingerprint() for k, v in ds.splits.items()},
         "in_memory": in_memory,
         **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
-    progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {run_dir}")
-
-    x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
-    val = ds.splits.get("validation")
-    x_va = to_tensor(val.x, device) if val is not None else None
-    y_va = torch.from_numpy(val.y).to(device) if val is not None else None
-    steps = -(-len(x_tr) // cfg.batch_size)
+    progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {rd.path}")
     if weights is not None:
         rd.save_class_weights(dict(zip(ds.class_names, weights)))
         progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, weights)))
-    monitor = cfg.monitor if val is not None else cfg.monitor.removeprefix("val_")  # no validation: training's
-    callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best, lambda epoch, state: rd.checkpoint(state)),
-                 ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history),
-                 EarlyStopping(monitor, cfg.patience, cfg.min_delta)]
-    if cfg.time_limit is not None:
-        callbacks.append(TimeLimit(cfg.time_limit))
-    result = fit(model, FitData(x_tr, y_tr, x_va, y_va, prep), plan_from(cfg, weights),
-                 callbacks + list(user_callbacks))
-    rd.write_history(result.history)
-    if result.best_epoch is not None:
-        rd.save_model(model.state_dict())
-    metrics = {"status": result.status, "stop_reason": result.stop_reason,
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-               "monitor": monitor,
-               "restored_best": bool(cfg.restore_best and result.best_epoch is not None),
-               "train_time_s": round(result.train_time_s, 3)}
+
+
+def _evaluate_and_finish(rd: RunDir, cfg: TrainConfig, ds: Dataset, result, metrics: dict, device, threads: int,
+                         progress_out: Progress, t_wall: float) -> Run:
+    """Test-set evaluation with the final weights, metrics.json, and the loaded run."""
+    run_dir = rd.path
     if result.history and result.best_epoch:
         best = result.history[result.best_epoch - 1]
         metrics["best"] = {k: v for k, v in best.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_train_options, config_from_args, os_error_line
+from . import add_train_options, config_from_args, given_options, os_error_line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "notebooks' recipe (Adam, validation split 0.2, early stopping with patience 2, "
                        "best weights restored), evaluated on the test set.")
     add_train_options(t)
+    t.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue a stopped run (killed, crashed, Ctrl-C, out of time) from the end of its last "
+                   "finished epoch, in its own directory; only --quiet, --threads, --device and --time-limit may "
+                   "change (default: a new run)")
     t.set_defaults(func=handle)
 
 
@@ -22,8 +26,11 @@ def handle(args) -> int:
     from ..runs import RunDir
     from ..training import train
 
-    cfg = config_from_args(args)
-    run = train(cfg)
+    if args.resume:
+        run, cfg = resumed(args)
+    else:
+        cfg = config_from_args(args)
+        run = train(cfg)
     m = run.metrics
     ev = RunDir(run.path).read_optional(RunDir.EVALUATION)
     if ev is not None and not cfg.quiet:
@@ -45,3 +52,24 @@ def handle(args) -> int:
         print("training was interrupted: the best checkpoint so far is kept", file=sys.stderr)
         return 130
     return 0
+
+
+def resumed(args):
+    """``--resume RUN``: the run continued, and its configuration."""
+    from ..config import TrainConfig
+    from ..errors import ConfigError
+    from ..options import keys_of
+    from ..training import SESSION_KEYS, resume
+
+    given = given_options(args)
+    other = [k for k in given if k not in SESSION_KEYS] + (["config"] if args.config else [])
+    if other:
+        flag = "--config" if other[0] == "config" else keys_of(TrainConfig)[other[0]].flag
+        raise ConfigError(f"{flag} cannot change a resumed run", flag,
+                          "leave it out: the run keeps its own settings (only --quiet, --threads, --device and "
+                          "--time-limit may change)")
+    run = resume(args.resume, **given)
+    cfg = TrainConfig(**{k: v for k, v in run.config.items() if k in keys_of(TrainConfig)})
+    for k, v in given.items():
+        setattr(cfg, k, v)
+    return run, cfg

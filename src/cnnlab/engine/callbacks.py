@@ -64,6 +64,9 @@ class TrainState:
     nan_at: str | None = None
     t_start: float = 0.0
     running: Callable[[], dict] = lambda: {}  # this epoch's loss and accuracy so far (synchronises)
+    optimizer: object = None
+    generators: dict = field(default_factory=dict)  # the loop's own random generators, by name
+    resumed_from: int | None = None  # the last finished epoch a resumed run starts after
 
     def request_stop(self, reason: str, status: str = "stopped") -> None:
         if not self.stop:
@@ -94,13 +97,18 @@ def call(callbacks: list, hook: str, *args) -> None:
 
 class BestCheckpoint(Callback):
     """Keeps the best epoch's weights by ``monitor``; ``save(epoch, state_dict)`` writes them; at the
-    end the best weights are restored when ``restore_best`` (always after a NaN loss)."""
+    end the best weights are restored when ``restore_best`` (always after a NaN loss). A resumed
+    run passes the best weights saved so far as ``best_state``."""
 
     def __init__(self, monitor: str, min_delta: float, restore_best: bool,
-                 save: Callable[[int, dict], None] | None = None):
+                 save: Callable[[int, dict], None] | None = None, best_state: dict | None = None):
         self.monitor, self.mode, self.min_delta = monitor, mode_of(monitor), min_delta
         self.restore_best, self.save = restore_best, save
-        self.best_value, self.best_state = None, None
+        self.best_value, self.best_state = None, best_state
+
+    def on_train_begin(self, state):
+        if state.best_epoch is not None and state.history:  # resumed: the best so far stays the best
+            self.best_value = state.history[state.best_epoch - 1][self.monitor]
 
     def on_epoch_end(self, state, logs):
         state.note = ""
@@ -169,3 +177,16 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, state, logs):
         self.progress.epoch_end(state.epoch, logs, state.note)
+
+
+class ResumePoint(Callback):
+    """After every epoch (and the callbacks before it), ``save(training_state(state))``: everything a
+    resumed run needs to continue as if it had not stopped (engine/loop.py: ``fit(..., resume=)``)."""
+
+    def __init__(self, save: Callable[[dict], None], extra: Callable[[TrainState], dict] | None = None):
+        self.save, self.extra = save, extra
+
+    def on_epoch_end(self, state, logs):
+        from .loop import training_state
+
+        self.save({**training_state(state), **(self.extra(state) if self.extra else {})})

@@ -113,7 +113,56 @@ def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessin
     return loss, acc
 
 
-def fit(model, data: FitData, plan: Plan, callbacks: list) -> FitResult:
+def rng_states(generators: dict) -> dict:
+    """Every random state a training step reads: torch's global generator (dropout), CUDA's, numpy's,
+    Python's, and the loop's own generators (batch order, augmentation)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    out = {"torch": torch.get_rng_state(), "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                                                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+           "python": list(random.getstate()[1]), "generators": {k: g.get_state() for k, g in generators.items()}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(states: dict, generators: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate((3, tuple(states["python"]), None))
+    for k, g in generators.items():
+        g.set_state(states["generators"][k])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def training_state(state: TrainState) -> dict:
+    """What resuming after ``state.epoch`` needs: weights, optimizer state, random states, the
+    history (early stopping reads it) and the best epoch. The schedule's position follows from the
+    epoch. Tensors are copied to the CPU, so the dict can be saved as it is."""
+    def cpu(obj):
+        if isinstance(obj, torch.Tensor):
+            return obj.detach().cpu().clone()
+        if isinstance(obj, dict):
+            return {k: cpu(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(cpu(v) for v in obj)
+        return obj
+
+    return {"epoch": state.epoch, "model": cpu(state.model.state_dict()),
+            "optimizer": cpu(state.optimizer.state_dict()), "rng": cpu(rng_states(state.generators)),
+            "history": list(state.history), "best_epoch": state.best_epoch}
+
+
+def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None = None) -> FitResult:
     """Train ``model`` in place; returns the history and why training stopped.
 
     The loop does the schedule, batches, augmentation, normalisation, the step and the NaN guard;
@@ -121,6 +170,8 @@ def fit(model, data: FitData, plan: Plan, callbacks: list) -> FitResult:
     is a callback (engine/callbacks.py). A NaN loss stops training; Ctrl-C or SIGTERM stops it
     cleanly. ``plan.class_weights`` weight the training loss per class; ``plan.sampler ==
     "balanced"`` draws each epoch's images with replacement so every class is drawn equally often.
+    ``resume`` (a ``training_state`` saved after some epoch) continues from the next epoch exactly as
+    an uninterrupted run would: the same weights, optimizer state, random states and history.
     """
     from .signals import Terminated
 
@@ -141,10 +192,17 @@ def fit(model, data: FitData, plan: Plan, callbacks: list) -> FitResult:
         draw_p = (1.0 / torch.bincount(y_train.cpu()).double())[y_train.cpu()]
     class_weights = (torch.tensor(plan.class_weights, dtype=torch.float32, device=device)
                      if plan.class_weights is not None else None)
-    state = TrainState(model, plan.epochs, steps, t_start=time.perf_counter())
+    state = TrainState(model, plan.epochs, steps, t_start=time.perf_counter(), optimizer=opt,
+                       generators={"order": cpu_g, "augment": g})
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        set_rng_states(resume["rng"], state.generators)
+        state.epoch = state.resumed_from = resume["epoch"]
+        state.history, state.best_epoch = list(resume["history"]), resume["best_epoch"]
     call(callbacks, "on_train_begin", state)
     try:
-        for epoch in range(1, plan.epochs + 1):
+        for epoch in range(state.epoch + 1, plan.epochs + 1):
             state.epoch = epoch
             model.train()
             call(callbacks, "on_epoch_begin", state)
