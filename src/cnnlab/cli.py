@@ -38,9 +38,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
         stream.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def _repeats_rank0(e: CnnlabError) -> bool:
+    """A data-parallel process other than rank 0 meets the same bad input as rank 0, which says it
+    once; only a failure of its own (another process vanished) is its to report."""
+    from .engine.distributed import DistributedError
+
+    return os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and \
+        not isinstance(e, DistributedError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as typed: --nproc starts processes of it
     if args.command is None:
         parser.print_help()
         return 0
@@ -51,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as e:
         if args.debug:
             raise
-        print(f"error: {e.line()}", file=sys.stderr)
+        if not _repeats_rank0(e):
+            print(f"error: {e.line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from .data.preprocess import Preprocessing
 from .data.sources import load_configured
 from .data.split import prepare_splits
 from .engine.callbacks import BestCheckpoint, EarlyStopping, HistoryWriter, ProgressBar, ResumePoint, TimeLimit
+from .engine.distributed import Dist
 from .engine.loop import FitData, fit, plan_from, resolve_device, to_tensor
 from .engine.progress import Progress
 from .engine.signals import stop_on_sigterm
@@ -148,11 +150,12 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     """
     t_wall = time.perf_counter()
     cfg.validate()
+    dist = join_processes(cfg)
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    device = resolve_device(cfg.device)
-    progress_out = Progress(cfg.epochs, 1, cfg.quiet)
+    device = process_device(cfg, dist)
+    progress_out = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
     check_writable(cfg.runs_dir)
     if spec_override is None:
         spec_from(cfg.model)  # an unknown preset or a bad spec file fails before data loads
@@ -162,7 +165,10 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
                         ds.input_shape, ds.num_classes)
     check_training_memory(spec, cfg.batch_size, device)
     progress_out.message(ds.summary())
-    check = data_check(cfg, ds, progress_out) if cfg.check else None
+    with warnings.catch_warnings():
+        if not dist.is_main:  # every rank checks the same data; one says what it found
+            warnings.simplefilter("ignore")
+        check = data_check(cfg, ds, progress_out) if cfg.check else None
     # a bad class-weight file fails here, before the run directory exists
     weights = class_weights(cfg.class_weight, ds["train"].y, ds.class_names) if cfg.class_weight != "none" else None
     prep = Preprocessing.fit(cfg.scale, ds["train"].x)
@@ -170,28 +176,61 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     model = build_module(spec).to(device)
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
+    if dist.rank:
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # the same initial model, each rank its own dropout
 
-    rd = RunDir.create(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}")
-    return _guarded(rd, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
-                                          in_memory=dataset is not None, check=check, weights=weights,
-                                          user_callbacks=callbacks))
+    rd = RunDir.create(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}") if dist.is_main else None
+    return _guarded(rd, dist, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out,
+                                                t_wall, in_memory=dataset is not None, check=check, weights=weights,
+                                                user_callbacks=callbacks, dist=dist))
 
 
-def _guarded(rd: RunDir, train_in) -> Run:
+def join_processes(cfg: TrainConfig) -> Dist:
+    """This process's place among data-parallel processes started by torchrun (a single process:
+    world 1). The global batch must split evenly over them."""
+    from .engine.distributed import SINGLE, init, launched
+
+    if not launched():
+        return SINGLE
+    world = int(os.environ["WORLD_SIZE"])
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split over {world} processes", "--batch-size",
+                          f"use a multiple of {world}, e.g. {max(world, cfg.batch_size // world * world)} "
+                          "(--batch-size is the global batch)")
+    return init(cfg.device)
+
+
+def process_device(cfg: TrainConfig, dist: Dist) -> torch.device:
+    device = resolve_device(cfg.device)
+    if dist.active and device.type == "cuda":
+        return torch.device("cuda", dist.local_rank)  # one GPU per process
+    return device
+
+
+def _guarded(rd: RunDir | None, dist: Dist, train_in) -> Run | None:
     """Run ``train_in()`` with SIGTERM as a clean stop; the run directory says how it ended,
-    whatever happened."""
-    with stop_on_sigterm():
+    whatever happened. Data-parallel ranks turn Ctrl-C and SIGTERM into a request that every rank
+    follows at the same step; only rank 0 has a run directory, and only it returns the run."""
+    from .engine.distributed import finish
+    from .engine.signals import stop_flag_on_signals
+
+    with stop_flag_on_signals() if dist.active else stop_on_sigterm():
         try:
             run = train_in()
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
                 "stopped" if isinstance(e, TrainingError) else "failed"
             try:
-                rd.mark_finished(status, str(e) or type(e).__name__)
+                if rd is not None:
+                    rd.mark_finished(status, str(e) or type(e).__name__)
             except OSError:
                 pass  # e.g. the disk is full: the original error is the one to report
             raise
-    rd.mark_finished(run.metrics["status"], run.metrics["stop_reason"])
+        finally:
+            if dist.active:
+                finish()
+    if rd is not None:
+        rd.mark_finished(run.metrics["status"], run.metrics["stop_reason"])
     return run
 
 
@@ -212,7 +251,8 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     rd = RunDir(path)
     if not rd.path.is_dir():
         raise RunError("run directory not found", str(rd.path), "give a run directory (runs/...)")
-    where, why = rd.state()
+    dist = join_processes_for_resume()
+    where, why = rd.state() if dist.is_main else ("stopped", "")
     if where == "training":
         raise RunError(f"cannot resume: {why}", str(rd.path), "wait for it to end, or stop it first")
     changed = [k for k in session if k not in SESSION_KEYS]
@@ -226,9 +266,17 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
         if v is not None or k == "time_limit":
             setattr(cfg, k, v)
     cfg.validate()
+    if dist.active and cfg.batch_size % dist.world:
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split over {dist.world} processes", "--nproc",
+                          "resume with the number of processes the run used")
+    ranks = len(state.get("rng_ranks", [None]))
+    if ranks != dist.world:
+        raise ConfigError(f"the run trained on {ranks} process(es); this is {dist.world}", "--nproc",
+                          f"resume with {'--nproc ' + str(ranks) if ranks > 1 else 'one process'}: each process "
+                          "continues its own random numbers")
     threads = set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    progress_out = Progress(cfg.epochs, 1, cfg.quiet)
+    device = process_device(cfg, dist)
+    progress_out = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
     data = rd.read_data()
     if data.get("in_memory") and dataset is None:
         raise RunError("this run was trained on in-memory data", str(rd.path),
@@ -245,19 +293,34 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     weights = rd.read_optional(RunDir.CLASS_WEIGHTS)
     weights = [float(weights[n]) for n in ds.class_names] if weights else None
     best = load_weights(rd / RunDir.BEST) if (rd / RunDir.BEST).is_file() and state.get("best_epoch") else None
-    Progress(cfg.epochs, 1, quiet=False).message(f"resuming {rd.path} after epoch {state['epoch']} of {cfg.epochs}"
-                         + (f" (best epoch so far: {state['best_epoch']})" if state.get("best_epoch") else ""))
-    rd.reopen()
-    return _guarded(rd, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
-                                          in_memory=dataset is not None, check=None, weights=weights,
-                                          user_callbacks=callbacks, resume=state, best_state=best))
+    Progress(cfg.epochs, 1, quiet=not dist.is_main).message(
+        f"resuming {rd.path} after epoch {state['epoch']} of {cfg.epochs}"
+        + (f" (best epoch so far: {state['best_epoch']})" if state.get("best_epoch") else ""))
+    if dist.rank:
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)
+    if dist.is_main:
+        rd.reopen()
+    return _guarded(rd if dist.is_main else None, dist,
+                    lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
+                                      in_memory=dataset is not None, check=None, weights=weights,
+                                      user_callbacks=callbacks, resume=state, best_state=best, dist=dist))
+
+
+def join_processes_for_resume() -> Dist:
+    from .engine.distributed import SINGLE, init, launched
+
+    return init("auto") if launched() else SINGLE
 
 
 def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
               threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None,
               weights: list[float] | None, user_callbacks: list | tuple, resume: dict | None = None,
-              best_state: dict | None = None) -> Run:
-    if resume is None:
+              best_state: dict | None = None, dist: Dist | None = None) -> Run | None:
+    from .engine.distributed import SINGLE
+
+    dist = dist or SINGLE
+    main = dist.is_main  # only rank 0 writes the run directory
+    if resume is None and main:
         _start(rd, cfg, spec, ds, prep, model, in_memory, check, weights, progress_out)
     x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
     val = ds.splits.get("validation")
@@ -272,15 +335,18 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
         return {"resumes": resumes, "train_time_s": earlier.get("train_time_s", 0.0) + time.perf_counter()
                 - state.t_start}
 
-    callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best, lambda epoch, state: rd.checkpoint(state),
-                                best_state=best_state),
-                 ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history),
-                 EarlyStopping(monitor, cfg.patience, cfg.min_delta)]
+    callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best,
+                                (lambda epoch, state: rd.checkpoint(state)) if main else None, best_state=best_state)]
+    if main:
+        callbacks += [ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history)]
+    callbacks.append(EarlyStopping(monitor, cfg.patience, cfg.min_delta))
     if cfg.time_limit is not None:
         callbacks.append(TimeLimit(cfg.time_limit))
-    callbacks.append(ResumePoint(rd.save_resume, bookkeeping))
+    callbacks.append(ResumePoint(rd.save_resume if main else None, bookkeeping))
     result = fit(model, FitData(x_tr, y_tr, x_va, y_va, prep), plan_from(cfg, weights),
-                 callbacks + list(user_callbacks), resume=resume)
+                 callbacks + list(user_callbacks), resume=resume, dist=dist)
+    if not main:
+        return None
     result.train_time_s += earlier.get("train_time_s", 0.0)
     rd.write_history(result.history)
     if result.best_epoch is not None:
@@ -292,6 +358,10 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
                "train_time_s": round(result.train_time_s, 3)}
     if resumes:
         metrics["resumed_after_epochs"] = resumes
+    if dist.active:
+        metrics["distributed"] = {"world_size": dist.world, "backend": dist.backend,
+                                  "global_batch_size": cfg.batch_size,
+                                  "batch_size_per_process": cfg.batch_size // dist.world}
     if result.status in ("completed", "early_stopped", "nan_loss"):
         rd.discard_resume()  # nothing left to continue; interrupted and timed-out runs keep theirs
     return _evaluate_and_finish(rd, cfg, ds, result, metrics, device, threads, progress_out, t_wall)

@@ -18,19 +18,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue a stopped run (killed, crashed, Ctrl-C, out of time) from the end of its last "
                    "finished epoch, in its own directory; only --quiet, --threads, --device and --time-limit may "
                    "change (default: a new run)")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data-parallel training in N processes on this machine, started through torchrun "
+                   "(gloo on CPU, NCCL with one GPU each); --batch-size is the global batch (default: one "
+                   "process; several machines: torchrun ... -m cnnlab train, docs/distributed.md)")
     t.set_defaults(func=handle)
 
 
 def handle(args) -> int:
+    from ..engine.distributed import launched
     from ..evaluation import format_evaluation
     from ..runs import RunDir
     from ..training import train
 
+    if args.nproc is not None and not launched():
+        return launch_processes(args)
     if args.resume:
         run, cfg = resumed(args)
     else:
         cfg = config_from_args(args)
         run = train(cfg)
+    if run is None:  # a data-parallel process other than rank 0: rank 0 reports
+        return 0
     m = run.metrics
     ev = RunDir(run.path).read_optional(RunDir.EVALUATION)
     if ev is not None and not cfg.quiet:
@@ -69,7 +78,28 @@ def resumed(args):
                           "leave it out: the run keeps its own settings (only --quiet, --threads, --device and "
                           "--time-limit may change)")
     run = resume(args.resume, **given)
+    if run is None:  # a data-parallel process other than rank 0
+        return None, None
     cfg = TrainConfig(**{k: v for k, v in run.config.items() if k in keys_of(TrainConfig)})
     for k, v in given.items():
         setattr(cfg, k, v)
     return run, cfg
+
+
+def launch_processes(args) -> int:
+    """``--nproc N``: check the settings once here, then start N processes of the same command."""
+    from ..engine.distributed import launch
+    from ..errors import ConfigError
+
+    if not 1 <= args.nproc <= 256:
+        raise ConfigError(f"nproc must be from 1 to 256, got {args.nproc}", "--nproc", "use e.g. --nproc 2")
+    if not args.resume:
+        cfg = config_from_args(args)
+        if cfg.batch_size % args.nproc:
+            raise ConfigError(f"batch_size {cfg.batch_size} does not split over {args.nproc} processes",
+                              "--batch-size", f"use a multiple of {args.nproc} (--batch-size is the global batch)")
+    argv = list(args.argv)
+    i = next(i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
+    del argv[i:i + (1 if "=" in argv[i] else 2)]
+    launch(args.nproc, argv)
+    return 0

@@ -67,6 +67,7 @@ class TrainState:
     optimizer: object = None
     generators: dict = field(default_factory=dict)  # the loop's own random generators, by name
     resumed_from: int | None = None  # the last finished epoch a resumed run starts after
+    dist: object = None  # engine.distributed.Dist: this process's rank among data-parallel processes
 
     def request_stop(self, reason: str, status: str = "stopped") -> None:
         if not self.stop:
@@ -181,12 +182,17 @@ class ProgressBar(Callback):
 
 class ResumePoint(Callback):
     """After every epoch (and the callbacks before it), ``save(training_state(state))``: everything a
-    resumed run needs to continue as if it had not stopped (engine/loop.py: ``fit(..., resume=)``)."""
+    resumed run needs to continue as if it had not stopped (engine/loop.py: ``fit(..., resume=)``).
+    Data-parallel: every rank takes part (each rank's random states are gathered); ``save`` is None
+    on all but the rank that writes."""
 
-    def __init__(self, save: Callable[[dict], None], extra: Callable[[TrainState], dict] | None = None):
+    def __init__(self, save: Callable[[dict], None] | None, extra: Callable[[TrainState], dict] | None = None):
         self.save, self.extra = save, extra
 
     def on_epoch_end(self, state, logs):
+        from .distributed import SINGLE
         from .loop import training_state
 
-        self.save({**training_state(state), **(self.extra(state) if self.extra else {})})
+        point = training_state(state, state.dist or SINGLE)
+        if self.save is not None:
+            self.save({**point, **(self.extra(state) if self.extra else {})})

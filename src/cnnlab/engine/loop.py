@@ -16,6 +16,7 @@ from ..data.augment import augment
 from ..data.augment_options import AugmentOptions
 from ..data.preprocess import Preprocessing
 from .callbacks import TrainState, call
+from .distributed import SINGLE, Dist, my_slice, shard, sync_batchnorm_stats, wrap
 from .inference import predict_logits, to_tensor  # noqa: F401 (to_tensor: part of the loop's API)
 from .optim import make_optimizer
 from .schedules import lr_factor
@@ -101,16 +102,45 @@ class Running:
     def loss(self) -> float:
         return float(self.loss_sum) / self.seen
 
-    def logs(self) -> dict:
-        return {"loss": self.loss(), "accuracy": float(self.correct) / self.seen}
+    def logs(self, dist: Dist = SINGLE) -> dict:
+        """This rank's figures, or (``dist``) every rank's together."""
+        if not dist.active:
+            return {"loss": self.loss(), "accuracy": float(self.correct) / self.seen}
+        loss_sum, correct, seen = dist.sum([float(self.loss_sum), float(self.correct), float(self.seen)])
+        return {"loss": loss_sum / seen, "accuracy": correct / seen}
 
 
 def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing,
-                     tta: str = "none") -> tuple[float, float]:
+                     tta: str = "none", dist: Dist = SINGLE) -> tuple[float, float]:
+    """Loss and accuracy on ``x``; with ``dist``, each rank scores a disjoint slice and the sums
+    are combined, so every image counts once."""
+    if dist.active:
+        part = my_slice(len(x), dist)
+        x, y = x[part], y[part]
+        loss_sum = correct = 0.0
+        if len(x):
+            logits = predict_logits(model, x, prep, tta=tta)
+            loss_sum = float(model.loss(logits, y)) * len(x)
+            correct = float((model.predicted(logits) == y).sum())
+        loss_sum, correct, n = dist.sum([loss_sum, correct, float(len(x))])
+        return loss_sum / n, correct / n
     logits = predict_logits(model, x, prep, tta=tta)
     loss = float(model.loss(logits, y))
     acc = float((model.predicted(logits) == y).float().mean())
     return loss, acc
+
+
+def agree_stop(state: TrainState, dist: Dist) -> None:
+    """Every rank stops at the same step, for the first stopping rank's reason: a time limit, a
+    NaN, Ctrl-C or a callback seen on one rank ends training on all of them."""
+    from . import signals
+
+    if signals.requested is not None and not state.stop:
+        state.request_stop(signals.requested, "interrupted")
+    if not dist.active or not dist.any(state.stop):
+        return
+    first = next(info for info in dist.gather((state.stop, state.status, state.stop_reason, state.nan_at)) if info[0])
+    state.stop, state.status, state.stop_reason, state.nan_at = first
 
 
 def rng_states(generators: dict) -> dict:
@@ -144,7 +174,7 @@ def set_rng_states(states: dict, generators: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def training_state(state: TrainState) -> dict:
+def training_state(state: TrainState, dist: Dist = SINGLE) -> dict:
     """What resuming after ``state.epoch`` needs: weights, optimizer state, random states, the
     history (early stopping reads it) and the best epoch. The schedule's position follows from the
     epoch. Tensors are copied to the CPU, so the dict can be saved as it is."""
@@ -157,12 +187,17 @@ def training_state(state: TrainState) -> dict:
             return type(obj)(cpu(v) for v in obj)
         return obj
 
-    return {"epoch": state.epoch, "model": cpu(state.model.state_dict()),
-            "optimizer": cpu(state.optimizer.state_dict()), "rng": cpu(rng_states(state.generators)),
-            "history": list(state.history), "best_epoch": state.best_epoch}
+    rng = cpu(rng_states(state.generators))
+    out = {"epoch": state.epoch, "model": cpu(state.model.state_dict()),
+           "optimizer": cpu(state.optimizer.state_dict()), "rng": rng,
+           "history": list(state.history), "best_epoch": state.best_epoch}
+    if dist.active:  # each rank draws its own augmentation and dropout: keep every rank's states
+        out["rng_ranks"] = dist.gather(rng)
+    return out
 
 
-def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None = None) -> FitResult:
+def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None = None,
+        dist: Dist = SINGLE) -> FitResult:
     """Train ``model`` in place; returns the history and why training stopped.
 
     The loop does the schedule, batches, augmentation, normalisation, the step and the NaN guard;
@@ -172,6 +207,8 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     "balanced"`` draws each epoch's images with replacement so every class is drawn equally often.
     ``resume`` (a ``training_state`` saved after some epoch) continues from the next epoch exactly as
     an uninterrupted run would: the same weights, optimizer state, random states and history.
+    ``dist``: this process's place among data-parallel processes (engine/distributed.py); each takes
+    its shard of every batch, and they agree on every stop.
     """
     from .signals import Terminated
 
@@ -181,23 +218,26 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     opt = make_optimizer(plan.optimizer, [p for p in model.parameters() if p.requires_grad], plan.lr,
                          plan.momentum, plan.weight_decay)
     base_lr = opt.param_groups[0]["lr"]
-    g = torch.Generator(device=device).manual_seed(plan.seed)
-    cpu_g = torch.Generator().manual_seed(plan.seed)
+    net = wrap(model, dist)  # the step's forward; the model's own methods stay on `model`
+    g = torch.Generator(device=device).manual_seed(plan.seed + 7919 * dist.rank)  # augmentation: each rank its own
+    cpu_g = torch.Generator().manual_seed(plan.seed)  # the epoch's order: the same on every rank
     off, inv = data.prep.tensors(device)
     aug = plan.augment if plan.augment.active else None
     n = len(x_train)
-    steps = math.ceil(n / plan.batch_size)
+    batch = plan.batch_size // dist.world  # --batch-size is the global batch
+    steps = math.ceil(math.ceil(n / dist.world) / batch)
     total_steps = plan.epochs * steps
     if plan.sampler == "balanced":  # each image's probability: 1 / (number of classes * its class's count)
         draw_p = (1.0 / torch.bincount(y_train.cpu()).double())[y_train.cpu()]
     class_weights = (torch.tensor(plan.class_weights, dtype=torch.float32, device=device)
                      if plan.class_weights is not None else None)
     state = TrainState(model, plan.epochs, steps, t_start=time.perf_counter(), optimizer=opt,
-                       generators={"order": cpu_g, "augment": g})
+                       generators={"order": cpu_g, "augment": g}, dist=dist)
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
-        set_rng_states(resume["rng"], state.generators)
+        set_rng_states(resume["rng_ranks"][dist.rank] if "rng_ranks" in resume else resume["rng"],
+                       state.generators)
         state.epoch = state.resumed_from = resume["epoch"]
         state.history, state.best_epoch = list(resume["history"]), resume["best_epoch"]
     call(callbacks, "on_train_begin", state)
@@ -211,6 +251,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                 perm = torch.multinomial(draw_p, n, replacement=True, generator=cpu_g).to(device)
             else:
                 perm = torch.randperm(n, generator=cpu_g).to(device)
+            perm = shard(perm, dist)
             run = Running(device)
             state.running = run.logs
             for step in range(steps):
@@ -218,13 +259,13 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                     lr_now = base_lr * lr_factor(plan.schedule, (epoch - 1) * steps + step, total_steps, plan.warmup)
                     for group in opt.param_groups:
                         group["lr"] = lr_now
-                idx = perm[step * plan.batch_size:(step + 1) * plan.batch_size]
+                idx = perm[step * batch:(step + 1) * batch]
                 xb = x_train[idx].float()
                 if aug is not None:
                     xb = augment(xb, aug, g)
                 xb = ((xb - off) * inv).contiguous(memory_format=torch.channels_last)
                 yb = y_train[idx]
-                logits = model(xb)
+                logits = net(xb)
                 loss = model.loss(logits, yb, plan.label_smoothing, class_weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -233,19 +274,23 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                 if (step == steps - 1 or step % 50 == 0) and not math.isfinite(run.loss()):
                     state.nan_at = f"epoch {epoch}, batch {step + 1}"
                     state.request_stop(f"loss became NaN at {state.nan_at}", "nan_loss")
-                    break
-                call(callbacks, "on_batch_end", state, step + 1)
+                else:
+                    call(callbacks, "on_batch_end", state, step + 1)
+                agree_stop(state, dist)
                 if state.stop:  # e.g. the time limit: this partial epoch is still validated
                     break
             if state.status == "nan_loss":
                 break
-            logs = {"epoch": epoch, **state.running()}
+            logs = {"epoch": epoch, **run.logs(dist)}
+            sync_batchnorm_stats(model, dist)  # every rank evaluates (and rank 0 saves) the same model
             if data.x_val is not None:
-                logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, data.x_val, data.y_val, data.prep)
+                logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, data.x_val, data.y_val, data.prep,
+                                                                          dist=dist)
             logs["lr"] = opt.param_groups[0]["lr"]
             logs["time_s"] = time.perf_counter() - t0
             state.history.append(logs)
             call(callbacks, "on_epoch_end", state, logs)
+            agree_stop(state, dist)
             if state.stop:
                 break
     except KeyboardInterrupt as e:

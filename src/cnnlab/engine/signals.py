@@ -29,3 +29,29 @@ def stop_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# Data-parallel training: a signal only sets this (the reason); the loop's ranks agree on stopping
+# at the same step (engine/loop.py: agree_stop), so no rank is left waiting in a collective.
+requested: str | None = None
+
+
+def _note(signum, frame):
+    global requested
+    requested = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted by the user (Ctrl-C)"
+
+
+@contextmanager
+def stop_flag_on_signals():
+    """SIGINT and SIGTERM set ``requested`` inside the block instead of raising."""
+    global requested
+    requested = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
