@@ -17,7 +17,7 @@ from .data.sources import load_configured
 from .data.split import prepare_splits
 from .engine.callbacks import BestCheckpoint, EarlyStopping, HistoryWriter, ProgressBar, ResumePoint, TimeLimit
 from .engine.distributed import Dist
-from .engine.loop import FitData, fit, plan_from, resolve_device, to_tensor
+from .engine.loop import FitData, fit, plan_from, precision_name, resolve_device, to_tensor
 from .engine.progress import Progress
 from .engine.signals import stop_on_sigterm
 from .errors import ConfigError, DataError, TrainingError, warn
@@ -202,8 +202,10 @@ def join_processes(cfg: TrainConfig) -> Dist:
 
 def process_device(cfg: TrainConfig, dist: Dist) -> torch.device:
     device = resolve_device(cfg.device)
-    if dist.active and device.type == "cuda":
-        return torch.device("cuda", dist.local_rank)  # one GPU per process
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image sizes: let cuDNN pick its fastest kernels
+        if dist.active:
+            return torch.device("cuda", dist.local_rank)  # one GPU per process
     return device
 
 
@@ -403,6 +405,7 @@ def _evaluate_and_finish(rd: RunDir, cfg: TrainConfig, ds: Dataset, result, metr
         metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
     metrics["wall_time_s"] = round(time.perf_counter() - t_wall, 3)
     metrics["environment"] = environment(str(device), threads, cfg.seed)
+    metrics["environment"]["precision"] = precision_name(device)
     metrics["environment"]["pid"] = os.getpid()
     rd.finish(metrics)
     progress_out.message(f"stopped: {result.stop_reason}")

@@ -68,6 +68,7 @@ class TrainState:
     generators: dict = field(default_factory=dict)  # the loop's own random generators, by name
     resumed_from: int | None = None  # the last finished epoch a resumed run starts after
     dist: object = None  # engine.distributed.Dist: this process's rank among data-parallel processes
+    scaler: object = None  # torch.amp.GradScaler with float16 on CUDA
 
     def request_stop(self, reason: str, status: str = "stopped") -> None:
         if not self.stop:

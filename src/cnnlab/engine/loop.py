@@ -143,6 +143,19 @@ def agree_stop(state: TrainState, dist: Dist) -> None:
     state.stop, state.status, state.stop_reason, state.nan_at = first
 
 
+def mixed_precision(device: torch.device) -> torch.dtype | None:
+    """The autocast type of a training step: bfloat16 on a CUDA card that has it, else float16 (with
+    a gradient scaler); None (float32) on CPU, where results stay bit for bit repeatable."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def precision_name(device: torch.device) -> str:
+    dtype = mixed_precision(device)
+    return "float32" if dtype is None else f"{'bfloat16' if dtype == torch.bfloat16 else 'float16'} mixed"
+
+
 def rng_states(generators: dict) -> dict:
     """Every random state a training step reads: torch's global generator (dropout), CUDA's, numpy's,
     Python's, and the loop's own generators (batch order, augmentation)."""
@@ -191,6 +204,8 @@ def training_state(state: TrainState, dist: Dist = SINGLE) -> dict:
     out = {"epoch": state.epoch, "model": cpu(state.model.state_dict()),
            "optimizer": cpu(state.optimizer.state_dict()), "rng": rng,
            "history": list(state.history), "best_epoch": state.best_epoch}
+    if state.scaler is not None:  # fp16 on CUDA: the loss scale in use
+        out["scaler"] = state.scaler.state_dict()
     if dist.active:  # each rank draws its own augmentation and dropout: keep every rank's states
         out["rng_ranks"] = dist.gather(rng)
     return out
@@ -219,6 +234,8 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                          plan.momentum, plan.weight_decay)
     base_lr = opt.param_groups[0]["lr"]
     net = wrap(model, dist)  # the step's forward; the model's own methods stay on `model`
+    amp_dtype = mixed_precision(device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     g = torch.Generator(device=device).manual_seed(plan.seed + 7919 * dist.rank)  # augmentation: each rank its own
     cpu_g = torch.Generator().manual_seed(plan.seed)  # the epoch's order: the same on every rank
     off, inv = data.prep.tensors(device)
@@ -232,10 +249,12 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     class_weights = (torch.tensor(plan.class_weights, dtype=torch.float32, device=device)
                      if plan.class_weights is not None else None)
     state = TrainState(model, plan.epochs, steps, t_start=time.perf_counter(), optimizer=opt,
-                       generators={"order": cpu_g, "augment": g}, dist=dist)
+                       generators={"order": cpu_g, "augment": g}, dist=dist, scaler=scaler)
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
         set_rng_states(resume["rng_ranks"][dist.rank] if "rng_ranks" in resume else resume["rng"],
                        state.generators)
         state.epoch = state.resumed_from = resume["epoch"]
@@ -265,11 +284,18 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                     xb = augment(xb, aug, g)
                 xb = ((xb - off) * inv).contiguous(memory_format=torch.channels_last)
                 yb = y_train[idx]
-                logits = net(xb)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = net(xb)
+                logits = logits.float()  # the loss in float32
                 loss = model.loss(logits, yb, plan.label_smoothing, class_weights)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
                 run.add(loss, model.predicted(logits) == yb, len(idx))
                 if (step == steps - 1 or step % 50 == 0) and not math.isfinite(run.loss()):
                     state.nan_at = f"epoch {epoch}, batch {step + 1}"
