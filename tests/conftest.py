@@ -50,6 +50,7 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     monkeypatch.delenv("CNNLAB_DATA", raising=False)
     monkeypatch.delenv("CNNLAB_MIRROR", raising=False)
+    monkeypatch.delenv("CNNLAB_CACHE", raising=False)
 
 
 @pytest.fixture

@@ -133,6 +133,12 @@ def whitening_sample(prep: Preprocessing, x: np.ndarray, device, n: int = 5000,
     return prep.apply_tensor(to_tensor(x[:: max(1, len(x) // n)][:n], device))
 
 
+def on_device(x, device):
+    """Images in memory move to the training device as one uint8 tensor; images in the disk cache
+    stay there and are read a batch at a time."""
+    return x if hasattr(x, "subset") else to_tensor(x, device)
+
+
 def set_threads(threads: int | None) -> int:
     if threads:
         torch.set_num_threads(threads)
@@ -324,9 +330,9 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     main = dist.is_main  # only rank 0 writes the run directory
     if resume is None and main:
         _start(rd, cfg, spec, ds, prep, model, in_memory, check, weights, progress_out)
-    x_tr, y_tr = to_tensor(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
+    x_tr, y_tr = on_device(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
     val = ds.splits.get("validation")
-    x_va = to_tensor(val.x, device) if val is not None else None
+    x_va = on_device(val.x, device) if val is not None else None
     y_va = torch.from_numpy(val.y).to(device) if val is not None else None
     steps = -(-len(x_tr) // cfg.batch_size)
     monitor = cfg.monitor if val is not None else cfg.monitor.removeprefix("val_")  # no validation: training's

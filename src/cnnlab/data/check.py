@@ -34,9 +34,11 @@ EXAMPLES = 5  # examples kept per finding
 
 def pixel_hashes(x: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each image's decoded pixels (and shape): equal images, equal hashes."""
-    flat = np.ascontiguousarray(x).reshape(len(x), -1)
-    return np.frombuffer(b"".join(hashlib.blake2b(r.tobytes(), digest_size=8).digest() for r in flat),
-                         dtype=np.uint64) if len(x) else np.zeros(0, np.uint64)
+    digests = []
+    for i in range(0, len(x), 2048):  # a chunk at a time: the images may be on disk
+        flat = np.ascontiguousarray(x[i:i + 2048]).reshape(-1, int(np.prod(x.shape[1:])))
+        digests += [hashlib.blake2b(r.tobytes(), digest_size=8).digest() for r in flat]
+    return np.frombuffer(b"".join(digests), dtype=np.uint64) if len(x) else np.zeros(0, np.uint64)
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -46,7 +48,7 @@ def _dct_matrix(n: int) -> np.ndarray:
     return m * np.sqrt(2 / n)
 
 
-def perceptual_hashes(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def perceptual_hashes(x: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """pHash: the signs (above the median) of the 63 lowest DCT frequencies of a 32x32 grayscale
     thumbnail, packed into a uint64. Similar-looking images differ in few bits."""
     import torch
@@ -110,7 +112,9 @@ def near_duplicate_pairs(xa: np.ndarray, xb: np.ndarray, ha: np.ndarray, hb: np.
     keys_a = [(ha >> np.uint64(16 * band)) & np.uint64(0xFFFF) for band in range(4)]
     orders = [np.argsort(k, kind="stable") for k in keys_a]
     sorted_keys = [k[o] for k, o in zip(keys_a, orders)]
-    fa, fb = xa.reshape(len(xa), -1), xb.reshape(len(xb), -1)
+    def rows(x, idx):  # flattened images; on disk only the rows asked for are read
+        return np.asarray(x[idx]).reshape(len(idx), -1)
+
     found: list[tuple[int, int, float]] = []
     for j0 in range(0, len(hb), block):
         hbb = hb[j0:j0 + block]
@@ -133,7 +137,7 @@ def near_duplicate_pairs(xa: np.ndarray, xb: np.ndarray, ha: np.ndarray, hb: np.
         ii, jj = pairs // len(hbb), pairs % len(hbb)
         for c0 in range(0, len(ii), 4096):  # pixel differences in chunks: bounded memory
             i_c, j_c = ii[c0:c0 + 4096], j0 + jj[c0:c0 + 4096]
-            mad = np.abs(fa[i_c].astype(np.int16) - fb[j_c].astype(np.int16)).mean(1)
+            mad = np.abs(rows(xa, i_c).astype(np.int16) - rows(xb, j_c).astype(np.int16)).mean(1)
             keep = mad <= NEAR_MAD
             found += zip(i_c[keep].tolist(), j_c[keep].tolist(), mad[keep].tolist())
     return sorted(found, key=lambda t: t[2])
@@ -172,8 +176,9 @@ def check_dataset(ds: Dataset, near: bool = True) -> dict:
     gray_in_rgb = 0
     if c == 3:
         for s in ds.splits.values():
-            x = s.x.reshape(len(s.x), -1, 3)
-            gray_in_rgb += int(((x[..., 0] == x[..., 1]) & (x[..., 1] == x[..., 2])).all(1).sum())
+            for i in range(0, len(s.x), 2048):
+                x = np.asarray(s.x[i:i + 2048]).reshape(-1, h * w, 3)
+                gray_in_rgb += int(((x[..., 0] == x[..., 1]) & (x[..., 1] == x[..., 2])).all(1).sum())
     report = {"source": ds.source, "splits": {k: len(s) for k, s in ds.splits.items()},
               "classes": class_report(ds), "images": {"shape": [h, w, c], "grayscale_in_rgb": gray_in_rgb},
               "exact_duplicates": exact_duplicates(ds, pixel)}

@@ -26,15 +26,17 @@ class Split:
         """A short hash of the pixels and labels: the same split gives the same text."""
         import hashlib
 
-        h = hashlib.sha256(str(self.x.shape).encode())
-        h.update(np.ascontiguousarray(self.x).data)
+        h = hashlib.sha256(str(tuple(self.x.shape)).encode())
+        for i in range(0, len(self.x), 2048):  # a chunk at a time: the images may be on disk
+            h.update(np.ascontiguousarray(self.x[i:i + 2048]).data)
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y, np.int64).data)
         return h.hexdigest()[:16]
 
     def take(self, idx: np.ndarray) -> Split:
         ids = [self.ids[i] for i in idx] if self.ids is not None else None
-        return Split(self.x[idx], None if self.y is None else self.y[idx], ids)
+        x = self.x.subset(idx) if hasattr(self.x, "subset") else self.x[idx]  # on disk: a view, not a copy
+        return Split(x, None if self.y is None else self.y[idx], ids)
 
 
 @dataclass

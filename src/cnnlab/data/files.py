@@ -11,7 +11,8 @@ import numpy as np
 
 from ..errors import DataError, warn
 from .dataset import Dataset, Split, check_labels, labeled_splits
-from .images import ReadResult, is_image_file, printable, read_images
+from .diskcache import read_any
+from .images import ReadResult, is_image_file, printable
 from .registry import SourceKind, register_source
 
 SPLIT_DIRS = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
@@ -64,7 +65,8 @@ def _bad_list(bad: list[tuple[str, str]], limit: int = 1000) -> list[dict]:
     return [{"path": p, "reason": r} for p, r in bad[:limit]]
 
 
-def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: str = "error") -> Dataset:
+def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: str = "error",
+                cache: str = "memory", quiet: bool = False) -> Dataset:
     """``root/<class>/*.png`` or ``root/{train,validation,test}/<class>/*.png``."""
     root = Path(path)
     if not root.is_dir():
@@ -98,16 +100,22 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: st
         if split not in files:
             continue
         paths, labels = files[split]
-        r = read_images(paths, size, mode, on_bad)
+        r = read_any(paths, size, mode, on_bad, cache, quiet)
         size, mode = r.size, r.color_mode  # later splits take the training split's size and mode
         skipped[split] = _note_skipped(r, printable(layout[split]))
         splits[split] = Split(r.x, np.asarray(labels, np.int64)[r.kept],
                               [printable(paths[i].relative_to(root)) for i in r.kept])
-    info = {"folder": printable(root), "image_size": list(size), "color_mode": mode}
+    info = {"folder": printable(root), "image_size": list(size), "color_mode": mode, **cache_info(splits)}
     if any(skipped.values()):
         info["skipped_images"] = {k: len(v) for k, v in skipped.items() if v}
         info["bad_images"] = _bad_list([b for v in skipped.values() for b in v])
     return Dataset(f"folder:{path}", [printable(c) for c in classes], splits, info)
+
+
+def cache_info(splits: dict) -> dict:
+    """Where the decoded images are: the disk cache's folder when they are there."""
+    on_disk = [s.x for s in splits.values() if hasattr(s.x, "subset")]
+    return {"cache": "disk", "cache_dir": str(on_disk[0].path.parent)} if on_disk else {}
 
 
 def folder_layout(root: Path) -> dict[str, Path]:
@@ -250,7 +258,7 @@ def read_image_table(p: Path, label_column: str | None, image_column: str | None
 def load_csv(path: str, label_column: str | None = None, image_column: str | None = None,
              image_pattern: str | None = None, image_size=None, color_mode: str = "auto",
              class_names: list[str] | None = None, require_labels: bool = True,
-             on_bad: str = "error", on_missing: str = "error") -> Dataset:
+             on_bad: str = "error", on_missing: str = "error", cache: str = "memory", quiet: bool = False) -> Dataset:
     """A table with an image column (path or id) and a label column (index or class name)."""
     p = Path(path)
     columns, rows, label_col, img_col, ids = read_image_table(p, label_column, image_column)
@@ -269,7 +277,7 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
     keep = drop_duplicates(paths, raw, ids, printable(p)) if labeled else np.arange(len(paths))
     if len(keep) < len(paths):
         paths, ids, raw = [paths[i] for i in keep], [ids[i] for i in keep], [raw[i] for i in keep]
-    r = read_images(paths, image_size, color_mode, on_bad)
+    r = read_any(paths, image_size, color_mode, on_bad, cache, quiet)
     bad = _note_skipped(r, printable(p))
     ids = [ids[i] for i in r.kept]
     names_from = None
@@ -277,7 +285,8 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
         class_names = class_file_beside(p)
         names_from = str(p.parent / CLASS_FILE) if class_names else None
     info = {"csv": printable(p), "image_column": img_col, "label_column": label_col,
-            "image_pattern": image_pattern, "image_size": list(r.size), "color_mode": r.color_mode}
+            "image_pattern": image_pattern, "image_size": list(r.size), "color_mode": r.color_mode,
+            **cache_info({"all": Split(r.x)})}
     if names_from:
         info["class_names_file"] = printable(names_from)
     if len(keep) < len(rows):
@@ -360,13 +369,13 @@ def load_npz(path: str, class_names: list[str] | None = None) -> Dataset:
 
 register_source(SourceKind(
     "folder", lambda path, opts, names, require_labels, on_missing:
-        load_folder(path, opts.image_size, opts.color_mode, opts.on_bad_image),
+        load_folder(path, opts.image_size, opts.color_mode, opts.on_bad_image, opts.cache, opts.quiet),
     "one sub-folder per class, optionally under train/ validation/ test/", takes_path=True,
     claims=lambda p: p.is_dir()))
 register_source(SourceKind(
     "csv", lambda path, opts, names, require_labels, on_missing:
         load_csv(path, opts.label_column, opts.image_column, opts.image_pattern, opts.image_size, opts.color_mode,
-                 names, require_labels, opts.on_bad_image, on_missing),
+                 names, require_labels, opts.on_bad_image, on_missing, opts.cache, opts.quiet),
     "a table with an image column (path or id) and a label column", takes_path=True,
     claims=lambda p: p.suffix.lower() == ".csv" and p.exists(), reads_class_names=True))
 register_source(SourceKind(

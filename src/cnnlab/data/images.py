@@ -190,14 +190,10 @@ class ReadResult:
     bad: list[tuple[str, str]]  # (printable path, reason) of the files left out
 
 
-def read_images(paths: list[Path], size: tuple[int, int] | None = None, color_mode: str = "auto",
-                on_bad: str = "error") -> ReadResult:
-    """Read files into uint8 (N, H, W, C); decoding runs in threads (Pillow frees the GIL).
-
-    ``size`` None uses the most common size among the files; ``color_mode`` 'auto' is grayscale
-    when every file is grayscale. A file that cannot be used (unreadable, truncated, not an image,
-    over Pillow's pixel limit) is an error, or with ``on_bad='skip'`` is left out and listed.
-    """
+def resolve_size_and_mode(paths: list[Path], size: tuple[int, int] | None, color_mode: str,
+                          on_bad: str) -> tuple[tuple[int, int], str, dict[int, str]]:
+    """The size (the most common one when None) and colour mode (grayscale when every file is,
+    for 'auto') the files are read at, from their headers; and the files whose header is bad."""
     if on_bad not in ON_BAD_IMAGE:
         raise DataError(f"unknown on_bad_image '{on_bad}'", "--on-bad-image", "use error or skip")
     if not paths:
@@ -214,6 +210,18 @@ def read_images(paths: list[Path], size: tuple[int, int] | None = None, color_mo
                             "check the files (cnnlab check SOURCE lists them)")
         size = size or h.common_size
         color_mode = h.color_mode if color_mode == "auto" else color_mode
+    return tuple(size), color_mode, bad  # type: ignore[return-value]
+
+
+def read_images(paths: list[Path], size: tuple[int, int] | None = None, color_mode: str = "auto",
+                on_bad: str = "error") -> ReadResult:
+    """Read files into uint8 (N, H, W, C); decoding runs in threads (Pillow frees the GIL).
+
+    ``size`` None uses the most common size among the files; ``color_mode`` 'auto' is grayscale
+    when every file is grayscale. A file that cannot be used (unreadable, truncated, not an image,
+    over Pillow's pixel limit) is an error, or with ``on_bad='skip'`` is left out and listed.
+    """
+    size, color_mode, bad = resolve_size_and_mode(paths, size, color_mode, on_bad)
     channels = 1 if color_mode == "grayscale" else 3
     check_fits_in_memory(len(paths), size, channels, printable(paths[0].parent))
     out = np.empty((len(paths), size[0], size[1], channels), np.uint8)

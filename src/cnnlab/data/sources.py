@@ -50,6 +50,10 @@ class DataOptions:
     download: bool = _data(True, "never download built-in datasets", default_text="download when not found")
     on_bad_image: str = _data("error", "an unreadable, truncated or oversized image file: stop with an error, "
                               "or leave it out (counted in the run)", Choice(("error", "skip")))
+    cache: str = _data("auto", "where decoded folder and CSV images live: memory, or disk (decoded once into "
+                       "$CNNLAB_CACHE, ~/.cache/cnnlab by default, and read a batch at a time; for data larger than "
+                       "memory); auto: disk when they would need over half the free memory",
+                       Choice(("auto", "memory", "disk")))
     quiet: bool = key(False, "no progress bar or epoch lines", group="output", short="-q")
 
     def to_dict(self) -> dict:

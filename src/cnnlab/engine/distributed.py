@@ -71,7 +71,16 @@ class Dist:
         try:
             return fn(*args, **kw)
         except (RuntimeError, ConnectionError) as e:  # gloo: "Connection closed by peer", timeouts
-            raise DistributedError(str(e).splitlines()[0] if str(e) else type(e).__name__, self.rank) from None
+            raise DistributedError(short(e), self.rank) from None
+
+    def lost_peer(self, e: BaseException) -> bool:
+        """An error from a collective (DDP's gradient all-reduce included) because another rank is
+        gone or stuck."""
+        import torch.distributed as dist
+
+        text = str(e)
+        return self.active and (isinstance(e, (dist.DistError, ConnectionError)) or any(
+            k in text for k in ("gloo", "Connection reset", "Connection closed", "NCCL", "timed out")))
 
     def sum(self, values: list[float], device=None) -> list[float]:
         """Element-wise sum over ranks of a few numbers."""
@@ -115,6 +124,15 @@ class Dist:
 
 
 SINGLE = Dist()
+
+
+def short(e: BaseException) -> str:
+    """A backend's error as a few words: gloo's ends in advice and a file position."""
+    import re
+
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # [/path/to/pair.cc:537]
+    return text.split(". ")[0]
 
 
 def init(device_name: str) -> Dist:
@@ -205,7 +223,8 @@ def launch(nproc: int, argv: list[str]) -> None:
     except SignalException as e:  # Ctrl-C or SIGTERM: the processes stop at the same step and save
         raise KeyboardInterrupt from e
     except ChildFailedError as e:
-        rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
+        # the cause: a process killed by a signal, else the first to fail (the others follow it)
+        rank, failure = min(e.failures.items(), key=lambda kv: (kv[1].exitcode >= 0, kv[1].timestamp))
         code = failure.exitcode
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         raise TrainingError(f"training process {rank} of {nproc} {how}", "--nproc",

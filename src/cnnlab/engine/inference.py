@@ -46,6 +46,10 @@ def predict_proba(model, prep: Preprocessing, x: np.ndarray, image_size, color_m
     from ..data.dataset import as_uint8_images
     from ..data.sources import conform
 
+    if hasattr(x, "subset"):  # images on disk (data.diskcache.DiskImages): a chunk at a time
+        parts = [predict_proba(model, prep, x[i:i + 1024], image_size, color_mode, tta, batch_size)
+                 for i in range(0, len(x), 1024)]
+        return np.concatenate(parts) if parts else np.zeros((0, model.spec.num_classes), np.float32)
     x = conform(as_uint8_images(x, "images"), image_size, color_mode)
     device = next(model.parameters()).device
     with torch.inference_mode():

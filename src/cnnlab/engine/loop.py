@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..data.augment import augment
@@ -116,18 +118,43 @@ def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessin
     are combined, so every image counts once."""
     if dist.active:
         part = my_slice(len(x), dist)
-        x, y = x[part], y[part]
+        x = x[part] if isinstance(x, torch.Tensor) else x.subset(np.arange(len(x))[part])
+        y = y[part]
         loss_sum = correct = 0.0
         if len(x):
-            logits = predict_logits(model, x, prep, tta=tta)
+            logits = logits_for(model, x, prep, tta=tta)
             loss_sum = float(model.loss(logits, y)) * len(x)
             correct = float((model.predicted(logits) == y).sum())
         loss_sum, correct, n = dist.sum([loss_sum, correct, float(len(x))])
         return loss_sum / n, correct / n
-    logits = predict_logits(model, x, prep, tta=tta)
+    logits = logits_for(model, x, prep, tta=tta)
     loss = float(model.loss(logits, y))
     acc = float((model.predicted(logits) == y).float().mean())
     return loss, acc
+
+
+def logits_for(model, x, prep: Preprocessing, tta: str = "none") -> torch.Tensor:
+    """Logits of uint8 images: a (N, C, H, W) tensor on the model's device, or images on disk
+    (data.diskcache.DiskImages), read a chunk at a time."""
+    if isinstance(x, torch.Tensor):
+        return predict_logits(model, x, prep, tta=tta)
+    device = next(model.parameters()).device
+    return torch.cat([predict_logits(model, to_tensor(x[i:i + 1024], device), prep, tta=tta)
+                      for i in range(0, len(x), 1024)])
+
+
+def batch_reader(x, device: torch.device):
+    """``read(idx)``: the uint8 (b, C, H, W) batch at positions ``idx`` on ``device``. Images on disk
+    are read here (into pinned memory and copied without blocking, on CUDA)."""
+    if isinstance(x, torch.Tensor):
+        return lambda idx: x[idx]
+    pin = device.type == "cuda"
+
+    def read(idx: torch.Tensor) -> torch.Tensor:
+        t = torch.from_numpy(x[idx.cpu().numpy()]).permute(0, 3, 1, 2)
+        return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+    return read
 
 
 def agree_stop(state: TrainState, dist: Dist) -> None:
@@ -228,7 +255,10 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     from .signals import Terminated
 
     x_train, y_train = data.x_train, data.y_train
-    device = x_train.device
+    device = y_train.device
+    read = batch_reader(x_train, device)
+    # images on disk: a thread reads the next batch while this one trains
+    ahead = None if isinstance(x_train, torch.Tensor) else ThreadPoolExecutor(1, thread_name_prefix="cnnlab-read")
     # a layer with trainable: false keeps its weights (e.g. a patch_whitening first layer)
     opt = make_optimizer(plan.optimizer, [p for p in model.parameters() if p.requires_grad], plan.lr,
                          plan.momentum, plan.weight_decay)
@@ -273,13 +303,19 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
             perm = shard(perm, dist)
             run = Running(device)
             state.running = run.logs
+            pending = ahead.submit(read, perm[:batch]) if ahead is not None else None
             for step in range(steps):
                 if plan.schedule != "constant":
                     lr_now = base_lr * lr_factor(plan.schedule, (epoch - 1) * steps + step, total_steps, plan.warmup)
                     for group in opt.param_groups:
                         group["lr"] = lr_now
                 idx = perm[step * batch:(step + 1) * batch]
-                xb = x_train[idx].float()
+                if pending is not None:
+                    xb = pending.result().float()
+                    if step + 1 < steps:
+                        pending = ahead.submit(read, perm[(step + 1) * batch:(step + 2) * batch])
+                else:
+                    xb = read(idx).float()
                 if aug is not None:
                     xb = augment(xb, aug, g)
                 xb = ((xb - off) * inv).contiguous(memory_format=torch.channels_last)
@@ -319,9 +355,17 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
             agree_stop(state, dist)
             if state.stop:
                 break
+    except RuntimeError as e:  # DDP's own all-reduce (in backward) found another rank gone
+        if not dist.lost_peer(e):
+            raise
+        from .distributed import DistributedError, short
+
+        raise DistributedError(short(e), dist.rank) from None
     except KeyboardInterrupt as e:
         state.stop, state.status = True, "interrupted"
         state.stop_reason = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted by the user (Ctrl-C)"
+    if ahead is not None:
+        ahead.shutdown(wait=True, cancel_futures=True)
     train_time = time.perf_counter() - state.t_start
     call(callbacks, "on_train_end", state)
     model.eval()
