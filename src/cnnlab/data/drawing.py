@@ -20,8 +20,11 @@ def foreground_stats(x: np.ndarray, sample: int = 2000, seed: int = 0) -> dict:
     """``{"background", "extent"}`` of uint8 (N, H, W, C) images, from up to ``sample`` of them."""
     if len(x) == 0:
         return {"background": 0, "extent": 1.0}
-    idx = np.random.default_rng(seed).choice(len(x), min(sample, len(x)), replace=False)
-    g = x[np.sort(idx)].astype(np.float32).mean(-1)  # (n, H, W)
+    h, w = x.shape[1:3]
+    sample = max(1, min(sample, (64 << 20) // (4 * h * w)))  # at most 64 MB of grayscale floats (large images)
+    idx = np.sort(np.random.default_rng(seed).choice(len(x), min(sample, len(x)), replace=False))
+    g = np.concatenate([np.asarray(x[idx[i:i + 256]]).astype(np.float32).mean(-1)
+                        for i in range(0, len(idx), 256)])  # (n, H, W), converted a chunk at a time
     border = np.concatenate([g[:, 0], g[:, -1], g[:, :, 0], g[:, :, -1]], axis=1)
     background = int(np.median(border))
     ink = np.abs(g - background) > INK

@@ -3,6 +3,8 @@ path: training's validation, ``Run.predict_proba``, the CLI, the server and the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -18,6 +20,20 @@ def to_tensor(x: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(x).permute(0, 3, 1, 2).to(device)
 
 
+EVAL_BUDGET = 256 << 20  # bytes of activations one evaluation batch may hold
+
+
+def bounded_batch(model, batch_size: int) -> int:
+    """An evaluation batch whose largest layer output (and the one after it) stays within
+    EVAL_BUDGET: 256 images of 28 x 28, fewer of 150 x 150 (a 150 x 150 RGB small-convnet batch
+    of 256 held 0.7 GB in its first layer alone)."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        return batch_size
+    per_image = 8 * max(math.prod(layer.output_shape) for layer in spec.layers)
+    return max(1, min(batch_size, EVAL_BUDGET // per_image))
+
+
 @torch.inference_mode()
 def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 256,
                    tta: str = "none") -> torch.Tensor:
@@ -26,6 +42,7 @@ def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int 
     was_training = model.training
     model.eval()
     off, inv = prep.tensors(x.device)
+    batch_size = bounded_batch(model, batch_size)
     outs = []
     for i in range(0, len(x), batch_size):
         xb = ((x[i:i + batch_size].float() - off) * inv).contiguous(memory_format=torch.channels_last)
