@@ -196,6 +196,8 @@ class Run:
     # The run's data with its splits, once loaded (by training, or on first use by figures).
     dataset: object = field(default=None, repr=False, compare=False)
     state: str = "finished"  # finished | training | crashed | unknown (see run_state)
+    # another engine's probabilities for conformed uint8 images, e.g. ONNX Runtime (exporting.use_onnx)
+    engine: object = field(default=None, repr=False, compare=False)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -210,6 +212,11 @@ class Run:
         """Class probabilities (N, K) for uint8 images (N, H, W, C) or (N, H, W)."""
         from .engine.inference import predict_proba
 
+        if self.engine is not None:
+            from .data.dataset import as_uint8_images
+            from .data.sources import conform
+
+            return self.engine(conform(as_uint8_images(x, "images"), self.image_size, self.color_mode), batch_size)
         return predict_proba(self.model, self.preprocessing, x, self.image_size, self.color_mode,
                              self.config.get("tta", "none"), batch_size)
 

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--label-column", default=None, help="CSV template: the column to fill")
     pr.add_argument("--submission", action="store_true",
                     help="CSV template: write only the template's columns (a competition submission)")
+    pr.add_argument("--engine", default="torch", choices=["torch", "onnx"],
+                    help="onnx: ONNX Runtime on RUN/model.onnx (exported first when missing; pip install "
+                    "'cnnlab[onnx]')")
     pr.set_defaults(func=handle)
 
 
@@ -29,6 +32,10 @@ def handle(args) -> int:
     from ..runs import load_run
 
     run = load_run(args.run)
+    if args.engine == "onnx":
+        from ..exporting import use_onnx
+
+        use_onnx(run)
     if len(args.inputs) == 1 and args.inputs[0].lower().endswith(".csv") and Path(args.inputs[0]).is_file():
         cols, rows = predict_template(run, args.inputs[0], args.image_column, args.image_pattern,
                                       args.label_column, args.top_k, args.submission)

@@ -90,7 +90,8 @@ class ChannelDense(nn.Module):
         self.linear = nn.Linear(cin, units, bias=bias)
 
     def forward(self, x):
-        return self.linear(x.movedim(1, -1)).movedim(-1, 1)
+        # explicit axes (not movedim's -1): the same view, and ONNX's Transpose takes no negative axes
+        return self.linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def patch_moments(x: torch.Tensor, kernel, dilation, budget: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor]:

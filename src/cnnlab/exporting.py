@@ -1,0 +1,185 @@
+"""Ship a run: an ONNX model that takes the images users hold and returns probabilities.
+
+The graph's input is a uint8 batch ``(N, H, W, C)`` at the run's image size (the batch dimension
+is dynamic). The run's scaling (``preprocessing.json``) and test-time flip, if the run uses one,
+are inside the graph. The output is the class probabilities ``(N, K)``; a binary model (a final
+Dense(1, sigmoid)) gives the probability of its second class, ``(N, 1)``. The file carries the
+class names, image size, colour mode, cnnlab version, run id and test accuracy as metadata, and
+every export is checked against the run's own predictions before it is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CnnlabError, RunError
+from .runs import Run
+
+ONNX_HINT = "pip install 'cnnlab[onnx]' (onnx and onnxruntime)"
+TOLERANCE = 1e-5  # the largest probability difference an export may show against the run
+
+
+def require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise CnnlabError("ONNX export and the onnx engine need the onnx and onnxruntime packages", "--format onnx",
+                          ONNX_HINT) from None
+    return onnx, onnxruntime
+
+
+class RawImageModel(torch.nn.Module):
+    """uint8 (N, H, W, C) -> probabilities, with the run's scaling (and flip averaging) inside."""
+
+    def __init__(self, run: Run):
+        super().__init__()
+        self.model = run.model.cpu().eval()
+        off, inv = run.preprocessing.tensors("cpu")
+        self.register_buffer("off", off)
+        self.register_buffer("inv", inv)
+        self.flip = run.config.get("tta", "none") == "flip"
+        self.binary = run.spec.head == "binary"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.permute(0, 3, 1, 2).float() - self.off) * self.inv
+        logits = self.model(x)
+        if self.flip:
+            logits = (logits + self.model(x.flip(3))) / 2
+        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, 1)
+
+
+def metadata(run: Run) -> dict[str, str]:
+    return {"class_names": json.dumps(run.class_names, ensure_ascii=False),
+            "image_size": json.dumps(list(run.image_size)), "color_mode": run.color_mode,
+            "input": "uint8 images (N, H, W, C), pixel values 0..255",
+            "output": ("probability of the second class (N, 1)" if run.spec.head == "binary"
+                       else "class probabilities (N, K)"),
+            "cnnlab_version": _version(), "run_id": run.path.name,
+            "test_accuracy": json.dumps(run.metrics.get("test", {}).get("accuracy"))}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
+                check_images: np.ndarray | None = None) -> dict:
+    """Write ``out`` (default RUN/model.onnx) and verify it on ``check_images`` (default: up to 256 of the
+    run's own images, else random ones). Returns where it went and the largest difference."""
+    onnx, _ = require_onnx()
+    if not 7 <= opset <= 23:
+        raise CnnlabError(f"opset {opset} is not one the exporter writes", "--opset", "use e.g. --opset 17")
+    out = Path(out) if out else run.path / "model.onnx"
+    h, w = run.image_size
+    c = 3 if run.color_mode == "rgb" else 1
+    wrapper = RawImageModel(run)
+    example = torch.zeros(2, h, w, c, dtype=torch.uint8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (example,), tmp, input_names=["images"], output_names=["probabilities"],
+                              dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+                              opset_version=opset, dynamo=False)
+        proto = onnx.load(tmp)
+        for k, v in metadata(run).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        proto.producer_name = "cnnlab"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        if check_images is None:
+            check_images = sample_images(run, h, w, c)
+        diff, agree = verify(tmp, run, check_images)
+        if diff > TOLERANCE or not agree:
+            raise CnnlabError(f"the exported model differs from the run by {diff:.2g} (argmax agrees: {agree})",
+                              str(out), "report it; the run itself is unchanged")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"path": out, "max_abs_diff": diff, "checked_images": len(check_images), "opset": opset}
+
+
+def sample_images(run: Run, h: int, w: int, c: int, n: int = 256) -> np.ndarray:
+    """Up to ``n`` of the run's own test (or validation) images, else random pixels."""
+    try:
+        from .api import run_dataset
+
+        ds = run_dataset(run)
+        split = ds.splits.get("test") or ds.splits.get("validation") or ds["train"]
+        return np.asarray(split.x[:n])
+    except (CnnlabError, OSError):
+        return np.random.default_rng(0).integers(0, 256, (min(n, 64), h, w, c), dtype=np.uint8)
+
+
+def session(path: str | Path):
+    """An ONNX Runtime session on the CPU."""
+    _, ort = require_onnx()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_proba(sess, x: np.ndarray, binary: bool, batch_size: int = 256) -> np.ndarray:
+    """(N, K) probabilities from an exported model, in cnnlab's layout ([1 - p, p] for binary)."""
+    name = sess.get_inputs()[0].name
+    parts = [sess.run(None, {name: np.ascontiguousarray(x[i:i + batch_size])})[0] for i in range(0, len(x), batch_size)]
+    p = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    return np.concatenate([1 - p, p], 1) if binary else p
+
+
+def verify(path: str | Path, run: Run, images: np.ndarray) -> tuple[float, bool]:
+    """Largest absolute probability difference between the file and the run, and whether every
+    predicted class agrees."""
+    ours = run.predict_proba(images)
+    theirs = onnx_proba(session(path), images, run.spec.head == "binary")
+    return float(np.abs(ours - theirs).max()) if len(images) else 0.0, bool((ours.argmax(1) == theirs.argmax(1)).all())
+
+
+def onnx_file(run: Run) -> Path:
+    """RUN/model.onnx, exported now if it is missing or older than the run's weights."""
+    path = run.path / "model.onnx"
+    weights = run.path / ("model.safetensors" if (run.path / "model.safetensors").is_file() else "best.safetensors")
+    if not path.is_file() or path.stat().st_mtime < weights.stat().st_mtime:
+        try:
+            export_onnx(run, path)
+        except OSError as e:
+            raise RunError(f"cannot write {path.name}: {e.strerror}", str(run.path),
+                           "export it elsewhere: cnnlab export RUN --out FILE") from None
+    return path
+
+
+SNIPPET = """import numpy as np, onnxruntime as ort
+from PIL import Image
+sess = ort.InferenceSession("{path}")
+x = np.asarray(Image.open("image.png").convert("{mode}").resize(({w}, {h})), np.uint8).reshape(1, {h}, {w}, {c})
+print(sess.run(None, {{"images": x}})[0])  # probabilities, classes in metadata "class_names\""""
+
+
+def snippet(run: Run, path: Path) -> str:
+    h, w = run.image_size
+    c = 3 if run.color_mode == "rgb" else 1
+    return SNIPPET.format(path=path, mode="RGB" if c == 3 else "L", w=w, h=h, c=c)
+
+
+def use_onnx(run: Run) -> Run:
+    """Let ``run`` predict with ONNX Runtime on its exported model (RUN/model.onnx, exported now when
+    missing or older than the weights)."""
+    sess = session(onnx_file(run))
+    binary = run.spec.head == "binary"
+    run.engine = lambda x, batch_size=256: onnx_proba(sess, x, binary, batch_size)
+    return run
