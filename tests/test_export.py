@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import sys
 
@@ -138,3 +140,25 @@ def test_export_errors_are_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[onnx\]'"):
         export_onnx(run, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_serve_with_the_onnx_engine_answers_like_torch(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve import create_app
+
+    run = train_tiny_run(tmp_path)
+    x, _ = bars(3, seed=4)
+    buf = io.BytesIO()
+    Image.fromarray(x[0, ..., 0]).save(buf, "PNG")
+    answers = {}
+    for engine in ("torch", "onnx"):
+        client = TestClient(create_app([run.path.parent], engine=engine))
+        r = client.post("/api/predict", files={"file": ("a.png", buf.getvalue(), "image/png")}, data={})
+        assert r.status_code == 200, r.text
+        answers[engine] = [p["p"] for p in r.json()["probabilities"]]
+        explained = client.post("/api/predict", json={"image": base64.b64encode(buf.getvalue()).decode(),
+                                                      "explain": True}).json()
+        assert explained["gradcam_png"]  # figures still come from the torch model
+    assert (run.path / "model.onnx").is_file()  # exported on first use
+    np.testing.assert_allclose(answers["onnx"], answers["torch"], atol=1e-5)

@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image, pixels (413 above)")
     sv.add_argument("--threads", type=int, default=1,
                     help="torch threads per request; concurrent requests already use the other cores")
+    sv.add_argument("--engine", default="torch", choices=["torch", "onnx"],
+                    help="onnx: predictions through ONNX Runtime on each run's model.onnx (exported when missing)")
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                     help="server log level")
     sv.set_defaults(func=handle)
@@ -40,7 +42,7 @@ def handle(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)  # one image per request: parallel requests beat parallel ops
-    app = create_app(args.runs, int(args.max_upload_mb * 1024 * 1024), args.max_pixels)
+    app = create_app(args.runs, int(args.max_upload_mb * 1024 * 1024), args.max_pixels, args.engine)
     import uvicorn
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -69,8 +69,9 @@ class Runs:
     listing runs reads only their small JSON files. A damaged run is listed as damaged (with the
     reason) and answers 409; the others keep working."""
 
-    def __init__(self, paths: list[str | Path]):
+    def __init__(self, paths: list[str | Path], engine: str = "torch"):
         self.dirs = find_runs(paths)
+        self.engine = engine  # onnx: predictions through ONNX Runtime (figures still use the torch model)
         self._loaded: dict[str, tuple] = {}
         self._described: dict[str, dict] = {}
         self._lock = threading.Lock()
@@ -94,7 +95,12 @@ class Runs:
                 try:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always", CnnlabWarning)
-                        self._loaded[rid] = (load_run(self.dirs[rid]), threading.Lock())
+                        run = load_run(self.dirs[rid])
+                        if self.engine == "onnx":
+                            from ..exporting import use_onnx
+
+                            use_onnx(run)
+                        self._loaded[rid] = (run, threading.Lock())
                     for w in caught:
                         self._described[rid]["warning"] = str(w.message)
                 except CnnlabError as e:
@@ -253,12 +259,18 @@ def json_flag(body: dict, key: str, default: bool) -> bool:
     return v
 
 
-def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS):
-    """The ASGI app: FastAPI wrapped in a request-size limit."""
+def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+               engine: str = "torch"):
+    """The ASGI app: FastAPI wrapped in a request-size limit. ``engine='onnx'`` predicts with ONNX
+    Runtime on each run's exported model."""
     from .. import __version__
     from .page import page_html
 
-    runs = Runs(paths)
+    if engine == "onnx":
+        from ..exporting import require_onnx
+
+        require_onnx()  # before the server starts: the packages are there
+    runs = Runs(paths, engine)
     app = FastAPI(title="cnnlab serve", version=__version__, docs_url=None, redoc_url=None,
                   description="Classify images with trained cnnlab runs. POST /api/predict with a multipart "
                   "'file' field or JSON {\"image\": base64}.")
