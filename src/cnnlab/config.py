@@ -29,6 +29,10 @@ def _class_weight_ok(v: str):
     return v in ("none", "balanced") or Path(v).is_file()
 
 
+def _weights_source_ok(v: str) -> bool:
+    return Path(v).is_dir() or (Path(v).suffix.lower() == ".safetensors" and Path(v).is_file())
+
+
 def _data(default, help, check=None, **kw):
     return key(default, help, check, group="data", **kw)
 
@@ -56,6 +60,18 @@ class TrainConfig(DataOptions, AugmentOptions):
     scale: str = _data("255", "pixel scaling, fitted on the training split only", Choice(SCALE_MODES))
     # model
     model: str = key("fashion-cnn", "a preset (cnnlab models) or a spec file", short="-m", metavar="PRESET|SPEC")
+    init_from: str | None = key(None, "start from an earlier run's weights (a run directory or a .safetensors file): "
+                                "every layer whose name and shape match is loaded, a new output layer is not",
+                                Rule(_weights_source_ok, "a run directory or a .safetensors file"),
+                                metavar="RUN|FILE", example="runs/20261123-101500-fashion-cnn-fashion-mnist")
+    freeze_until: str | None = key(None, "freeze the layers up to and including this one (by name, as cnnlab "
+                                   "summary shows them); frozen BatchNorm runs in inference mode", metavar="LAYER",
+                                   example="max_pooling2d_1")
+    head_epochs: int | None = key(None, "with --init-from: train only the layers it did not load (a new head) for "
+                                  "this many epochs, then every layer with a fresh optimizer at lr x finetune-factor "
+                                  "(--recipe finetune sets 3)", Interval(1), example="3")
+    finetune_factor: float = key(0.1, "the learning rate of the second fine-tuning phase, as a fraction of lr",
+                                 Interval(0, 1, open_lo=True))
     # optimisation
     epochs: int = key(20, "maximum number of epochs", Interval(1))
     batch_size: int = key(32, "batch size", Interval(1))
@@ -131,6 +147,10 @@ class TrainConfig(DataOptions, AugmentOptions):
             raise ConfigError("--tta flip needs a model trained on mirrored images", places.where(table["tta"]),
                               "add --horizontal-flip (without it, Fashion-MNIST test accuracy fell from "
                               "0.91 to 0.79: its shoes all face left)")
+        if self.head_epochs is not None and (self.init_from is None or self.head_epochs >= self.epochs):
+            raise ConfigError(f"head_epochs {self.head_epochs} needs --init-from and fewer than epochs ({self.epochs})",
+                              places.where(table["head_epochs"]),
+                              "give --init-from RUN, and more --epochs than --head-epochs (or leave it out)")
         if self.image_size is not None:
             from .data.images import MAX_PIXELS  # the most any image file may have
 

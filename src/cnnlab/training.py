@@ -15,7 +15,15 @@ from .data.drawing import foreground_stats
 from .data.preprocess import Preprocessing
 from .data.sources import load_configured
 from .data.split import prepare_splits
-from .engine.callbacks import BestCheckpoint, EarlyStopping, HistoryWriter, ProgressBar, ResumePoint, TimeLimit
+from .engine.callbacks import (
+    BestCheckpoint,
+    EarlyStopping,
+    HistoryWriter,
+    ProgressBar,
+    ResumePoint,
+    TimeLimit,
+    Unfreeze,
+)
 from .engine.distributed import Dist
 from .engine.loop import FitData, fit, plan_from, precision_name, resolve_device, to_tensor
 from .engine.progress import Progress
@@ -182,13 +190,125 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     model = build_module(spec).to(device)
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
+    init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else None
+    freeze_until(model, spec, cfg.freeze_until, progress_out)
+    phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("every layer is frozen: nothing would train", "--freeze-until",
+                          "freeze fewer layers (cnnlab summary shows their names)")
     if dist.rank:
         torch.manual_seed(cfg.seed + 7919 * dist.rank)  # the same initial model, each rank its own dropout
 
     rd = RunDir.create(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}") if dist.is_main else None
     return _guarded(rd, dist, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out,
                                                 t_wall, in_memory=dataset is not None, check=check, weights=weights,
-                                                user_callbacks=callbacks, dist=dist))
+                                                user_callbacks=callbacks, dist=dist, init_report=init_report,
+                                                phase_frozen=phase_frozen))
+
+
+def head_phase(model, spec: Spec, cfg: TrainConfig, init_report: dict | None, dist: Dist,
+               progress_out: Progress) -> list[int]:
+    """``--head-epochs``: the loaded layers wait (frozen) while the new ones train; their indices."""
+    if not cfg.head_epochs or not init_report:
+        return []
+    if dist.active:
+        raise ConfigError("two-phase fine-tuning (--head-epochs, --recipe finetune) runs in one process",
+                          "--head-epochs", "leave out --nproc, or --head-epochs")
+    names = [layer.name for layer in spec.layers]
+    head = len(names) - 1  # the output layer always trains in the first phase
+    waiting = [names.index(n) for n in init_report["loaded"] if names.index(n) not in model.frozen | {head}]
+    for i in waiting:
+        model.freeze(i)
+    progress_out.message(f"fine-tuning: {cfg.head_epochs} epoch(s) of the new layers, then every layer at lr x "
+                         f"{cfg.finetune_factor:g}")
+    return waiting
+
+
+def initial_weights(model, spec: Spec, source: str, progress_out: Progress,
+                    class_names: list[str] | None = None) -> dict:
+    """Load an earlier run's (or a .safetensors file's) weights into every layer whose name (a
+    file: position) and weight shapes match. The output layer is re-initialised when it differs or
+    when the run's classes are others (new classes need a new head); any other layer that differs is
+    an error naming it, before the run directory exists."""
+    from collections import defaultdict
+    from pathlib import Path
+
+    from .errors import RunError, SpecError
+    from .runs import load_weights
+
+    p = Path(source)
+    if p.is_dir():
+        rd = RunDir(p)
+        if not rd.is_run():
+            raise RunError("not a run directory (no spec.json or weights)", source,
+                           "give a run directory from cnnlab train, or a .safetensors file")
+        src_spec = rd.read_spec()
+        names = {layer.name: i for i, layer in enumerate(src_spec.layers)}
+        theirs = load_weights(rd.weights_file())
+        new_classes = class_names is not None and rd.read_class_names(src_spec) != list(class_names)
+    elif p.is_file() and p.suffix.lower() == ".safetensors":
+        names, theirs, new_classes = None, load_weights(p), False
+    else:
+        raise ConfigError(f"init_from {source!r} is not a run directory or a .safetensors file", "--init-from",
+                          "give a run directory (runs/...) or a .safetensors file")
+    by_block: dict[int, dict] = defaultdict(dict)
+    for k, v in theirs.items():
+        parts = k.split(".", 2)
+        if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
+            by_block[int(parts[1])][parts[2]] = v
+    state = model.state_dict()
+    loaded, fresh, missing = [], [], []
+    for i, layer in enumerate(spec.layers):
+        mine = {k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"blocks.{i}.")}
+        if not mine:
+            continue  # no weights (pooling, dropout, ...)
+        j = names.get(layer.name) if names is not None else i
+        if j is None or j not in by_block:
+            missing.append(layer.name)
+            continue
+        src = by_block[j]
+        if i == len(spec.layers) - 1 and new_classes:
+            fresh.append(layer.name)  # the same number of classes, but other ones: a new head
+            continue
+        if set(src) != set(mine) or any(tuple(src[k].shape) != tuple(v.shape) for k, v in mine.items()):
+            if i == len(spec.layers) - 1:
+                fresh.append(layer.name)  # a new head: other classes
+                continue
+            got = {k: list(v.shape) for k, v in src.items() if k.endswith("weight")}
+            want = {k: list(v.shape) for k, v in mine.items() if k.endswith("weight")}
+            raise SpecError(f"layer '{layer.name}' has weights {got} in {source} but {want} here", "--init-from",
+                            "start from a run with the same input shape and channel count (--image-size, "
+                            "--color-mode) and the same layers")
+        for k, v in src.items():
+            state[f"blocks.{i}.{k}"] = v.to(state[f"blocks.{i}.{k}"].dtype)
+        loaded.append(layer.name)
+    if not loaded:
+        raise SpecError(f"no layer of {source} matches this model", "--init-from",
+                        "start from a run of the same model (cnnlab summary shows the layer names)")
+    model.load_state_dict(state)
+    progress_out.message(f"weights from {source}: loaded {', '.join(loaded)}"
+                         + (f"; re-initialised {', '.join(fresh)} (new output)" if fresh else "")
+                         + (f"; not in the source: {', '.join(missing)}" if missing else ""))
+    return {"source": str(source), "loaded": loaded, "reinitialised": fresh, "not_in_source": missing}
+
+
+def freeze_until(model, spec: Spec, name: str | None, progress_out: Progress) -> None:
+    """``--freeze-until NAME``: the layers up to and including NAME keep their weights."""
+    if name is None:
+        return
+    import difflib
+
+    from .errors import SpecError
+
+    names = [layer.name for layer in spec.layers]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, 1)
+        raise SpecError(f"no layer named '{name}'", "--freeze-until",
+                        (f"did you mean {close[0]}? " if close else "") + f"the layers are {', '.join(names)}")
+    last = names.index(name)
+    for i in range(last + 1):
+        model.freeze(i)
+    progress_out.message(f"frozen: {', '.join(names[:last + 1])}")
 
 
 def join_processes(cfg: TrainConfig) -> Dist:
@@ -298,6 +418,11 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     spec = rd.read_spec()
     prep = rd.read_preprocessing(spec)
     model = build_module(spec).to(device)
+    freeze_until(model, spec, cfg.freeze_until, Progress(cfg.epochs, 1, quiet=True))
+    phase_frozen = list(state.get("phase_frozen", []))
+    if cfg.head_epochs and state["epoch"] < cfg.head_epochs:  # still in the first phase
+        for i in phase_frozen:
+            model.freeze(i)
     weights = rd.read_optional(RunDir.CLASS_WEIGHTS)
     weights = [float(weights[n]) for n in ds.class_names] if weights else None
     best = load_weights(rd / RunDir.BEST) if (rd / RunDir.BEST).is_file() and state.get("best_epoch") else None
@@ -311,7 +436,8 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     return _guarded(rd if dist.is_main else None, dist,
                     lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
                                       in_memory=dataset is not None, check=None, weights=weights,
-                                      user_callbacks=callbacks, resume=state, best_state=best, dist=dist))
+                                      user_callbacks=callbacks, resume=state, best_state=best, dist=dist,
+                                      phase_frozen=phase_frozen))
 
 
 def join_processes_for_resume() -> Dist:
@@ -323,7 +449,8 @@ def join_processes_for_resume() -> Dist:
 def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
               threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None,
               weights: list[float] | None, user_callbacks: list | tuple, resume: dict | None = None,
-              best_state: dict | None = None, dist: Dist | None = None) -> Run | None:
+              best_state: dict | None = None, dist: Dist | None = None, init_report: dict | None = None,
+              phase_frozen: list[int] | None = None) -> Run | None:
     from .engine.distributed import SINGLE
 
     dist = dist or SINGLE
@@ -341,7 +468,7 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
 
     def bookkeeping(state) -> dict:  # saved with each resume point
         return {"resumes": resumes, "train_time_s": earlier.get("train_time_s", 0.0) + time.perf_counter()
-                - state.t_start}
+                - state.t_start, "phase_frozen": list(phase_frozen or [])}
 
     callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best,
                                 (lambda epoch, state: rd.checkpoint(state)) if main else None, best_state=best_state)]
@@ -351,6 +478,12 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     if cfg.time_limit is not None:
         callbacks.append(TimeLimit(cfg.time_limit))
     callbacks.append(ResumePoint(rd.save_resume if main else None, bookkeeping))
+    if phase_frozen and (resume is None or resume["epoch"] < cfg.head_epochs):
+        from .engine.optim import DEFAULT_LR, make_optimizer
+
+        lr = (cfg.lr or DEFAULT_LR[cfg.optimizer]) * cfg.finetune_factor
+        callbacks.insert(0, Unfreeze(cfg.head_epochs, phase_frozen, lambda: make_optimizer(
+            cfg.optimizer, [p for p in model.parameters() if p.requires_grad], lr, cfg.momentum, cfg.weight_decay)))
     result = fit(model, FitData(x_tr, y_tr, x_va, y_va, prep), plan_from(cfg, weights),
                  callbacks + list(user_callbacks), resume=resume, dist=dist)
     if not main:
@@ -366,6 +499,8 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
                "train_time_s": round(result.train_time_s, 3)}
     if resumes:
         metrics["resumed_after_epochs"] = resumes
+    if init_report:
+        metrics["init_from"] = init_report
     if dist.active:
         metrics["distributed"] = {"world_size": dist.world, "backend": dist.backend,
                                   "global_batch_size": cfg.batch_size,

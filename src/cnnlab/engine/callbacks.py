@@ -197,3 +197,17 @@ class ResumePoint(Callback):
         point = training_state(state, state.dist or SINGLE)
         if self.save is not None:
             self.save({**point, **(self.extra(state) if self.extra else {})})
+
+
+class Unfreeze(Callback):
+    """Two-phase fine-tuning: after ``after_epoch`` epochs the layers ``layers`` train again, with a
+    fresh optimizer from ``optimizer()`` (at the lower learning rate), as Keras' guide recompiles."""
+
+    def __init__(self, after_epoch: int, layers: list[int], optimizer: Callable[[], object]):
+        self.after_epoch, self.layers, self.optimizer = after_epoch, list(layers), optimizer
+
+    def on_epoch_begin(self, state):
+        if state.epoch == self.after_epoch + 1:
+            for i in self.layers:
+                state.model.unfreeze(i)
+            state.optimizer = self.optimizer()

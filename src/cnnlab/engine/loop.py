@@ -295,6 +295,9 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
             state.epoch = epoch
             model.train()
             call(callbacks, "on_epoch_begin", state)
+            if state.optimizer is not opt:  # a callback changed it (fine-tuning's second phase)
+                opt = state.optimizer
+                base_lr = opt.param_groups[0]["lr"]
             t0 = time.perf_counter()
             if plan.sampler == "balanced":
                 perm = torch.multinomial(draw_p, n, replacement=True, generator=cpu_g).to(device)

@@ -149,12 +149,37 @@ class SpecModel(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self._plan = _forward_plan(self.blocks)
         self.reset_parameters()
-        for info, block in zip(spec.layers, self.blocks):
+        self.frozen: set[int] = set()
+        for i, info in enumerate(spec.layers):
             if info.args.get("trainable") is False:
-                block.requires_grad_(False)
+                self.freeze(i)
         # channels_last weights and activations make CPU convolutions ~25% faster
         # (docs/performance.md); inputs are made channels_last by the training loop too.
         self.to(memory_format=torch.channels_last)
+
+    def freeze(self, index: int) -> None:
+        """Layer ``index`` keeps its weights; a frozen BatchNorm also keeps its statistics and
+        normalises with them (inference mode), as in Keras' transfer-learning guide."""
+        self.frozen.add(index)
+        self.blocks[index].requires_grad_(False)
+        if self.training:
+            self.train(True)
+
+    def unfreeze(self, index: int) -> None:
+        """Layer ``index`` trains again (unless its spec says trainable: false)."""
+        if self.spec.layers[index].args.get("trainable") is False:
+            return
+        self.frozen.discard(index)
+        self.blocks[index].requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for i in getattr(self, "frozen", ()):
+            for m in self.blocks[i].modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def _weighted(self):
         """(layer info, its Conv2d or Linear) for every layer with a kernel."""

@@ -225,7 +225,7 @@ class GlobalMaxPooling2D(_GlobalPooling):
 @register
 class BatchNormalization(LayerKind):
     name = "BatchNormalization"
-    args = {"momentum": 0.99, "epsilon": 0.001}
+    args = {"momentum": 0.99, "epsilon": 0.001, "trainable": True}
 
     def infer(self, args, shape, where):
         m, eps = args["momentum"], args["epsilon"]

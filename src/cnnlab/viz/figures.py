@@ -38,12 +38,21 @@ def curves(history: list[dict], best_epoch: int | None = None, stop_reason: str 
     fig = new_figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
+    lrs = [h.get("lr") for h in history]
+    switch = None
+    if len(set(lrs)) == 2 and None not in lrs:  # one step in the learning rate: a second phase
+        i = next(k for k in range(1, len(lrs)) if lrs[k] != lrs[k - 1])
+        if all(v == lrs[i] for v in lrs[i:]):
+            switch = (epochs[i], lrs[i])
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, [h.get(key) for h in history], "o-", color=TRAIN_COLOR, label=f"train {label}")
         if any(f"val_{key}" in h for h in history):
             ax.plot(epochs, [h.get(f"val_{key}") for h in history], "o-", color=VAL_COLOR, label=f"validation {label}")
         if best_epoch:
             ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
+        if switch:  # two phases (fine-tuning): where the learning rate stepped down
+            ax.axvline(switch[0] - 0.5, color="tab:green", linestyle=":",
+                       label=f"lr {switch[1]:g} from epoch {switch[0]}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.5
         ax.set_ylabel(label)
