@@ -80,6 +80,15 @@ def test_every_layer_kind_exports(tmp_path):
             {"type": "Conv2D", "filters": 3, "kernel_size": 3, "activation": "leaky_relu"},
             {"type": "GlobalMaxPooling2D"}, {"type": "Flatten"}, {"type": "BatchNormalization"},
             {"type": "Dense", "units": 1, "activation": "sigmoid"}]},
+        {"name": "c", "input_shape": [12, 12, 3], "layers": [
+            {"type": "ZeroPadding2D", "padding": [[1, 0], [0, 2]]},
+            {"type": "DepthwiseConv2D", "kernel_size": 3, "depth_multiplier": 2, "strides": 2, "padding": "same"},
+            {"type": "ReLU", "max_value": 6.0},
+            {"type": "SeparableConv2D", "filters": 8, "kernel_size": 3, "padding": "same"},
+            {"type": "Conv2D", "filters": 4, "kernel_size": 1, "groups": 2},
+            {"type": "LayerNormalization"}, {"type": "SpatialDropout2D", "rate": 0.2},
+            {"type": "ReLU", "negative_slope": 0.1, "threshold": 0.5},
+            {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 3, "activation": "softmax"}]},
     ]
     used = {layer["type"] for s in specs for layer in s["layers"]}
     assert used == set(LAYERS)

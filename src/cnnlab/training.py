@@ -343,8 +343,10 @@ def _guarded(rd: RunDir | None, dist: Dist, train_in) -> Run | None:
     from .engine.signals import stop_flag_on_signals
 
     with stop_flag_on_signals() if dist.active else stop_on_sigterm():
+        failed = True
         try:
             run = train_in()
+            failed = False
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else \
                 "stopped" if isinstance(e, TrainingError) else "failed"
@@ -356,7 +358,7 @@ def _guarded(rd: RunDir | None, dist: Dist, train_in) -> Run | None:
             raise
         finally:
             if dist.active:
-                finish()
+                finish(wait=not failed)
     if rd is not None:
         rd.mark_finished(run.metrics["status"], run.metrics["stop_reason"])
     return run

@@ -150,11 +150,21 @@ def init(device_name: str) -> Dist:
     return Dist(rank, world, local, backend)
 
 
-def finish() -> None:
+def finish(wait: bool = True) -> None:
+    """Leave the process group together: every rank waits here until all have arrived (rank 0 after
+    its test evaluation), so no rank tears its connections down while another still holds its
+    own (gloo then aborts the process). A rank that died ends the wait at once (its connection
+    closes); ``wait=False`` on the way out of an error."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait and dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=timedelta(hours=6))
+        except RuntimeError:
+            pass  # another rank failed: its own error is the one to report
+    dist.destroy_process_group()
 
 
 def sync_batchnorm_stats(model, d: Dist) -> None:

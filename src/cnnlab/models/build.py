@@ -75,6 +75,41 @@ class Rescaling(nn.Module):
         return f"scale={self.scale}, offset={self.offset}"
 
 
+class KerasReLU(nn.Module):
+    """Keras' ReLU layer: x from ``threshold`` up, ``negative_slope * (x - threshold)`` below it,
+    capped at ``max_value``."""
+
+    def __init__(self, max_value: float | None, negative_slope: float, threshold: float):
+        super().__init__()
+        self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
+
+    def forward(self, x):
+        if self.negative_slope == 0 and self.threshold == 0:
+            y = F.relu(x)
+        else:
+            y = torch.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
+        return y if self.max_value is None else y.clamp(max=float(self.max_value))
+
+    def extra_repr(self) -> str:
+        return f"max_value={self.max_value}, negative_slope={self.negative_slope}, threshold={self.threshold}"
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNormalization over the channel axis: dim 1 of (N, C, H, W), the last of (N, F)."""
+
+    def __init__(self, channels: int, eps: float, center: bool, scale: bool):
+        super().__init__()
+        self.channels, self.eps = channels, eps
+        self.weight = nn.Parameter(torch.ones(channels)) if scale else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if center else None
+
+    def forward(self, x):
+        shape = (self.channels,)  # a constant: exporters need it static
+        if x.dim() == 4:
+            return F.layer_norm(x.permute(0, 2, 3, 1), shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+        return F.layer_norm(x, shape, self.weight, self.bias, self.eps)
+
+
 class FlattenNHWC(nn.Module):
     """Flatten in Keras' (H, W, C) order, so Dense weights line up with Keras'."""
 

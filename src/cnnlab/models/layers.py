@@ -96,53 +96,78 @@ def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-# ----------------------------------------------------------------------------- the kinds
+def kh_kw(args: dict) -> int:
+    return args["kernel_size"][0] * args["kernel_size"][1]
 
-@register
-class Conv2D(LayerKind):
-    name = "Conv2D"
-    args = {"filters": REQUIRED, "kernel_size": REQUIRED, "strides": 1, "padding": "valid", "activation": None,
-            "use_bias": True, "dilation_rate": 1, "kernel_initializer": "glorot_uniform", "trainable": True}
+
+def conv_output(args: dict, shape: tuple, where: str) -> tuple[int, int]:
+    """A convolution's output height and width (Keras' valid / TensorFlow's same padding)."""
+    (kh, kw), (sh, sw), (dh, dw) = args["kernel_size"], args["strides"], args["dilation_rate"]
+    h = out_len(shape[0], dh * (kh - 1) + 1, sh, args["padding"])
+    w = out_len(shape[1], dw * (kw - 1) + 1, sw, args["padding"])
+    if h <= 0 or w <= 0:
+        raise SpecError(f"kernel_size {[kh, kw]} on a {shape[0]}x{shape[1]} input gives an "
+                        f"output of size {max(h, 0)}x{max(w, 0)}", where,
+                        "use padding: same, a smaller kernel_size, fewer pooling layers "
+                        "before it, or a larger --image-size")
+    return h, w
+
+
+def conv_modules(info, out_channels: int, groups: int, bias: bool) -> list:
+    """A torch convolution with Keras' padding ('same' puts the extra pixel after, as TensorFlow)."""
+    from torch import nn
+
+    a, shape = info.args, info.input_shape
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation_rate"]
+    mods = []
+    padding = (0, 0)
+    if a["padding"] == "same":
+        top, bottom = same_pads(shape[0], dh * (kh - 1) + 1, sh)
+        left, right = same_pads(shape[1], dw * (kw - 1) + 1, sw)
+        if (top, left) == (bottom, right):
+            padding = (top, left)
+        else:
+            mods.append(nn.ZeroPad2d((left, right, top, bottom)))
+    return mods + [nn.Conv2d(shape[2], out_channels, (kh, kw), (sh, sw), padding, (dh, dw), groups=groups, bias=bias)]
+
+
+class _Convolution(LayerKind):
+    """What the convolution kinds share: image inputs, and kernel_size, strides and dilation_rate
+    written as one number or a pair."""
+
     needs_image = True
-    takes_patch_whitening = True
 
     def normalise(self, args, where):
         for a in ("kernel_size", "strides", "dilation_rate"):
             args[a] = pair(args[a], where, a)
 
+
+# ----------------------------------------------------------------------------- the kinds
+
+@register
+class Conv2D(_Convolution):
+    name = "Conv2D"
+    args = {"filters": REQUIRED, "kernel_size": REQUIRED, "strides": 1, "padding": "valid", "activation": None,
+            "use_bias": True, "dilation_rate": 1, "groups": 1, "kernel_initializer": "glorot_uniform",
+            "trainable": True}
+    takes_patch_whitening = True
+
     def infer(self, args, shape, where):
-        f = args["filters"]
+        f, g = args["filters"], args["groups"]
         positive_int(f, "filters", where, "32")
-        (kh, kw), (sh, sw), (dh, dw) = args["kernel_size"], args["strides"], args["dilation_rate"]
-        ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-        h = out_len(shape[0], ekh, sh, args["padding"])
-        w = out_len(shape[1], ekw, sw, args["padding"])
-        if h <= 0 or w <= 0:
-            raise SpecError(f"kernel_size {[kh, kw]} on a {shape[0]}x{shape[1]} input gives an "
-                            f"output of size {max(h, 0)}x{max(w, 0)}", where,
-                            "use padding: same, a smaller kernel_size, fewer pooling layers "
-                            "before it, or a larger --image-size")
-        params = kh * kw * shape[2] * f + (f if args["use_bias"] else 0)
+        positive_int(g, "groups", where, "1")
+        if shape[2] % g or f % g:
+            raise SpecError(f"groups={g} does not divide the {shape[2]} input channels and {f} filters", where,
+                            "use a groups value that divides both, e.g. groups: 1")
+        h, w = conv_output(args, shape, where)
+        params = kh_kw(args) * (shape[2] // g) * f + (f if args["use_bias"] else 0)
         return (h, w, f), params, 0
 
     def build(self, info):
-        from torch import nn
-
         from .build import activation_module
 
-        a, shape = info.args, info.input_shape
-        (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["strides"], a["dilation_rate"]
-        mods = []
-        padding = (0, 0)
-        if a["padding"] == "same":
-            top, bottom = same_pads(shape[0], dh * (kh - 1) + 1, sh)
-            left, right = same_pads(shape[1], dw * (kw - 1) + 1, sw)
-            if (top, left) == (bottom, right):
-                padding = (top, left)
-            else:
-                mods.append(nn.ZeroPad2d((left, right, top, bottom)))
-        conv = nn.Conv2d(shape[2], a["filters"], (kh, kw), (sh, sw), padding, (dh, dw), bias=a["use_bias"])
-        return mods + [conv, activation_module(a["activation"])]
+        a = info.args
+        return conv_modules(info, a["filters"], a["groups"], a["use_bias"]) + [activation_module(a["activation"])]
 
 
 class _Pooling(LayerKind):
@@ -332,3 +357,152 @@ class Rescaling(LayerKind):
         from .build import Rescaling
 
         return [Rescaling(float(info.args["scale"]), float(info.args["offset"]))]
+
+
+@register
+class DepthwiseConv2D(_Convolution):
+    """One kernel per input channel (``depth_multiplier`` of them): MobileNet's spatial filter."""
+
+    name = "DepthwiseConv2D"
+    args = {"kernel_size": REQUIRED, "strides": 1, "padding": "valid", "depth_multiplier": 1, "activation": None,
+            "use_bias": True, "dilation_rate": 1, "trainable": True}
+
+    def infer(self, args, shape, where):
+        m = args["depth_multiplier"]
+        positive_int(m, "depth_multiplier", where, "1")
+        h, w = conv_output(args, shape, where)
+        out = shape[2] * m
+        return (h, w, out), kh_kw(args) * out + (out if args["use_bias"] else 0), 0
+
+    def build(self, info):
+        from .build import activation_module
+
+        a, c = info.args, info.input_shape[2]
+        return conv_modules(info, c * a["depth_multiplier"], c, a["use_bias"]) + [activation_module(a["activation"])]
+
+
+@register
+class SeparableConv2D(_Convolution):
+    """A depthwise convolution, then a 1x1 convolution to ``filters`` channels (Xception's)."""
+
+    name = "SeparableConv2D"
+    args = {"filters": REQUIRED, "kernel_size": REQUIRED, "strides": 1, "padding": "valid", "depth_multiplier": 1,
+            "activation": None, "use_bias": True, "dilation_rate": 1, "trainable": True}
+
+    def infer(self, args, shape, where):
+        f, m = args["filters"], args["depth_multiplier"]
+        positive_int(f, "filters", where, "32")
+        positive_int(m, "depth_multiplier", where, "1")
+        h, w = conv_output(args, shape, where)
+        mid = shape[2] * m
+        return (h, w, f), kh_kw(args) * mid + mid * f + (f if args["use_bias"] else 0), 0
+
+    def build(self, info):
+        from torch import nn
+
+        from .build import activation_module
+
+        a, c = info.args, info.input_shape[2]
+        depthwise = conv_modules(info, c * a["depth_multiplier"], c, False)
+        pointwise = nn.Conv2d(c * a["depth_multiplier"], a["filters"], 1, bias=a["use_bias"])
+        return depthwise + [pointwise, activation_module(a["activation"])]
+
+
+@register
+class ZeroPadding2D(LayerKind):
+    name = "ZeroPadding2D"
+    args = {"padding": 1}
+    needs_image = True
+
+    def normalise(self, args, where):
+        p = args["padding"]
+        if isinstance(p, int) and not isinstance(p, bool):
+            p = ((p, p), (p, p))
+        elif isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) for v in p):
+            p = ((p[0], p[0]), (p[1], p[1]))
+        ok = (isinstance(p, (list, tuple)) and len(p) == 2 and all(
+            isinstance(q, (list, tuple)) and len(q) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in q) for q in p))
+        if not ok:
+            raise SpecError(f"padding={args['padding']!r} is not a padding", where,
+                            "use e.g. padding: 1, [1, 2] (rows, columns) or [[1, 0], [2, 0]] "
+                            "(top, bottom, left, right)")
+        args["padding"] = [list(p[0]), list(p[1])]
+
+    def infer(self, args, shape, where):
+        (t, b), (left, right) = args["padding"]
+        return (shape[0] + t + b, shape[1] + left + right, shape[2]), 0, 0
+
+    def build(self, info):
+        from torch import nn
+
+        (t, b), (left, right) = info.args["padding"]
+        return [nn.ZeroPad2d((left, right, t, b))]
+
+
+@register
+class ReLU(LayerKind):
+    """Keras' ReLU layer: ``max_value`` caps it (ReLU6), ``negative_slope`` below ``threshold``."""
+
+    name = "ReLU"
+    args = {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}
+
+    def infer(self, args, shape, where):
+        m, s, t = args["max_value"], args["negative_slope"], args["threshold"]
+        if m is not None and (not is_number(m) or m < 0):
+            raise SpecError(f"max_value={m!r} is not a number >= 0", where, "use e.g. max_value: 6, or leave it out")
+        if not is_number(s) or s < 0:
+            raise SpecError(f"negative_slope={s!r} is not a number >= 0", where, "use e.g. negative_slope: 0.1")
+        if not is_number(t) or t < 0:  # Keras refuses a negative threshold too
+            raise SpecError(f"threshold={t!r} is not a number >= 0", where, "use e.g. threshold: 0")
+        return shape, 0, 0
+
+    def build(self, info):
+        from .build import KerasReLU
+
+        a = info.args
+        return [KerasReLU(a["max_value"], float(a["negative_slope"]), float(a["threshold"]))]
+
+
+@register
+class SpatialDropout2D(LayerKind):
+    """Drops whole feature maps (channels) while training."""
+
+    name = "SpatialDropout2D"
+    args = {"rate": REQUIRED}
+    needs_image = True
+
+    def infer(self, args, shape, where):
+        r = args["rate"]
+        if not is_number(r) or not 0 <= r < 1:
+            raise SpecError(f"rate={r!r} is not in [0, 1)", where, "use e.g. rate: 0.2")
+        return shape, 0, 0
+
+    def build(self, info):
+        from torch import nn
+
+        return [nn.Dropout2d(info.args["rate"])]
+
+
+@register
+class LayerNormalization(LayerKind):
+    """Normalises each position over the channel (last) axis, as Keras' default axis=-1."""
+
+    name = "LayerNormalization"
+    args = {"epsilon": 0.001, "center": True, "scale": True, "trainable": True}
+
+    def infer(self, args, shape, where):
+        eps = args["epsilon"]
+        if not is_number(eps) or not 0 < eps < math.inf:
+            raise SpecError(f"epsilon={eps!r} is not a positive number", where, "use e.g. epsilon: 0.001")
+        for k in ("center", "scale"):
+            if not isinstance(args[k], bool):
+                raise SpecError(f"{k}={args[k]!r} is not true/false", where, "use true or false")
+        c = shape[-1]
+        return shape, c * (int(args["center"]) + int(args["scale"])), 0
+
+    def build(self, info):
+        from .build import ChannelLayerNorm
+
+        a = info.args
+        return [ChannelLayerNorm(info.input_shape[-1], float(a["epsilon"]), a["center"], a["scale"])]

@@ -262,7 +262,7 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
                     raise SpecError(f"missing argument '{k}'", loc, f"give {ltype} a {k}")
                 args[k] = default
         kind.normalise(args, loc)  # the way Keras does, e.g. kernel_size: 3 -> (3, 3)
-        if "padding" in args:
+        if isinstance(allowed.get("padding"), str):  # valid | same (ZeroPadding2D's padding is sizes)
             p = str(args["padding"]).lower()
             if p not in ("valid", "same"):
                 raise SpecError(f"padding={args['padding']!r} is unknown", loc, "use valid or same")
