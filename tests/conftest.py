@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,10 @@ def train_tiny_run(folder: Path, class_names: list[str] | None = None, test_per_
         names = str(folder / "names.txt")
     return cnnlab.train(f"npz:{folder / 'b.npz'}", model=TINY_SPEC, epochs=2, runs_dir=str(folder / "runs"),
                         quiet=True, batch_size=16, class_names=names)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from conftest import free_port
 
 pytestmark = pytest.mark.distributed
 
@@ -86,12 +87,6 @@ def test_every_rank_ends_with_the_same_parameters_and_statistics(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads((tmp_path / "gather.json").read_text())
     assert got["n"] > 900_000 and got["max_diff"] == 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_nodes_meet_at_a_rendezvous(tmp_path):

@@ -13,7 +13,6 @@ import base64
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.data.idx import write_idx
+from conftest import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_ALIAS = "runs/20261123-101500-fashion-cnn-fashion-mnist"
@@ -184,18 +184,12 @@ def test_yaml_spec_example_is_the_fashion_cnn():
     assert spec.total_params == 333_526
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_curl_examples_against_a_real_server(world):
     import uvicorn
 
     from cnnlab.serve import create_app
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app([world / RUN_ALIAS]), host="127.0.0.1", port=port,
                                            log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)

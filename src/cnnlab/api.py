@@ -109,7 +109,7 @@ def _as_run(run: Run | str | Path) -> Run:
 
 
 def _run_config(run: Run) -> TrainConfig:
-    return TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.__dataclass_fields__})
+    return TrainConfig.from_stored(run.config)
 
 
 def arrays_dataset(data, class_names: list[str] | None = None, where: str = "data") -> Dataset:

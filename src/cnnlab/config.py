@@ -122,6 +122,11 @@ class TrainConfig(DataOptions, AugmentOptions):
         if isinstance(self.scale, int) and not isinstance(self.scale, bool):
             self.scale = str(self.scale)  # YAML reads `scale: 255` as a number
 
+    @classmethod
+    def from_stored(cls, d: dict) -> TrainConfig:
+        """A run's config.yaml back as a TrainConfig (keys a newer or older version wrote are left out)."""
+        return cls(**{k: v for k, v in d.items() if k in keys_of(cls)})
+
     # ------------------------------------------------------------------ views
     def data_options(self) -> DataOptions:
         opts = DataOptions(**{f.name: getattr(self, f.name) for f in fields(DataOptions)})

@@ -314,15 +314,11 @@ def freeze_until(model, spec: Spec, name: str | None, progress_out: Progress) ->
 def join_processes(cfg: TrainConfig) -> Dist:
     """This process's place among data-parallel processes started by torchrun (a single process:
     world 1). The global batch must split evenly over them."""
-    from .engine.distributed import SINGLE, init, launched
+    from .engine.distributed import SINGLE, check_global_batch, init, launched
 
     if not launched():
         return SINGLE
-    world = int(os.environ["WORLD_SIZE"])
-    if cfg.batch_size % world:
-        raise ConfigError(f"batch_size {cfg.batch_size} does not split over {world} processes", "--batch-size",
-                          f"use a multiple of {world}, e.g. {max(world, cfg.batch_size // world * world)} "
-                          "(--batch-size is the global batch)")
+    check_global_batch(cfg.batch_size, int(os.environ["WORLD_SIZE"]))
     return init(cfg.device)
 
 
@@ -373,7 +369,6 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     finished epoch, in its own directory: the same data, weights, optimizer state, random states
     and history, so it ends as the uninterrupted run would have. ``session``: any of SESSION_KEYS.
     A run trained on in-memory data (the API's arrays) needs the same ``dataset`` again."""
-    from .config import KEYS
     from .errors import RunError
     from .runs import load_weights
 
@@ -391,14 +386,11 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
                           f"resume with only {', '.join(SESSION_KEYS)}, or train a new run")
     state = rd.read_resume()
     stored = rd.read_config()
-    cfg = TrainConfig(**{k: v for k, v in stored.items() if k in KEYS})
+    cfg = TrainConfig.from_stored(stored)
     for k, v in session.items():
         if v is not None or k == "time_limit":
             setattr(cfg, k, v)
     cfg.validate()
-    if dist.active and cfg.batch_size % dist.world:
-        raise ConfigError(f"batch_size {cfg.batch_size} does not split over {dist.world} processes", "--nproc",
-                          "resume with the number of processes the run used")
     ranks = len(state.get("rng_ranks", [None]))
     if ranks != dist.world:
         raise ConfigError(f"the run trained on {ranks} process(es); this is {dist.world}", "--nproc",

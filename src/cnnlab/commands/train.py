@@ -80,7 +80,7 @@ def resumed(args):
     run = resume(args.resume, **given)
     if run is None:  # a data-parallel process other than rank 0
         return None, None
-    cfg = TrainConfig(**{k: v for k, v in run.config.items() if k in keys_of(TrainConfig)})
+    cfg = TrainConfig.from_stored(run.config)
     for k, v in given.items():
         setattr(cfg, k, v)
     return run, cfg
@@ -88,16 +88,13 @@ def resumed(args):
 
 def launch_processes(args) -> int:
     """``--nproc N``: check the settings once here, then start N processes of the same command."""
-    from ..engine.distributed import launch
+    from ..engine.distributed import check_global_batch, launch
     from ..errors import ConfigError
 
     if not 1 <= args.nproc <= 256:
         raise ConfigError(f"nproc must be from 1 to 256, got {args.nproc}", "--nproc", "use e.g. --nproc 2")
     if not args.resume:
-        cfg = config_from_args(args)
-        if cfg.batch_size % args.nproc:
-            raise ConfigError(f"batch_size {cfg.batch_size} does not split over {args.nproc} processes",
-                              "--batch-size", f"use a multiple of {args.nproc} (--batch-size is the global batch)")
+        check_global_batch(config_from_args(args).batch_size, args.nproc)
     argv = list(args.argv)
     i = next(i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
     del argv[i:i + (1 if "=" in argv[i] else 2)]

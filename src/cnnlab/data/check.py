@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnnlabWarning
-from .dataset import Dataset
+from .dataset import Dataset, in_chunks
 from .images import printable, read_headers
 
 NEAR_BITS = 6  # perceptual-hash bits two near duplicates may differ in (candidates)
@@ -35,8 +35,8 @@ EXAMPLES = 5  # examples kept per finding
 def pixel_hashes(x: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each image's decoded pixels (and shape): equal images, equal hashes."""
     digests = []
-    for i in range(0, len(x), 2048):  # a chunk at a time: the images may be on disk
-        flat = np.ascontiguousarray(x[i:i + 2048]).reshape(-1, int(np.prod(x.shape[1:])))
+    for part in in_chunks(x):
+        flat = part.reshape(len(part), -1)
         digests += [hashlib.blake2b(r.tobytes(), digest_size=8).digest() for r in flat]
     return np.frombuffer(b"".join(digests), dtype=np.uint64) if len(x) else np.zeros(0, np.uint64)
 
@@ -176,8 +176,8 @@ def check_dataset(ds: Dataset, near: bool = True) -> dict:
     gray_in_rgb = 0
     if c == 3:
         for s in ds.splits.values():
-            for i in range(0, len(s.x), 2048):
-                x = np.asarray(s.x[i:i + 2048]).reshape(-1, h * w, 3)
+            for part in in_chunks(s.x):
+                x = part.reshape(-1, h * w, 3)
                 gray_in_rgb += int(((x[..., 0] == x[..., 1]) & (x[..., 1] == x[..., 2])).all(1).sum())
     report = {"source": ds.source, "splits": {k: len(s) for k, s in ds.splits.items()},
               "classes": class_report(ds), "images": {"shape": [h, w, c], "grayscale_in_rgb": gray_in_rgb},

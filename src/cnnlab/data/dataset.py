@@ -11,6 +11,13 @@ from ..errors import DataError
 SPLITS = ("train", "validation", "test")
 
 
+def in_chunks(x, size: int = 2048):
+    """Images as NumPy arrays of at most ``size``, in order: whole-split hashes and statistics
+    never hold more than a chunk, wherever the images live (memory or the disk cache)."""
+    for i in range(0, len(x), size):
+        yield np.ascontiguousarray(x[i:i + size])
+
+
 @dataclass
 class Split:
     """One split: ``x`` uint8 (N, H, W, C); ``y`` int64 (N,) or None when unlabeled."""
@@ -27,8 +34,8 @@ class Split:
         import hashlib
 
         h = hashlib.sha256(str(tuple(self.x.shape)).encode())
-        for i in range(0, len(self.x), 2048):  # a chunk at a time: the images may be on disk
-            h.update(np.ascontiguousarray(self.x[i:i + 2048]).data)
+        for part in in_chunks(self.x):
+            h.update(part.data)
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y, np.int64).data)
         return h.hexdigest()[:16]

@@ -95,7 +95,9 @@ class DiskImages:
         else:
             idx = np.asarray(key)
             out = self.take(np.flatnonzero(idx) if idx.dtype == bool else idx)
-        return out[(slice(None), *rest)] if rest and out.ndim == 4 else (out[rest] if rest else out)
+        if not rest:
+            return out
+        return out[rest] if out.ndim == 3 else out[(slice(None), *rest)]  # one image, or rows of them
 
     def __array__(self, dtype=None, copy=None):
         out = self.take(np.arange(len(self)))
@@ -144,17 +146,6 @@ class DiskImages:
                                 printable(self.path), "delete the cache folder; it is rebuilt on the next run")
             start = end
         return out
-
-    def chunks(self, size: int = 2048):
-        """The images in order, ``size`` at a time."""
-        for i in range(0, len(self), size):
-            yield self[i:i + size]
-
-
-def in_chunks(x, size: int = 2048):
-    """Iterate over images in memory or on disk a chunk at a time (whole-split statistics, hashes)."""
-    for i in range(0, len(x), size):
-        yield x[i:i + size]
 
 
 def files_key(paths: list[Path], size, color_mode: str, on_bad: str) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from .dataset import in_chunks
 
 SCALE_MODES = ("255", "minmax", "minmax-per-channel", "standard", "standard-per-channel", "none")
 
@@ -18,8 +19,7 @@ SCALE_MODES = ("255", "minmax", "minmax-per-channel", "standard", "standard-per-
 def _histograms(x: np.ndarray) -> np.ndarray:
     """Per-channel counts of each of the 256 pixel values: (C, 256), exact and fast."""
     total = np.zeros((x.shape[-1], 256), np.int64)
-    for i in range(0, len(x), 2048):  # a chunk at a time: the images may be on disk
-        part = np.asarray(x[i:i + 2048])
+    for part in in_chunks(x):
         total += np.stack([np.bincount(part[..., c].ravel(), minlength=256) for c in range(x.shape[-1])])
     return total
 

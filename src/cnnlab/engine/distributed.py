@@ -43,6 +43,16 @@ class DistributedError(TrainingError):
                          "(cnnlab train --resume RUN)")
 
 
+def check_global_batch(batch_size: int, world: int) -> None:
+    """``--batch-size`` is the global batch: it must split evenly over the processes."""
+    from ..errors import ConfigError
+
+    if batch_size % world:
+        raise ConfigError(f"batch_size {batch_size} does not split over {world} processes", "--batch-size",
+                          f"use a multiple of {world}, e.g. {max(world, batch_size // world * world)} "
+                          "(--batch-size is the global batch)")
+
+
 def launched() -> bool:
     """True inside a process started by torchrun (or its launcher) with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

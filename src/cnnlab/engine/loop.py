@@ -17,6 +17,7 @@ import torch
 from ..data.augment import augment
 from ..data.augment_options import AugmentOptions
 from ..data.preprocess import Preprocessing
+from . import signals
 from .callbacks import TrainState, call
 from .distributed import SINGLE, Dist, my_slice, shard, sync_batchnorm_stats, wrap
 from .inference import predict_logits, to_tensor  # noqa: F401 (to_tensor: part of the loop's API)
@@ -160,8 +161,6 @@ def batch_reader(x, device: torch.device):
 def agree_stop(state: TrainState, dist: Dist) -> None:
     """Every rank stops at the same step, for the first stopping rank's reason: a time limit, a
     NaN, Ctrl-C or a callback seen on one rank ends training on all of them."""
-    from . import signals
-
     if signals.requested is not None and not state.stop:
         state.request_stop(signals.requested, "interrupted")
     if not dist.active or not dist.any(state.stop):
