@@ -15,7 +15,7 @@ LAYERS = [
     ("engine", ["cnnlab.engine"]),
     ("configuration and run files", ["cnnlab.config", "cnnlab.runs", "cnnlab.evaluation"]),
     ("a training run, predictions", ["cnnlab.training", "cnnlab.prediction"]),
-    ("API and comparison", ["cnnlab.api", "cnnlab.comparison", "cnnlab.exporting"]),
+    ("API and comparison", ["cnnlab.api", "cnnlab.comparison", "cnnlab.exporting", "cnnlab.importing"]),
     ("figures", ["cnnlab.viz"]),
     ("report and server", ["cnnlab.report", "cnnlab.serve"]),
     ("command line", ["cnnlab.cli", "cnnlab.commands", "cnnlab"]),

@@ -13,6 +13,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
 from cnnlab.models import build_module, parse_spec  # noqa: E402
+from cnnlab.models.kerasfiles import torch_state  # noqa: E402
 
 SPECS = [
     ([12, 12, 3], [
@@ -93,3 +94,128 @@ def test_bad_arguments_of_the_new_kinds_are_one_line(layer, needle):
     with pytest.raises(SpecError, match=needle) as e:
         parse_spec(spec)
     assert "layer 0" in e.value.line() and "\n" not in e.value.line()
+
+
+# ----------------------------------------------------------------------------- functional graphs
+
+def keras_functional(spec: dict):
+    """The same graph built with Keras' functional API (layer by layer, inputs by name)."""
+    inp = spec["layers"][0]
+    tensors = {inp.get("name", "input_layer"): keras.Input(tuple(inp["shape"]), name=inp.get("name"))}
+    prev = list(tensors)[0]
+    for layer in spec["layers"][1:]:
+        args = {k: v for k, v in layer.items() if k not in ("type", "inputs")}
+        made = getattr(keras.layers, layer["type"])(**args)
+        ins = layer.get("inputs", [prev])
+        ins = [ins] if isinstance(ins, str) else ins
+        prev = made.name
+        tensors[prev] = made([tensors[n] for n in ins] if len(ins) > 1 else tensors[ins[0]])
+    return keras.Model(tensors[list(tensors)[0]], tensors[prev])
+
+
+GRAPHS = [
+    {"layers": [  # a residual block with a projection, a merge of three, a concat and a reshape
+        {"type": "Input", "shape": [12, 12, 3], "name": "image"},
+        {"type": "Conv2D", "name": "stem", "filters": 8, "kernel_size": 3, "padding": "same", "activation": "relu"},
+        {"type": "DepthwiseConv2D", "name": "dw", "kernel_size": 3, "padding": "same"},
+        {"type": "BatchNormalization", "name": "bn"},
+        {"type": "Add", "name": "res", "inputs": ["stem", "bn"]},
+        {"type": "Conv2D", "name": "proj", "filters": 8, "kernel_size": 1, "inputs": "image"},
+        {"type": "Average", "name": "avg", "inputs": ["res", "proj", "stem"]},
+        {"type": "Multiply", "name": "gate", "inputs": ["avg", "proj"]},
+        {"type": "Subtract", "name": "diff", "inputs": ["gate", "stem"]},
+        {"type": "Maximum", "name": "hi", "inputs": ["diff", "res"]},
+        {"type": "Minimum", "name": "lo", "inputs": ["hi", "avg"]},
+        {"type": "Concatenate", "name": "cat", "inputs": ["lo", "proj"]},
+        {"type": "Reshape", "name": "rs", "target_shape": [6, 24, -1]},
+        {"type": "SeparableConv2D", "filters": 4, "kernel_size": 3, "strides": 2},
+        {"type": "GlobalAveragePooling2D"},
+        {"type": "Dense", "units": 3, "activation": "softmax"}]},
+    {"layers": [  # broadcasting at a merge (a squeeze-and-excite gate), Concatenate on the width
+        {"type": "Input", "shape": [8, 6, 1]},
+        {"type": "Conv2D", "name": "c", "filters": 4, "kernel_size": 3, "padding": "same"},
+        {"type": "GlobalAveragePooling2D", "name": "squeeze"},
+        {"type": "Dense", "name": "excite", "units": 4, "activation": "sigmoid"},
+        {"type": "Reshape", "name": "gate", "target_shape": [1, 1, 4]},
+        {"type": "Multiply", "name": "scaled", "inputs": ["c", "gate"]},
+        {"type": "Concatenate", "axis": 2, "inputs": ["scaled", "c"]},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 2, "activation": "softmax"}]},
+]
+
+
+@pytest.mark.parametrize("spec", GRAPHS)
+def test_graph_shapes_counts_and_outputs_equal_keras(spec):
+    ours = parse_spec(spec)
+    assert not ours.is_chain
+    theirs = keras_functional(ours.to_dict())  # every layer named (Keras' counters are per process)
+    by_name = {layer.name: layer for layer in theirs.layers}
+    for mine in ours.layers:
+        k = by_name[mine.name]
+        assert tuple(mine.output_shape) == tuple(k.output.shape[1:]), mine.name
+        assert mine.params == k.count_params(), mine.name
+    assert ours.total_params == theirs.count_params()
+    # the same weights give the same outputs: Keras' weights copied into the torch build
+    model = build_module(ours).eval()
+    weights = {mine.name: [keras.ops.convert_to_numpy(w) for w in by_name[mine.name].weights]
+               for mine in ours.layers}
+    model.load_state_dict(torch_state(ours, model.state_dict(), weights, "keras"))
+    h, w, c = ours.input_shape
+    x = np.random.default_rng(1).normal(0, 1, (3, h, w, c)).astype(np.float32)
+    with torch.no_grad():
+        mine = model.probabilities(model(torch.from_numpy(x).permute(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(mine, keras.ops.convert_to_numpy(theirs(x)), atol=1e-5)
+
+
+def _graph(*layers, shape=(8, 8, 3)):
+    return {"layers": [{"type": "Input", "shape": list(shape)}, *layers]}
+
+
+HEAD = [{"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 2, "activation": "softmax"}]
+
+
+@pytest.mark.parametrize("spec,needle,where", [
+    (_graph({"type": "Conv2D", "name": "a", "filters": 4, "kernel_size": 1, "inputs": "b"},
+            {"type": "Conv2D", "name": "b", "filters": 4, "kernel_size": 1, "inputs": "a"}, *HEAD),
+     "the layers a, b form a cycle", "layer 1 (Conv2D)"),
+    (_graph({"type": "Conv2D", "name": "a", "filters": 4, "kernel_size": 1},
+            {"type": "Add", "inputs": ["a", "b"]}, *HEAD),
+     "input 'b' is not a layer of this model", "layer 2 (Add)"),
+    (_graph({"type": "Conv2D", "name": "a", "filters": 4, "kernel_size": 1},
+            {"type": "Conv2D", "name": "b", "filters": 5, "kernel_size": 1, "inputs": "input_layer"},
+            {"type": "Add", "inputs": ["a", "b"]}, *HEAD),
+     r"Add needs inputs of one shape but gets \(8, 8, 4\) and \(8, 8, 5\)", "layer 3 (Add)"),
+    (_graph({"type": "Conv2D", "name": "a", "filters": 4, "kernel_size": 1},
+            {"type": "Conv2D", "name": "b", "filters": 4, "kernel_size": 1, "inputs": "input_layer"},
+            {"type": "Conv2D", "filters": 4, "kernel_size": 1, "inputs": "a"}, *HEAD),
+     "the output of layer 'b' is not used", "layer 2 (Conv2D)"),
+    (_graph({"type": "Conv2D", "name": "a", "filters": 4, "kernel_size": 1},
+            {"type": "Add", "inputs": ["a"]}, *HEAD),
+     "Add merges two or more inputs but gets 1", "layer 2 (Add)"),
+    (_graph({"type": "Conv2D", "name": "a", "filters": 4, "kernel_size": 1},
+            {"type": "Conv2D", "filters": 4, "kernel_size": 1, "inputs": ["a", "input_layer"]}, *HEAD),
+     "Conv2D takes one input but gets 2", "layer 2 (Conv2D)"),
+    (_graph({"type": "Conv2D", "name": "a", "filters": 4, "kernel_size": 1},
+            {"type": "MaxPooling2D", "name": "p"},
+            {"type": "Concatenate", "inputs": ["a", "p"]}, *HEAD),
+     "Concatenate on axis -1 needs the other axes equal", "layer 3 (Concatenate)"),
+    (_graph({"type": "Reshape", "target_shape": [5, -1, 3]}, *HEAD),
+     r"target_shape \[5, -1, 3\] does not divide", "layer 1 (Reshape)"),
+    (_graph({"type": "Conv2D", "filters": 4, "kernel_size": 1, "inputs": "input_layr"}, *HEAD),
+     "did you mean input_layer", "layer 1 (Conv2D)"),
+])
+def test_invalid_graphs_are_one_line_errors_naming_the_layer(spec, needle, where):
+    from cnnlab.errors import SpecError
+
+    with pytest.raises(SpecError, match=needle) as e:
+        parse_spec(spec)
+    line = e.value.line()
+    assert where in line and "\n" not in line
+
+
+def test_a_chain_written_as_a_graph_is_a_chain_and_round_trips():
+    spec = parse_spec(_graph({"type": "Conv2D", "filters": 4, "kernel_size": 1, "inputs": "input_layer"}, *HEAD))
+    assert spec.is_chain and "Connected to" not in spec.summary()
+    graph = parse_spec(GRAPHS[0])
+    again = parse_spec(graph.to_dict())
+    assert again.summary() == graph.summary() and [l.inputs for l in again.layers] == [l.inputs for l in graph.layers]

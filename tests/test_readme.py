@@ -97,6 +97,12 @@ def built_world(tmp_path_factory):
     assert main(["train", "--epochs", "1", "--quiet", "--no-report", "--name", "readme"]) == 0
     made = next((root / "runs").glob("*-readme"))
     shutil.copytree(made, root / RUN_ALIAS)
+    # the notebook's ModelCheckpoint file: a Keras model taking x / 255.0, without cnnlab's metadata
+    from cnnlab import load_run
+    from cnnlab.models.kerasfiles import write_keras
+
+    run = load_run(made)
+    write_keras(root / "best-cnn-model.keras", run.spec, run.model.state_dict(), None, "best-cnn-model")
     mp.undo()
     return root
 
@@ -166,22 +172,26 @@ def test_usage_examples(world, mnist_mirror, monkeypatch, capsys):
         assert "internal error" not in err and "Traceback" not in err, line
     from fastapi.testclient import TestClient
 
-    assert [s[1:] for s in served] == [("127.0.0.1", 8000), ("127.0.0.1", 8080)]
+    assert sorted(s[1:] for s in served) == [("127.0.0.1", 8000), ("127.0.0.1", 8000), ("127.0.0.1", 8080)]
     for app, _, _ in served:
         client = TestClient(app)
         assert client.get("/").status_code == 200 and client.get("/api/runs").status_code == 200
     assert (world / "submission.csv").is_file() and (world / "preds.csv").is_file()
     assert (world / "check.json").is_file() and (world / "out" / "classes.txt").is_file()
+    assert (world / "runs" / "best-cnn" / "report.html").is_file() and (world / "fashion-from-cnnlab.keras").is_file()
 
 
-def test_yaml_spec_example_is_the_fashion_cnn():
+def test_yaml_spec_examples_parse():
     import yaml
 
     from cnnlab.models import parse_spec
 
-    (block,) = code_blocks("yaml")
-    spec = parse_spec(yaml.safe_load(block))
-    assert spec.total_params == 333_526
+    chain, graph = code_blocks("yaml")
+    spec = parse_spec(yaml.safe_load(chain))
+    assert spec.total_params == 333_526 and spec.is_chain
+    spec = parse_spec(yaml.safe_load(graph))  # 160 + 2 x 2,320 + 170, as Keras counts it
+    assert spec.total_params == 4_970 and not spec.is_chain
+    assert spec.layers[3].inputs == ["stem", "conv2d_1"] and "Connected to" in spec.summary()
 
 
 def test_curl_examples_against_a_real_server(world):

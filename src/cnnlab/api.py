@@ -176,6 +176,9 @@ def run_dataset(run: Run) -> Dataset:
     """The run's own data with its train / validation / test splits, as in training."""
     if run.dataset is not None:
         return run.dataset
+    if run.data.get("source") is None and run.data.get("imported_from"):
+        raise DataError("the run was imported from a Keras file without --data, so it has no data of its own",
+                        str(run.path), "name the data: cnnlab evaluate RUN SOURCE (or import again with --data)")
     if run.data.get("source") == "arrays":
         raise DataError("the run was trained on arrays in memory, so its data cannot be loaded again",
                         str(run.path), "pass the data: cnnlab.evaluate(run, (x_test, y_test))")

@@ -119,7 +119,7 @@ class TrainConfig(DataOptions, AugmentOptions):
     runs_dir: str = _out("runs", "where run directories are written", metavar="DIR")
 
     def __post_init__(self):
-        if isinstance(self.scale, int) and not isinstance(self.scale, bool):
+        if isinstance(self.scale, (int, float)) and not isinstance(self.scale, bool):
             self.scale = str(self.scale)  # YAML reads `scale: 255` as a number
 
     @classmethod

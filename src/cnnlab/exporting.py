@@ -183,3 +183,60 @@ def use_onnx(run: Run) -> Run:
     binary = run.spec.head == "binary"
     run.engine = lambda x, batch_size=256: onnx_proba(sess, x, binary, batch_size)
     return run
+
+
+def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarray | None = None) -> dict:
+    """Write ``out`` (default RUN/model.keras): a Keras 3 functional model that takes raw pixel
+    values (the run's scaling is a leading Rescaling layer), with the class names in its
+    metadata.json. The file is read back and checked against the run before it is kept."""
+    from .data.preprocess import Preprocessing
+    from .models.kerasfiles import keras_proba, parse_keras_spec, read_keras, write_keras
+
+    out = Path(out) if out else run.path / "model.keras"
+    h, w = run.image_size
+    c = 3 if run.color_mode == "rgb" else 1
+    prep = run.preprocessing
+    scale = [1.0 / s for s in prep.scale]  # (x - off) / s = x * (1 / s) + (-off / s)
+    offset = [-o / s for o, s in zip(prep.offset, prep.scale)]
+    if len(set(scale)) == 1 and len(set(offset)) == 1:
+        scale, offset = scale[0], offset[0]
+    meta = {"class_names": run.class_names, "preprocessing": prep.to_dict(), "run_id": run.path.name,
+            "image_size": [h, w], "color_mode": run.color_mode, "cnnlab_version": _version()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        write_keras(Path(tmp), run.spec, run.model.state_dict(), (scale, offset), run.spec.name, meta)
+        if check_images is None:
+            check_images = sample_images(run, h, w, c)
+        kf = read_keras(tmp)
+        again = parse_keras_spec(kf)
+        theirs = keras_proba(kf, again, check_images, Preprocessing.from_dict(kf.cnnlab["preprocessing"]))
+        from .engine.inference import predict_proba
+
+        ours = predict_proba(run.model, prep, check_images, run.image_size, run.color_mode, "none")
+        diff = float(np.abs(ours - theirs).max()) if len(check_images) else 0.0
+        if diff > TOLERANCE:
+            raise CnnlabError(f"the exported model differs from the run by {diff:.2g}", str(out),
+                              "report it; the run itself is unchanged")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"path": out, "max_abs_diff": diff, "checked_images": len(check_images),
+            "flip_tta_left_out": run.config.get("tta", "none") == "flip"}
+
+
+KERAS_SNIPPET = """import os; os.environ.setdefault("KERAS_BACKEND", "torch")  # or tensorflow / jax
+import keras, numpy as np
+from PIL import Image
+model = keras.saving.load_model("{path}")
+x = np.asarray(Image.open("image.png").convert("{mode}").resize(({w}, {h})), np.float32).reshape(1, {h}, {w}, {c})
+print(model.predict(x))  # raw pixel values in: the scaling is the model's first layer"""
+
+
+def keras_snippet(run: Run, path: Path) -> str:
+    h, w = run.image_size
+    c = 3 if run.color_mode == "rgb" else 1
+    return KERAS_SNIPPET.format(path=path, mode="RGB" if c == 3 else "L", w=w, h=h, c=c)

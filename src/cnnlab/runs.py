@@ -281,6 +281,17 @@ class RunDir:
         mark_running(rd.path)
         return rd
 
+    @classmethod
+    def create_at(cls, path: str | Path) -> RunDir:
+        """A run directory at ``path`` (made, or empty), marked running."""
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise RunError("the run directory exists and is not empty", str(p), "give a new folder, or remove it")
+        check_writable(p)
+        rd = cls(p)
+        mark_running(rd.path)
+        return rd
+
     def start(self, *, config: dict, spec: dict, preprocessing: dict, classes: dict, data: dict,
               weights_init: dict, check: dict | None = None) -> None:
         """What a run knows before its first step."""

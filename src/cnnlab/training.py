@@ -504,20 +504,25 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     return _evaluate_and_finish(rd, cfg, ds, result, metrics, device, threads, progress_out, t_wall)
 
 
-def _start(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, in_memory: bool,
-           check: dict | None, weights: list[float] | None, progress_out: Progress) -> None:
-    """The run directory's files that exist before the first step."""
+def data_record(ds: Dataset, in_memory: bool) -> dict:
+    """What data.json says of a run's data: its source, shapes, splits and their fingerprints."""
     h, w, c = ds.input_shape
-    rd.start(config=cfg.to_dict(), spec=spec.to_dict(), preprocessing=prep.to_dict(),
-             classes={"class_names": ds.class_names, "labels": cfg.labels}, weights_init=weight_stats(model),
-             check=check, data={
+    return {
         "source": ds.source, "image_size": [h, w], "channels": c,
         "color_mode": "rgb" if c == 3 else "grayscale", "splits": {k: len(v) for k, v in ds.splits.items()},
         "class_counts": class_counts(ds), "drawing": foreground_stats(ds["train"].x),
         # a hash of each split's pixels and labels: evaluate checks it scores the same images
         "fingerprints": {k: v.fingerprint() for k, v in ds.splits.items()},
         "in_memory": in_memory,
-        **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}})
+        **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}}
+
+
+def _start(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, in_memory: bool,
+           check: dict | None, weights: list[float] | None, progress_out: Progress) -> None:
+    """The run directory's files that exist before the first step."""
+    rd.start(config=cfg.to_dict(), spec=spec.to_dict(), preprocessing=prep.to_dict(),
+             classes={"class_names": ds.class_names, "labels": cfg.labels}, weights_init=weight_stats(model),
+             check=check, data=data_record(ds, in_memory))
     progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {rd.path}")
     if weights is not None:
         rd.save_class_weights(dict(zip(ds.class_names, weights)))

@@ -13,7 +13,9 @@ import numpy as np
 from ..errors import ConfigError
 from .dataset import in_chunks
 
-SCALE_MODES = ("255", "minmax", "minmax-per-channel", "standard", "standard-per-channel", "none")
+# 255: x / 255 (the notebooks'); 127.5: (x - 127.5) / 127.5, to [-1, 1] (Keras Applications' "tf"
+# mode, which MobileNetV2's ImageNet weights expect); none: raw pixel values
+SCALE_MODES = ("255", "127.5", "minmax", "minmax-per-channel", "standard", "standard-per-channel", "none")
 
 
 def _histograms(x: np.ndarray) -> np.ndarray:
@@ -37,9 +39,10 @@ class Preprocessing:
         if mode not in SCALE_MODES:
             raise ConfigError(f"unknown scale '{mode}'", "--scale", f"use one of {', '.join(SCALE_MODES)}")
         c = x.shape[-1]
-        if mode in ("255", "none"):
-            s = 255.0 if mode == "255" else 1.0
-            return cls(mode, (0.0,) * c, (s,) * c)
+        fixed = {"255": (0.0, 255.0), "127.5": (127.5, 127.5), "none": (0.0, 1.0)}
+        if mode in fixed:
+            off, s = fixed[mode]
+            return cls(mode, (off,) * c, (s,) * c)
         hist = _histograms(x).astype(np.float64)  # (C, 256)
         if mode.endswith("per-channel"):
             groups = hist

@@ -110,6 +110,53 @@ class ChannelLayerNorm(nn.Module):
         return F.layer_norm(x, shape, self.weight, self.bias, self.eps)
 
 
+class Merge(nn.Module):
+    """An element-wise merge of a list of tensors (Keras' Add, Subtract, Multiply, ...)."""
+
+    def __init__(self, op: str):
+        super().__init__()
+        self.op = op
+
+    def forward(self, xs: list):
+        out = xs[0]
+        for x in xs[1:]:
+            out = {"add": torch.add, "average": torch.add, "subtract": torch.sub, "multiply": torch.mul,
+                   "maximum": torch.maximum, "minimum": torch.minimum}[self.op](out, x)
+        return out / len(xs) if self.op == "average" else out
+
+    def extra_repr(self) -> str:
+        return self.op
+
+
+class Concat(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, xs: list):
+        return torch.cat(xs, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class ReshapeNHWC(nn.Module):
+    """Keras' Reshape: the values in (H, W, C) order, to ``shape`` (1 or 3 axes, channels last)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(int(v) for v in shape)
+
+    def forward(self, x):
+        if x.dim() == 4:
+            x = x.permute(0, 2, 3, 1)
+        x = x.reshape((-1, *self.shape))
+        return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
 class FlattenNHWC(nn.Module):
     """Flatten in Keras' (H, W, C) order, so Dense weights line up with Keras'."""
 
@@ -168,6 +215,16 @@ def _forward_plan(blocks: nn.ModuleList) -> list[nn.Module]:
     return plan
 
 
+def _wiring(spec: Spec) -> list[tuple[list[int], bool, list[int]]]:
+    """For each layer: the positions of its inputs (0 the model's input, i + 1 layer i's output),
+    whether it merges them, and the positions no later layer reads."""
+    pos = {spec.input_name: 0} | {layer.name: i + 1 for i, layer in enumerate(spec.layers)}
+    sources = [[pos[n] for n in layer.inputs] for layer in spec.layers]
+    last_use = {k: i for i, srcs in enumerate(sources) for k in srcs}
+    return [(srcs, LAYERS[layer.type].merge, sorted(k for k in set(srcs) if last_use[k] == i))
+            for i, (layer, srcs) in enumerate(zip(spec.layers, sources))]
+
+
 class SpecModel(nn.Module):
     """The network of a Spec. ``forward`` returns logits (the output layer's softmax or
     sigmoid is left to the loss and to ``probabilities``); ``blocks[i]`` is spec layer i."""
@@ -182,7 +239,8 @@ class SpecModel(nn.Module):
                 mods = mods[:-1]  # the loss applies it; probabilities() puts it back
             blocks.append(nn.Sequential(*mods))
         self.blocks = nn.ModuleList(blocks)
-        self._plan = _forward_plan(self.blocks)
+        self._plan = _forward_plan(self.blocks) if spec.is_chain else None
+        self._wiring = _wiring(spec)
         self.reset_parameters()
         self.frozen: set[int] = set()
         for i, info in enumerate(spec.layers):
@@ -259,12 +317,28 @@ class SpecModel(nn.Module):
                 m.bias.copy_((-(w @ mean)).to(m.bias.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._plan is None:
+            return self._graph(x, keep=False)[-1]
         for step in self._plan:
             x = step(x)
         return x
 
+    def _graph(self, x: torch.Tensor, keep: bool) -> list:
+        """Run a graph spec: values[0] is the input, values[i + 1] layer i's output; a value no
+        later layer needs is dropped (unless ``keep``), so memory stays that of the widest cut."""
+        values: list = [x]
+        for block, (sources, merge, done) in zip(self.blocks, self._wiring):
+            ins = [values[k] for k in sources]
+            values.append(block(ins if merge else ins[0]))
+            if not keep:
+                for k in done:
+                    values[k] = None
+        return values[1:]
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output (for feature maps)."""
+        """Every layer's output (for feature maps), in the spec's order."""
+        if self._plan is None:
+            return self._graph(x, keep=True)
         outs = []
         for block in self.blocks:
             x = block(x)

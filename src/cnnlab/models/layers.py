@@ -46,6 +46,11 @@ class LayerKind:
     needs_image = False  # takes only (H, W, C) inputs
     takes_patch_whitening = False  # kernel_initializer: patch_whitening is allowed
     can_end = False  # may be the model's output layer
+    merge = False  # takes two or more inputs (``infer`` gets a list of shapes)
+    # how each of its weights is laid out in Keras, in Keras' order (which is torch's order of the
+    # layer's tensors): "conv" (kh, kw, in, out), "depthwise" (kh, kw, c, m), "dense" (in, out);
+    # anything further is a vector (biases, BatchNorm's gamma, beta, mean and variance)
+    keras_weights: tuple = ()
 
     def normalise(self, args: dict, where: str) -> None:
         """Make the arguments whole, in place (e.g. ``kernel_size: 3`` -> ``(3, 3)``)."""
@@ -147,6 +152,7 @@ class _Convolution(LayerKind):
 @register
 class Conv2D(_Convolution):
     name = "Conv2D"
+    keras_weights = ("conv",)
     args = {"filters": REQUIRED, "kernel_size": REQUIRED, "strides": 1, "padding": "valid", "activation": None,
             "use_bias": True, "dilation_rate": 1, "groups": 1, "kernel_initializer": "glorot_uniform",
             "trainable": True}
@@ -304,6 +310,7 @@ class Flatten(LayerKind):
 @register
 class Dense(LayerKind):
     name = "Dense"
+    keras_weights = ("dense",)
     args = {"units": REQUIRED, "activation": None, "use_bias": True, "kernel_initializer": "glorot_uniform",
             "trainable": True}
     can_end = True
@@ -364,6 +371,7 @@ class DepthwiseConv2D(_Convolution):
     """One kernel per input channel (``depth_multiplier`` of them): MobileNet's spatial filter."""
 
     name = "DepthwiseConv2D"
+    keras_weights = ("depthwise",)
     args = {"kernel_size": REQUIRED, "strides": 1, "padding": "valid", "depth_multiplier": 1, "activation": None,
             "use_bias": True, "dilation_rate": 1, "trainable": True}
 
@@ -386,6 +394,7 @@ class SeparableConv2D(_Convolution):
     """A depthwise convolution, then a 1x1 convolution to ``filters`` channels (Xception's)."""
 
     name = "SeparableConv2D"
+    keras_weights = ("depthwise", "conv")
     args = {"filters": REQUIRED, "kernel_size": REQUIRED, "strides": 1, "padding": "valid", "depth_multiplier": 1,
             "activation": None, "use_bias": True, "dilation_rate": 1, "trainable": True}
 
@@ -506,3 +515,137 @@ class LayerNormalization(LayerKind):
 
         a = info.args
         return [ChannelLayerNorm(info.input_shape[-1], float(a["epsilon"]), a["center"], a["scale"])]
+
+
+class _Merge(LayerKind):
+    """Element-wise merges of two or more inputs of the same shape (or shapes that broadcast, a
+    1 against any size, as Keras allows)."""
+
+    merge = True
+    op = ""
+    at_most = None  # Subtract takes exactly two
+
+    def infer(self, args, shapes, where):
+        if self.at_most and len(shapes) > self.at_most:
+            raise SpecError(f"{self.name} takes exactly {self.at_most} inputs but gets {len(shapes)}", where,
+                            "give it two inputs")
+        out = list(shapes[0])
+        for s in shapes[1:]:
+            if len(s) != len(out) or any(a != b and 1 not in (a, b) for a, b in zip(out, s)):
+                got = " and ".join(str(tuple(v)) for v in shapes)
+                raise SpecError(f"{self.name} needs inputs of one shape but gets {got}", where,
+                                "make the branches agree (e.g. a 1x1 Conv2D to the same filters, the same strides)")
+            out = [max(a, b) if 1 in (a, b) else a for a, b in zip(out, s)]
+        return tuple(out), 0, 0
+
+    def build(self, info):
+        from .build import Merge
+
+        return [Merge(self.op)]
+
+
+@register
+class Add(_Merge):
+    name = "Add"
+    op = "add"
+
+
+@register
+class Subtract(_Merge):
+    name = "Subtract"
+    op = "subtract"
+    at_most = 2
+
+
+@register
+class Multiply(_Merge):
+    name = "Multiply"
+    op = "multiply"
+
+
+@register
+class Average(_Merge):
+    name = "Average"
+    op = "average"
+
+
+@register
+class Maximum(_Merge):
+    name = "Maximum"
+    op = "maximum"
+
+
+@register
+class Minimum(_Merge):
+    name = "Minimum"
+    op = "minimum"
+
+
+def torch_axis(axis: int, rank: int) -> int:
+    """A Keras axis (batch first, channels last; negative from the end) as a torch NCHW dim."""
+    a = axis - 1 if axis > 0 else rank + axis  # position in the shape without the batch axis
+    return {0: 2, 1: 3, 2: 1}[a] if rank == 3 else a + 1
+
+
+@register
+class Concatenate(LayerKind):
+    """Joins its inputs along ``axis`` (Keras' default -1: the channels)."""
+
+    name = "Concatenate"
+    args = {"axis": -1}
+    merge = True
+
+    def infer(self, args, shapes, where):
+        ax, rank = args["axis"], len(shapes[0])
+        if not isinstance(ax, int) or isinstance(ax, bool) or not (-rank <= ax <= rank and ax != 0):
+            raise SpecError(f"axis={ax!r} is not an axis of a {rank}-D input", where,
+                            "use axis: -1 (channels)")
+        a = ax - 1 if ax > 0 else rank + ax
+        if any(len(s) != rank or any(s[i] != shapes[0][i] for i in range(rank) if i != a) for s in shapes):
+            got = " and ".join(str(tuple(v)) for v in shapes)
+            raise SpecError(f"Concatenate on axis {ax} needs the other axes equal but gets {got}", where,
+                            "pool or pad the branches to one height and width (or concatenate on another axis)")
+        out = list(shapes[0])
+        out[a] = sum(s[a] for s in shapes)
+        return tuple(out), 0, 0
+
+    def build(self, info):
+        from .build import Concat
+
+        return [Concat(torch_axis(info.args["axis"], len(info.input_shape)))]
+
+
+@register
+class Reshape(LayerKind):
+    """Keras' Reshape on the (H, W, C) values; ``target_shape`` may hold one -1, and has 1 or 3 axes."""
+
+    name = "Reshape"
+    args = {"target_shape": REQUIRED}
+
+    def normalise(self, args, where):
+        t = args["target_shape"]
+        if isinstance(t, int) and not isinstance(t, bool):
+            t = [t]
+        if (not isinstance(t, (list, tuple)) or len(t) not in (1, 3) or t.count(-1) > 1
+                or not all(isinstance(v, int) and not isinstance(v, bool) and (v > 0 or v == -1) for v in t)):
+            raise SpecError(f"target_shape={args['target_shape']!r} is not 1 or 3 sizes", where,
+                            "use e.g. target_shape: [7, 7, 16] or [-1] (one -1 is inferred)")
+        args["target_shape"] = list(t)
+
+    def infer(self, args, shape, where):
+        t, n = list(args["target_shape"]), math.prod(shape)
+        known = math.prod(v for v in t if v != -1)
+        if -1 in t:
+            if n % known:
+                raise SpecError(f"target_shape {t} does not divide the input's {n} values {tuple(shape)}", where,
+                                "choose sizes whose product divides it")
+            t[t.index(-1)] = n // known
+        if math.prod(t) != n:
+            raise SpecError(f"target_shape {t} holds {math.prod(t)} values but the input {tuple(shape)} has {n}",
+                            where, "choose sizes whose product is the input's")
+        return tuple(t), 0, 0
+
+    def build(self, info):
+        from .build import ReshapeNHWC
+
+        return [ReshapeNHWC(info.output_shape)]

@@ -11,7 +11,7 @@ import difflib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SpecError
@@ -24,7 +24,8 @@ ACTIVATIONS = ("relu", "elu", "gelu", "selu", "leaky_relu", "sigmoid", "tanh", "
 # with the layer's name, not an out-of-memory crash minutes later.
 MAX_PARAMS = 1_000_000_000  # 4 GB of float32 weights
 MAX_VALUES = 1 << 28  # values in one image's activations at any layer (1 GB as float32)
-COMMON_ARGS = {"type", "name", "input_shape"}
+COMMON_ARGS = {"type", "name", "input_shape", "inputs"}
+INPUT_NAME = "input_layer"  # Keras 3's name for keras.Input
 # Keras' glorot_uniform and he_uniform, and cnnlab's data-dependent patch_whitening: the first
 # Conv2D's kernels become the +/- principal components of the training images' patches, scaled
 # to unit variance (a "whitened first layer"; build.SpecModel.init_from_data).
@@ -46,6 +47,8 @@ class LayerInfo:
     output_shape: tuple
     trainable: int
     non_trainable: int
+    inputs: list = field(default_factory=list)  # the names of the layers (or input) it takes
+    input_shapes: list = field(default_factory=list)  # their output shapes (one but for merges)
 
     @property
     def params(self) -> int:
@@ -59,6 +62,13 @@ class Spec:
     input_shape: tuple
     layers: list[LayerInfo]
     name: str = "model"
+    input_name: str = INPUT_NAME
+
+    @property
+    def is_chain(self) -> bool:
+        """Each layer takes the one before it (a Keras Sequential model)."""
+        before = [self.input_name] + [layer.name for layer in self.layers[:-1]]
+        return all(layer.inputs == [b] for layer, b in zip(self.layers, before))
 
     @property
     def output_units(self) -> int:
@@ -88,31 +98,50 @@ class Spec:
 
     def to_dict(self) -> dict:
         """The spec as written (resolved arguments), loadable again by ``parse_spec``."""
-        layers = []
+        chain = self.is_chain
+        layers = [] if chain else [{"type": "Input", "shape": list(self.input_shape), "name": self.input_name}]
         for layer in self.layers:
             d = {"type": layer.type, "name": layer.name}
+            if not chain:
+                d["inputs"] = list(layer.inputs)
             d.update(_plain(layer.args))
             layers.append(d)
-        return {"name": self.name, "input_shape": list(self.input_shape), "layers": layers}
+        if chain:
+            return {"name": self.name, "input_shape": list(self.input_shape), "layers": layers}
+        return {"name": self.name, "layers": layers}
 
     def summary_dict(self) -> dict:
         return {"layers": [{"name": l.name, "type": l.type,
-                            "output_shape": [None, *l.output_shape], "params": l.params}
+                            "output_shape": [None, *l.output_shape], "params": l.params,
+                            "connected_to": list(l.inputs)}
                            for l in self.layers],
                 "total_params": self.total_params, "trainable_params": self.trainable_params,
                 "non_trainable_params": self.non_trainable_params}
 
     def summary(self) -> str:
-        """A Keras-style summary table."""
-        rows = [(f"{l.name} ({l.type})", "(None, " + ", ".join(str(v) for v in l.output_shape) + ")",
-                 f"{l.params:,}") for l in self.layers]
+        """A Keras-style summary table; a graph's has Keras' "Connected to" column (and the input)."""
+        def shape(s):
+            return "(None, " + ", ".join(str(v) for v in s) + ")"
+
+        rows = [(f"{l.name} ({l.type})", shape(l.output_shape), f"{l.params:,}",
+                 [f"{n}[0][0]" for n in l.inputs]) for l in self.layers]
+        chain = self.is_chain
+        if not chain:
+            rows.insert(0, (f"{self.input_name} (InputLayer)", shape(self.input_shape), "0", ["-"]))
         w0 = max(28, *(len(r[0]) + 2 for r in rows))
         w1 = max(26, *(len(r[1]) + 2 for r in rows))
-        width = w0 + w1 + 12
-        lines = [f'Model: "{self.name}"', "_" * width,
-                 f"{'Layer (type)':<{w0}}{'Output Shape':<{w1}}{'Param #':>10}", "=" * width]
+        w3 = 0 if chain else max(len("Connected to"), *(len(c) + 2 for r in rows for c in r[3]))
+        width = w0 + w1 + 12 + (w3 + 2 if w3 else 0)
+        head = f"{'Layer (type)':<{w0}}{'Output Shape':<{w1}}{'Param #':>10}"
+        lines = [f'Model: "{self.name}"', "_" * width, head + ("  Connected to" if w3 else ""), "=" * width]
         for i, r in enumerate(rows):
-            lines.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]:>10}")
+            if chain:
+                lines.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]:>10}")
+            else:  # one input per line, as Keras prints them
+                for k, c in enumerate(r[3]):
+                    first = (r[0], r[1], r[2]) if k == 0 else ("", "", "")
+                    sep = "," if k < len(r[3]) - 1 else ""
+                    lines.append(f"{first[0]:<{w0}}{first[1]:<{w1}}{first[2]:>10}  {c}{sep}".rstrip())
             lines.append("_" * width if i < len(rows) - 1 else "=" * width)
         lines += [f"Total params: {self.total_params:,}",
                   f"Trainable params: {self.trainable_params:,}",
@@ -188,19 +217,10 @@ def _infer(kind: LayerKind, args: dict, shape: tuple, where: str) -> tuple[tuple
     return kind.infer(args, shape, where)
 
 
-def parse_spec(data: dict, where: str = "spec") -> Spec:
-    """Validate a spec mapping and infer every layer's output shape and parameter count."""
-    if not isinstance(data, dict):
-        raise SpecError("spec is not a mapping", where, "give input_shape and layers")
-    unknown_top = set(data) - {"input_shape", "layers", "name"}
-    if unknown_top:
-        raise SpecError(f"unknown key '{sorted(unknown_top)[0]}'", where,
-                        "a spec has input_shape, layers and an optional name")
-    layers = data.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise SpecError("spec has no layers", where, "give a non-empty list under 'layers'")
-    input_shape = data.get("input_shape")
-    first, first_index = layers[0], 0
+def _input_layer(data: dict, layers: list, where: str) -> tuple:
+    """(input_shape, input name, layers after an Input entry, index of the first of them)."""
+    input_shape, name, first_index = data.get("input_shape"), INPUT_NAME, 0
+    first = layers[0]
     if isinstance(first, dict) and first.get("type") in ("Input", "InputLayer"):
         # {type: Input, shape: [28, 28, 1]} first, as the seeds' functional code starts
         extra = set(first) - {"type", "shape", "name"}
@@ -214,6 +234,7 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
             raise SpecError(f"input_shape {input_shape!r} and Input shape {shape_in!r} differ",
                             f"{where}, layer 0 (Input)", "give the shape once")
         input_shape, layers, first_index = shape_in, layers[1:], 1
+        name = str(first.get("name") or INPUT_NAME)
         if not layers:
             raise SpecError("spec has only an Input layer", where, "add layers after it")
     if input_shape is None and isinstance(layers[0], dict):
@@ -229,73 +250,168 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
     if math.prod(shape) > MAX_VALUES:
         raise SpecError(f"input_shape {list(shape)} has {math.prod(shape):,} values per image", where,
                         "use a smaller --image-size (e.g. 224 224)")
+    return shape, name, layers, first_index
+
+
+@dataclass
+class _Written:
+    """One layer as written, before its shapes are known."""
+
+    index: int
+    kind: LayerKind
+    args: dict
+    loc: str
+    name: str = ""
+    inputs: list | None = None  # names as written (None: the layer before it)
+
+
+def _read_layer(raw, i: int, where: str) -> _Written:
+    """A layer's type and arguments, checked and made whole (no shapes yet)."""
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise SpecError(f"layer {i} is not a mapping with a 'type'", f"{where}, layer {i}",
+                        "write e.g. {type: Conv2D, filters: 32, kernel_size: 3}")
+    if not isinstance(raw["type"], str):
+        raise SpecError(f"type={raw['type']!r} is not a layer name", f"{where}, layer {i}",
+                        "write the type as a name, e.g. type: Conv2D")
+    kind = lookup(raw["type"])
+    loc = f"{where}, layer {i} ({raw['type']})"
+    if kind is None:
+        close = difflib.get_close_matches(str(raw["type"]), list(LAYERS) + list(ALIASES), 1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise SpecError(f"unknown layer type '{raw['type']}'", loc, f"{hint}supported: {', '.join(LAYERS)}")
+    ltype, allowed = kind.name, kind.args
+    args = {}
+    for k, v in raw.items():
+        if k in COMMON_ARGS:
+            continue
+        if k not in allowed:
+            ok = ", ".join(allowed) or "no arguments"
+            raise SpecError(f"unknown argument '{k}'", loc, f"{ltype} takes {ok} (and name, inputs)")
+        args[k] = v
+    for k, default in allowed.items():
+        if k not in args:
+            if default is REQUIRED:
+                raise SpecError(f"missing argument '{k}'", loc, f"give {ltype} a {k}")
+            args[k] = default
+    kind.normalise(args, loc)  # the way Keras does, e.g. kernel_size: 3 -> (3, 3)
+    if isinstance(allowed.get("padding"), str):  # valid | same (ZeroPadding2D's padding is sizes)
+        p = str(args["padding"]).lower()
+        if p not in ("valid", "same"):
+            raise SpecError(f"padding={args['padding']!r} is unknown", loc, "use valid or same")
+        args["padding"] = p
+    if "activation" in args:
+        args["activation"] = _check_activation(args["activation"], loc)
+    for flag in ("use_bias", "trainable"):
+        if flag in args and not isinstance(args[flag], bool):
+            raise SpecError(f"{flag}={args[flag]!r} is not true/false", loc, "use true or false")
+    inputs = raw.get("inputs")
+    if inputs is not None:
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(v, str) for v in inputs):
+            raise SpecError(f"inputs={raw['inputs']!r} is not a layer name or a list of them", loc,
+                            "write e.g. inputs: [conv2d, conv2d_1]")
+    name = raw.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise SpecError(f"name={name!r} is not a name", loc, "write e.g. name: block1_conv")
+    return _Written(i, kind, args, loc, name or "", inputs)
+
+
+def _connect(written: list[_Written], input_name: str, where: str) -> list[_Written]:
+    """Resolve each layer's inputs (the layer before it unless it says ``inputs``) and order the
+    layers so that each comes after its inputs (as written where they allow). The graph has one
+    input and one output: a cycle, an unknown name or a branch that leads nowhere is an error."""
+    names = {w.name: w for w in written}
+    for k, w in enumerate(written):
+        if w.inputs is None:
+            w.inputs = [written[k - 1].name if k else input_name]
+        for name in w.inputs:
+            if name not in names and name != input_name:
+                close = difflib.get_close_matches(name, [input_name, *names], 1)
+                raise SpecError(f"input '{name}' is not a layer of this model", w.loc,
+                                (f"did you mean {close[0]}? " if close else "")
+                                + f"use the input ({input_name}) or a layer's name")
+            if name == w.name:
+                raise SpecError(f"layer '{name}' takes its own output", w.loc, "use an earlier layer's name")
+        many = w.kind.merge
+        if many and len(w.inputs) < 2:
+            raise SpecError(f"{w.kind.name} merges two or more inputs but gets {len(w.inputs)}", w.loc,
+                            "list them: inputs: [branch_a, branch_b]")
+        if not many and len(w.inputs) > 1:
+            raise SpecError(f"{w.kind.name} takes one input but gets {len(w.inputs)}", w.loc,
+                            "merge them first with Add or Concatenate")
+    order, done, waiting = [], {input_name}, list(written)
+    while waiting:  # Kahn's algorithm, taking the first written layer whose inputs are ready
+        ready = next((w for w in waiting if all(n in done for n in w.inputs)), None)
+        if ready is None:  # walk back through inputs not yet placed until a layer repeats
+            path, w = [], waiting[0]
+            while w not in path:
+                path.append(w)
+                w = names[next(n for n in w.inputs if n not in done)]
+            cycle = sorted(path[path.index(w):], key=lambda v: v.index)
+            raise SpecError(f"the layers {', '.join(v.name for v in cycle)} form a cycle (each waits on another)",
+                            cycle[0].loc, "make every layer take inputs only from layers before it")
+        order.append(ready)
+        done.add(ready.name)
+        waiting.remove(ready)
+    used = {n for w in written for n in w.inputs}
+    if input_name not in used:
+        raise SpecError(f"no layer takes the input '{input_name}'", where,
+                        f"give the first layer inputs: {input_name}")
+    for w in order[:-1]:
+        if w.name not in used:
+            raise SpecError(f"the output of layer '{w.name}' is not used (a branch that leads nowhere)", w.loc,
+                            "add it to a later layer's inputs (e.g. an Add or Concatenate), or remove it")
+    return order
+
+
+def parse_spec(data: dict, where: str = "spec") -> Spec:
+    """Validate a spec mapping and infer every layer's output shape and parameter count.
+
+    ``layers`` is a chain, or a graph when layers name their ``inputs`` (Keras' functional
+    API): each layer takes the one written before it unless it lists others, by name."""
+    if not isinstance(data, dict):
+        raise SpecError("spec is not a mapping", where, "give input_shape and layers")
+    unknown_top = set(data) - {"input_shape", "layers", "name"}
+    if unknown_top:
+        raise SpecError(f"unknown key '{sorted(unknown_top)[0]}'", where,
+                        "a spec has input_shape, layers and an optional name")
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise SpecError("spec has no layers", where, "give a non-empty list under 'layers'")
+    input_shape, input_name, layers, first_index = _input_layer(data, layers, where)
+    written = [_read_layer(raw, i, where) for i, raw in enumerate(layers, start=first_index)]
     counters: dict[str, int] = {}
-    infos: list[LayerInfo] = []
-    names: set[str] = set()
-    for i, raw in enumerate(layers, start=first_index):  # numbered as written (an Input layer is 0)
-        if not isinstance(raw, dict) or "type" not in raw:
-            raise SpecError(f"layer {i} is not a mapping with a 'type'", f"{where}, layer {i}",
-                            "write e.g. {type: Conv2D, filters: 32, kernel_size: 3}")
-        if not isinstance(raw["type"], str):
-            raise SpecError(f"type={raw['type']!r} is not a layer name", f"{where}, layer {i}",
-                            "write the type as a name, e.g. type: Conv2D")
-        kind = lookup(raw["type"])
-        loc = f"{where}, layer {i} ({raw['type']})"
-        if kind is None:
-            close = difflib.get_close_matches(str(raw["type"]), list(LAYERS) + list(ALIASES), 1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise SpecError(f"unknown layer type '{raw['type']}'", loc,
-                            f"{hint}supported: {', '.join(LAYERS)}")
-        ltype = kind.name
-        allowed = kind.args
-        args = {}
-        for k, v in raw.items():
-            if k in COMMON_ARGS:
-                continue
-            if k not in allowed:
-                ok = ", ".join(allowed) or "no arguments"
-                raise SpecError(f"unknown argument '{k}'", loc, f"{ltype} takes {ok}")
-            args[k] = v
-        for k, default in allowed.items():
-            if k not in args:
-                if default is REQUIRED:
-                    raise SpecError(f"missing argument '{k}'", loc, f"give {ltype} a {k}")
-                args[k] = default
-        kind.normalise(args, loc)  # the way Keras does, e.g. kernel_size: 3 -> (3, 3)
-        if isinstance(allowed.get("padding"), str):  # valid | same (ZeroPadding2D's padding is sizes)
-            p = str(args["padding"]).lower()
-            if p not in ("valid", "same"):
-                raise SpecError(f"padding={args['padding']!r} is unknown", loc, "use valid or same")
-            args["padding"] = p
-        if "activation" in args:
-            args["activation"] = _check_activation(args["activation"], loc)
-        for flag in ("use_bias", "trainable"):
-            if flag in args and not isinstance(args[flag], bool):
-                raise SpecError(f"{flag}={args[flag]!r} is not true/false", loc, "use true or false")
-        if "kernel_initializer" in args:
-            _check_initializer(not infos, kind, args, shape, loc)
-        out, trainable, fixed = _infer(kind, args, shape, loc)
-        if args.get("trainable") is False:  # Keras counts a frozen layer's weights as non-trainable
-            trainable, fixed = 0, fixed + trainable
-        base = snake(ltype)
-        name = raw.get("name")
-        if name is None:
+    names = {input_name}
+    for w in written:  # Keras' default names, counted per type in the order written
+        if not w.name:
+            base = snake(w.kind.name)
             n = counters.get(base, 0)
             counters[base] = n + 1
-            name = base if n == 0 else f"{base}_{n}"
-        if name in names:
-            raise SpecError(f"duplicate layer name '{name}'", loc, "give each layer its own name")
-        names.add(str(name))
+            w.name = base if n == 0 else f"{base}_{n}"
+        if w.name in names:
+            raise SpecError(f"duplicate layer name '{w.name}'", w.loc, "give each layer its own name")
+        names.add(w.name)
+    shapes = {input_name: input_shape}
+    infos: list[LayerInfo] = []
+    for w in _connect(written, input_name, where):
+        kind, args, loc = w.kind, w.args, w.loc
+        ins = [shapes[n] for n in w.inputs]
+        if "kernel_initializer" in args:
+            _check_initializer(w.inputs == [input_name], kind, args, ins[0], loc)
+        out, trainable, fixed = _infer(kind, args, ins if kind.merge else ins[0], loc)
+        if args.get("trainable") is False:  # Keras counts a frozen layer's weights as non-trainable
+            trainable, fixed = 0, fixed + trainable
         if math.prod(out) > MAX_VALUES:
             raise SpecError(f"the layer's output {list(out)} has {math.prod(out):,} values per image", loc,
                             "use fewer filters or units, or more pooling before it")
-        infos.append(LayerInfo(i, str(name), ltype, args, shape, out, trainable, fixed))
+        infos.append(LayerInfo(w.index, w.name, kind.name, args, ins[0], out, trainable, fixed,
+                               list(w.inputs), ins))
+        shapes[w.name] = out
         total = sum(x.params for x in infos)
         if total > MAX_PARAMS:
             raise SpecError(f"the model reaches {total:,} parameters here (the limit is {MAX_PARAMS:,})", loc,
                             "use fewer filters or units (a Dense layer after Flatten grows with the image size)")
-        shape = out
-    spec = Spec(tuple(int(v) for v in input_shape), infos, str(data.get("name") or "model"))
+    spec = Spec(input_shape, infos, str(data.get("name") or "model"), input_name)
     last = infos[-1]
     if len(last.output_shape) != 1:
         raise SpecError(f"the model's output has shape {tuple(last.output_shape)}",

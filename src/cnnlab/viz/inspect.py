@@ -43,12 +43,9 @@ def grad_cam(run, images: np.ndarray, class_index: int | list | None = None) -> 
     x = _input(run, images)
     with torch.enable_grad():
         h = x.detach().requires_grad_(True)  # gradients flow even if the first layers are frozen
-        for i, block in enumerate(model.blocks):
-            h = block(h)
-            if i == last:
-                acts = h
-                acts.retain_grad()
-        logits = h
+        outs = model.features(h)
+        acts, logits = outs[last], outs[-1]
+        acts.retain_grad()
         if model.spec.head == "binary":
             logits = torch.cat([-logits, logits], 1)
         classes = logits.argmax(1) if class_index is None else torch.as_tensor(

@@ -1,0 +1,437 @@
+"""Keras model files in and out, without Keras: ``.keras`` (Keras 3: a zip of config.json and
+model.weights.h5) and legacy HDF5 (``model.save("x.h5")``, and the weights-only files Keras
+Applications downloads).
+
+- ``read_keras(path)``: the model's config and each layer's weights (numpy, Keras' layouts).
+- ``spec_from_keras(config)``: that config as a cnnlab spec (Sequential -> a chain, Functional
+  -> a graph); a layer cnnlab does not know, or an argument it cannot honour, is one line.
+- ``torch_state(spec, weights)`` / ``keras_weights(spec, state)``: weights converted between the
+  two layouts by each layer kind's ``keras_weights`` (conv kernels (kh, kw, in, out) <-> (out, in,
+  kh, kw), dense (in, out) <-> (out, in), depthwise (kh, kw, c, m) <-> (c*m, 1, kh, kw)). Flatten
+  works in (H, W, C) order in cnnlab too, so a Dense after it needs no reordering.
+- ``write_keras(path, spec, state, preprocessing)``: a Keras 3 ``.keras`` file of a cnnlab model,
+  with the run's pixel scaling as a leading Rescaling layer, so it takes raw pixel values.
+
+Nothing here unpickles anything: the configs are JSON, the weights HDF5 datasets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SpecError
+from .layers import LAYERS, lookup
+from .spec import INPUT_NAME, Spec, parse_spec
+
+# Keras arguments cnnlab ignores on import: how weights start, regularizers and constraints
+# (training-time only), dtypes and the like. Any other argument cnnlab does not take, with a value
+# that is not Keras' default, is an error.
+IGNORED = {"name", "dtype", "trainable", "kernel_initializer", "bias_initializer", "depthwise_initializer",
+           "pointwise_initializer", "beta_initializer", "gamma_initializer", "moving_mean_initializer",
+           "moving_variance_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+           "depthwise_regularizer", "pointwise_regularizer", "beta_regularizer", "gamma_regularizer",
+           "kernel_constraint", "bias_constraint", "depthwise_constraint", "pointwise_constraint",
+           "beta_constraint", "gamma_constraint", "seed", "noise_shape", "synchronized", "renorm",
+           "renorm_clipping", "renorm_momentum", "fused", "virtual_batch_size", "adjustment", "batch_input_shape",
+           "input_shape", "batch_size", "lora_alpha", "quantization_config", "input_dim"}
+# Keras arguments that must keep these values for cnnlab to compute the same thing.
+REQUIRED_VALUES = {"data_format": ("channels_last", None), "axis": (-1, 3, [3], [-1]), "keepdims": (False, None),
+                   "center": (True,), "scale": (True,), "lora_rank": (None,), "rms_scaling": (False,)}
+SCALING = "cnnlab_scaling"  # the leading Rescaling layer of an exported run
+# Keras activations under another name here (relu6 has no cnnlab activation: use a ReLU layer)
+ACTIVATION_NAMES = {"swish": "silu", "linear": None}
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - h5py is a dependency
+        raise SpecError("reading and writing Keras files needs h5py", "h5py", "pip install h5py") from None
+    return h5py
+
+
+@dataclass
+class KerasFile:
+    config: dict  # {"class_name": "Sequential" | "Functional" | ..., "config": {...}}
+    weights: dict  # layer name -> list of arrays, in Keras' order
+    keras_version: str
+    path: str
+    cnnlab: dict | None = None  # what cnnlab export wrote beside the model: classes, scaling
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_keras(path: str | Path) -> KerasFile:
+    """A ``.keras`` zip or a legacy ``.h5`` model file: its config and weights."""
+    p = Path(path)
+    where = str(p)
+    if not p.is_file():
+        raise SpecError("Keras model file not found", where, "give the .keras or .h5 file ModelCheckpoint saved")
+    try:
+        if zipfile.is_zipfile(p):
+            return _read_zip(p)
+        h5py = _h5py()
+        if h5py.is_hdf5(p):
+            with h5py.File(p, "r") as f:
+                return _read_legacy(f, where)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise SpecError(f"cannot read the Keras file: {type(e).__name__}: {str(e).splitlines()[0]}", where,
+                        "save the model again with model.save('model.keras')") from None
+    raise SpecError("not a Keras model file (neither a .keras zip nor HDF5)", where,
+                    "give the .keras or .h5 file that model.save or ModelCheckpoint wrote")
+
+
+def _read_zip(p: Path) -> KerasFile:
+    h5py = _h5py()
+    with zipfile.ZipFile(p) as z:
+        names = set(z.namelist())
+        if "config.json" not in names:
+            raise SpecError("the .keras file has no config.json", str(p),
+                            "save the model again with model.save('model.keras')")
+        config = json.loads(z.read("config.json"))
+        meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+        blob = z.read("model.weights.h5") if "model.weights.h5" in names else None
+    stored: dict = {}
+    if blob is not None:
+        with h5py.File(io.BytesIO(blob), "r") as f:
+            layers = f.get("layers")
+            for key in (layers.keys() if layers is not None else ()):
+                group = layers[key]
+                if set(group.keys()) - {"vars"}:
+                    raise SpecError(f"layer '{key}' holds layers of its own (a nested model)", str(p),
+                                    "cnnlab imports one flat Sequential or functional model")
+                vs = group.get("vars")
+                stored[key] = [np.asarray(vs[k]) for k in sorted(vs.keys(), key=int)] if vs is not None else []
+    # Keras 3 files each layer's weights under its class name made unique in layer order
+    # (conv2d, conv2d_1, ...), not under the layer's own name
+    layers = (config.get("config") or {}).get("layers") or []
+    if config.get("class_name") == "Sequential":
+        layers = [layer for layer in layers if layer.get("class_name") != "InputLayer"]
+    keys = storage_keys([layer.get("class_name", "") for layer in layers])
+    weights = {_layer_name(layer): stored.get(key, []) for layer, key in zip(layers, keys)}
+    return KerasFile(config, weights, str(meta.get("keras_version", "")), str(p), meta.get("cnnlab"))
+
+
+def _layer_name(layer: dict) -> str:
+    return (layer.get("config") or {}).get("name") or layer.get("name")
+
+
+def storage_keys(class_names: list[str]) -> list[str]:
+    """Where a .keras file keeps each layer's weights: ``layers/<key>/vars``, the key being the
+    class name in snake case, numbered from the second of a kind (Keras' saving_lib)."""
+    used: dict[str, int] = {}
+    keys = []
+    for cls in class_names:
+        base = re.sub(r"\W+", "", cls)
+        base = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", base)
+        base = re.sub("([a-z])([A-Z])", r"\1_\2", base).lower()
+        if base in used:
+            used[base] += 1
+            keys.append(f"{base}_{used[base]}")
+        else:
+            used[base] = 0
+            keys.append(base)
+    return keys
+
+
+def _text(v) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def legacy_weights(group) -> dict:
+    """Layer name -> arrays of a legacy HDF5 weights group (``layer_names`` and each layer's
+    ``weight_names`` attributes, as Keras 2 and Keras Applications' files have them)."""
+    out = {}
+    for lname in group.attrs.get("layer_names", []):
+        lname = _text(lname)
+        g = group[lname]
+        out[lname] = [np.asarray(g[_text(w)]) for w in g.attrs.get("weight_names", [])]
+    return out
+
+
+def _read_legacy(f, where: str) -> KerasFile:
+    if "model_config" not in f.attrs:
+        raise SpecError("the HDF5 file holds weights but no model", where,
+                        "save the whole model (model.save('model.h5') or .keras), not save_weights; "
+                        "for a backbone's weights use --backbone NAME --weights FILE.h5")
+    config = json.loads(_text(f.attrs["model_config"]))
+    weights = legacy_weights(f["model_weights"] if "model_weights" in f else f)
+    return KerasFile(config, weights, _text(f.attrs.get("keras_version", "")), where)
+
+
+# ----------------------------------------------------------------------------- config -> spec
+
+def _activation(v, where: str):
+    if isinstance(v, dict):  # {"class_name": "function", "config": "relu"} or a registered object
+        v = v.get("config") if isinstance(v.get("config"), str) else v.get("class_name")
+    v = ACTIVATION_NAMES.get(v, v) if isinstance(v, str) else v
+    return v
+
+
+def _layer_args(kind, cfg: dict, where: str) -> dict:
+    args = {}
+    for k, v in cfg.items():
+        if k in kind.args:
+            args[k] = _activation(v, where) if k == "activation" else v
+        elif k in REQUIRED_VALUES:
+            if v not in REQUIRED_VALUES[k]:
+                raise SpecError(f"{k}={v!r} is not supported", where,
+                                f"cnnlab computes {kind.name} with {k}={REQUIRED_VALUES[k][0]!r} only")
+        elif k not in IGNORED:
+            raise SpecError(f"argument '{k}' of {kind.name} is not supported", where,
+                            f"cnnlab's {kind.name} takes {', '.join(kind.args) or 'no arguments'}")
+    if "kernel_initializer" in kind.args:
+        args.pop("kernel_initializer", None)  # the weights come from the file
+    if cfg.get("trainable") is False and "trainable" in kind.args:
+        args["trainable"] = False
+    return args
+
+
+def _inbound(layer: dict, where: str) -> list[str]:
+    """The names of the layers a functional layer takes (Keras 3's and Keras 2's formats)."""
+    nodes = layer.get("inbound_nodes") or []
+    if len(nodes) > 1:
+        raise SpecError(f"layer '{layer.get('name')}' is called {len(nodes)} times (a shared layer)", where,
+                        "cnnlab imports models where each layer is used once")
+    if not nodes:
+        return []
+    node = nodes[0]
+    names: list[str] = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            if v.get("class_name") == "__keras_tensor__":
+                names.append(v["config"]["keras_history"][0])
+            else:
+                for x in v.values():
+                    walk(x)
+        elif isinstance(v, (list, tuple)):
+            if len(v) >= 3 and isinstance(v[0], str) and isinstance(v[1], int):  # Keras 2: [name, node, tensor, {}]
+                names.append(v[0])
+            else:
+                for x in v:
+                    walk(x)
+
+    walk(node["args"] if isinstance(node, dict) else node)
+    return names
+
+
+def _input_shape(layer_cfg: dict) -> list | None:
+    shape = layer_cfg.get("batch_shape") or layer_cfg.get("batch_input_shape")
+    return list(shape[1:]) if shape else None
+
+
+def spec_from_keras(model: dict, where: str, name: str | None = None, fold_scaling: bool = False) -> dict:
+    """A Keras model config as a cnnlab spec mapping (checked by ``parse_spec``). ``fold_scaling``
+    leaves out the Rescaling layer cnnlab export put first (its scaling is the run's preprocessing)."""
+    kind_of_model = model.get("class_name")
+    cfg = model.get("config") or {}
+    if kind_of_model not in ("Sequential", "Functional", "Model"):
+        raise SpecError(f"the file holds a {kind_of_model}, not a Sequential or functional model", where,
+                        "save a keras.Sequential or keras.Model built from layers")
+    layers = cfg.get("layers") or []
+    out: list[dict] = []
+    input_shape, input_name = None, INPUT_NAME
+    functional = kind_of_model != "Sequential"
+    if functional:
+        ins, outs = cfg.get("input_layers"), cfg.get("output_layers")
+        ins = [ins] if ins and isinstance(ins[0], str) else ins
+        outs = [outs] if outs and isinstance(outs[0], str) else outs
+        if len(ins or []) != 1 or len(outs or []) != 1:
+            raise SpecError(f"the model has {len(ins or [])} inputs and {len(outs or [])} outputs", where,
+                            "cnnlab imports models with one image input and one output")
+    renamed = {}
+    for layer in layers:
+        cls, lcfg = layer.get("class_name"), layer.get("config") or {}
+        lname = lcfg.get("name") or layer.get("name")
+        loc = f"{where}, layer '{lname}' ({cls})"
+        if cls == "InputLayer":
+            input_shape, input_name = _input_shape(lcfg), lname or INPUT_NAME
+            continue
+        if fold_scaling and cls == "Rescaling" and lname == SCALING:  # cnnlab's own: back into preprocessing
+            renamed[lname] = input_name
+            continue
+        if input_shape is None and _input_shape(lcfg):  # Keras 2 Sequential: the first layer has it
+            input_shape = _input_shape(lcfg)
+        kind = lookup(cls) if isinstance(cls, str) else None
+        if kind is None or cls == "Input":
+            raise SpecError(f"layer type {cls} is not supported", loc,
+                            f"cnnlab knows {', '.join(LAYERS)}; replace the layer in Keras and save again")
+        entry = {"type": kind.name, "name": lname, **_layer_args(kind, lcfg, loc)}
+        if functional:
+            entry["inputs"] = [renamed.get(n, n) for n in _inbound(layer, loc)]
+        out.append(entry)
+    if input_shape is None:
+        raise SpecError("the model does not say its input shape", where,
+                        "build the model with keras.Input(shape) before saving it")
+    if len(input_shape) == 2:
+        input_shape = [*input_shape, 1] if not out or LAYERS[out[0]["type"]].needs_image else input_shape
+    head = {"type": "Input", "shape": input_shape, "name": input_name}
+    return {"name": name or cfg.get("name") or "keras-model", "layers": [head, *out]}
+
+
+# ----------------------------------------------------------------------------- weights
+
+def _to_torch(layout: str, a: np.ndarray) -> np.ndarray:
+    if layout == "conv":  # (kh, kw, in, out) -> (out, in, kh, kw)
+        return a.transpose(3, 2, 0, 1)
+    if layout == "depthwise":  # (kh, kw, c, m) -> (c * m, 1, kh, kw): output channel c * m + j, as torch groups
+        kh, kw, c, m = a.shape
+        return a.reshape(kh, kw, c * m).transpose(2, 0, 1)[:, None]
+    if layout == "dense":  # (in, out) -> (out, in)
+        return a.T
+    return a
+
+
+def _to_keras(layout: str, t: np.ndarray, info) -> np.ndarray:
+    if layout == "conv":
+        return t.transpose(2, 3, 1, 0)
+    if layout == "depthwise":
+        c = info.input_shape[2]
+        kh, kw = t.shape[2:]
+        return t[:, 0].transpose(1, 2, 0).reshape(kh, kw, c, -1)
+    if layout == "dense":
+        return t.T
+    return t
+
+
+def _block_keys(state: dict, i: int) -> list[str]:
+    """Layer i's tensors in the order Keras lists its weights (torch registers them that way)."""
+    pre = f"blocks.{i}."
+    return [k for k in state if k.startswith(pre) and not k.endswith("num_batches_tracked")]
+
+
+def torch_state(spec: Spec, state: dict, weights: dict, where: str) -> dict:
+    """``state`` (a model's state_dict) with each layer's Keras weights put in, converted."""
+    import torch
+
+    state = dict(state)
+    for i, info in enumerate(spec.layers):
+        keys = _block_keys(state, i)
+        theirs = weights.get(info.name, [])
+        if len(theirs) != len(keys):
+            raise SpecError(f"layer '{info.name}' has {len(theirs)} weight arrays in the file but cnnlab's "
+                            f"{info.type} needs {len(keys)}", where, "the file's weights do not fit its config")
+        layout = LAYERS[info.type].keras_weights
+        for n, (k, a) in enumerate(zip(keys, theirs)):
+            t = _to_torch(layout[n] if n < len(layout) else "vector", np.asarray(a, np.float32))
+            if tuple(t.shape) != tuple(state[k].shape):
+                raise SpecError(f"layer '{info.name}' weight {n} has shape {list(a.shape)} in the file, which does "
+                                f"not fit {list(state[k].shape)}", where, "the file's weights do not fit its config")
+            state[k] = torch.from_numpy(np.ascontiguousarray(t)).to(state[k].dtype)
+    return state
+
+
+def keras_weights(spec: Spec, state: dict) -> dict:
+    """Layer name -> its weights as Keras stores them."""
+    out = {}
+    for i, info in enumerate(spec.layers):
+        layout = LAYERS[info.type].keras_weights
+        out[info.name] = [_to_keras(layout[n] if n < len(layout) else "vector",
+                                    state[k].detach().cpu().float().numpy(), info)
+                          for n, k in enumerate(_block_keys(state, i))]
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _keras_layer_config(info) -> dict:
+    cfg = {"name": info.name}
+    for k, v in info.args.items():
+        if k == "kernel_initializer":
+            continue  # cnnlab's patch_whitening is not a Keras initializer; the weights are in the file
+        cfg[k] = list(v) if isinstance(v, tuple) else v
+    if "activation" in cfg and cfg["activation"] is None:
+        cfg["activation"] = "linear"
+    return cfg
+
+
+def _node(names: list[str], shapes: dict) -> list:
+    tensors = [{"class_name": "__keras_tensor__",
+                "config": {"shape": [None, *shapes[n]], "dtype": "float32", "keras_history": [n, 0, 0]}}
+               for n in names]
+    return [{"args": [tensors if len(tensors) > 1 else tensors[0]], "kwargs": {}}]
+
+
+def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> dict:
+    """A Keras 3 functional model config of the spec; ``scaling`` (scale, offset) becomes a
+    leading Rescaling layer named ``cnnlab_scaling``."""
+    shape = list(spec.input_shape)
+    shapes = {spec.input_name: shape}
+    layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+               "name": spec.input_name, "inbound_nodes": [],
+               "config": {"batch_shape": [None, *shape], "dtype": "float32", "name": spec.input_name}}]
+    first = spec.input_name
+    if scaling is not None:
+        scale, offset = scaling
+        layers.append({"module": "keras.layers", "class_name": "Rescaling", "registered_name": None,
+                       "name": SCALING, "inbound_nodes": _node([first], shapes),
+                       "config": {"name": SCALING, "scale": scale, "offset": offset}})
+        shapes[SCALING] = shape
+        first = SCALING
+    for info in spec.layers:
+        ins = [first if n == spec.input_name else n for n in info.inputs]
+        layers.append({"module": "keras.layers", "class_name": info.type, "registered_name": None,
+                       "name": info.name, "inbound_nodes": _node(ins, shapes),
+                       "build_config": {"input_shape": ([[None, *s] for s in info.input_shapes]
+                                                        if LAYERS[info.type].merge else [None, *info.input_shape])},
+                       "config": _keras_layer_config(info)})
+        shapes[info.name] = list(info.output_shape)
+    return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
+            "config": {"name": name, "trainable": True, "layers": layers,
+                       "input_layers": [spec.input_name, 0, 0], "output_layers": [spec.layers[-1].name, 0, 0]}}
+
+
+def write_keras(path: Path, spec: Spec, state: dict, scaling: tuple[list, list] | None, name: str,
+                cnnlab: dict | None = None) -> None:
+    """A ``.keras`` file (written to ``path``, which the caller makes atomic); ``cnnlab`` goes into
+    metadata.json (Keras reads only its own keys there)."""
+    import datetime
+
+    h5py = _h5py()
+    weights = keras_weights(spec, state)
+    blob = io.BytesIO()
+    with h5py.File(blob, "w") as f:
+        layers = f.create_group("layers")
+        config = keras_config(spec, scaling, name)
+        order = config["config"]["layers"]
+        for layer, key in zip(order, storage_keys([layer["class_name"] for layer in order])):
+            vs = layers.create_group(key).create_group("vars")
+            vs.attrs["name"] = layer["name"]
+            for n, a in enumerate(weights.get(layer["name"], [])):
+                vs.create_dataset(str(n), data=np.ascontiguousarray(a, np.float32))
+        f.create_group("vars").attrs["name"] = name
+    from .. import __version__
+
+    meta = {"keras_version": "3.0.0", "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+            "written_by": f"cnnlab {__version__}", **({"cnnlab": cnnlab} if cnnlab else {})}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("metadata.json", json.dumps(meta))
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("model.weights.h5", blob.getvalue())
+
+
+def parse_keras_spec(kf: KerasFile, name: str | None = None) -> Spec:
+    fold = bool(kf.cnnlab and kf.cnnlab.get("preprocessing"))
+    return parse_spec(spec_from_keras(kf.config, kf.path, name, fold), kf.path)
+
+
+def keras_proba(kf: KerasFile, spec: Spec, images: np.ndarray, prep) -> np.ndarray:
+    """What the file's model computes for uint8 images (N, H, W, C), in cnnlab's layout, run by
+    cnnlab's own build of it: how ``cnnlab export --format keras`` checks what it wrote."""
+    import torch
+
+    from .build import build_module
+
+    model = build_module(spec).eval()
+    model.load_state_dict(torch_state(spec, model.state_dict(), kf.weights, kf.path))
+    with torch.no_grad():
+        x = prep.apply_tensor(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+        return model.probabilities(model(x)).numpy()
