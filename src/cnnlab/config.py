@@ -14,7 +14,7 @@ from .data.augment_options import AugmentOptions
 from .data.preprocess import SCALE_MODES
 from .data.sources import DataOptions, source_help
 from .engine.schedules import SCHEDULES
-from .errors import ConfigError
+from .errors import CnnlabError, ConfigError
 from .options import Choice, Interval, Places, Rule, check_names, check_values, key, keys_of
 from .recipes import RECIPES
 
@@ -31,6 +31,16 @@ def _class_weight_ok(v: str):
 
 def _weights_source_ok(v: str) -> bool:
     return Path(v).is_dir() or (Path(v).suffix.lower() == ".safetensors" and Path(v).is_file())
+
+
+def _backbone_ok(v: str) -> bool:
+    from .models.backbones import parse_backbone
+
+    try:
+        parse_backbone(v)
+    except CnnlabError:
+        return False
+    return True
 
 
 def _data(default, help, check=None, **kw):
@@ -64,6 +74,14 @@ class TrainConfig(DataOptions, AugmentOptions):
                                 "every layer whose name and shape match is loaded, a new output layer is not",
                                 Rule(_weights_source_ok, "a run directory or a .safetensors file"),
                                 metavar="RUN|FILE", example="runs/20261123-101500-fashion-cnn-fashion-mnist")
+    backbone: str | None = key(None, "build this architecture (cnnlab backbones) for the data's images, then a new "
+                               "head: GlobalAveragePooling2D, Dropout 0.2, Dense; NAME:WIDTH picks a width (alpha)",
+                               Rule(_backbone_ok, "a backbone name, optionally :WIDTH"), metavar="NAME[:WIDTH]",
+                               example="mobilenet_v2:0.35")
+    weights: str | None = key(None, "with --backbone: its pretrained weights, a Keras .h5 file (e.g. Keras "
+                              "Applications' ..._no_top.h5; no hub is reached)",
+                              Rule(lambda v: Path(v).is_file(), "an existing .h5 or .keras file"), metavar="FILE.h5",
+                              example="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
     freeze_until: str | None = key(None, "freeze the layers up to and including this one (by name, as cnnlab "
                                    "summary shows them); frozen BatchNorm runs in inference mode", metavar="LAYER",
                                    example="max_pooling2d_1")
@@ -152,10 +170,14 @@ class TrainConfig(DataOptions, AugmentOptions):
             raise ConfigError("--tta flip needs a model trained on mirrored images", places.where(table["tta"]),
                               "add --horizontal-flip (without it, Fashion-MNIST test accuracy fell from "
                               "0.91 to 0.79: its shoes all face left)")
-        if self.head_epochs is not None and (self.init_from is None or self.head_epochs >= self.epochs):
-            raise ConfigError(f"head_epochs {self.head_epochs} needs --init-from and fewer than epochs ({self.epochs})",
-                              places.where(table["head_epochs"]),
+        if self.head_epochs is not None and (self.init_from is None and self.weights is None
+                                             or self.head_epochs >= self.epochs):
+            raise ConfigError(f"head_epochs {self.head_epochs} needs --init-from (or --weights) and fewer than epochs "
+                              f"({self.epochs})", places.where(table["head_epochs"]),
                               "give --init-from RUN, and more --epochs than --head-epochs (or leave it out)")
+        if self.weights is not None and (self.backbone is None or self.init_from is not None):
+            raise ConfigError("weights loads a backbone's pretrained weights", places.where(table["weights"]),
+                              "give --backbone NAME with it (and not --init-from)")
         if self.image_size is not None:
             from .data.images import MAX_PIXELS  # the most any image file may have
 
@@ -205,10 +227,18 @@ def recipe_defaults(values: dict) -> dict:
 
         preset = PRESETS.get(str(values.get("model", TrainConfig.model)))
         name = preset.recipe if preset else None
-        return dict(RECIPES[name].settings) if name else {}
+        return {**_backbone_settings(values), **(RECIPES[name].settings if name else {})}
     if not isinstance(name, str) or name not in RECIPES:
         return {}  # validation names the bad recipe, with the flag or key it came from
-    return dict(RECIPES[name].settings)
+    return {**_backbone_settings(values), **RECIPES[name].settings}
+
+
+def _backbone_settings(values: dict) -> dict:
+    """What a backbone implies (MobileNetV2's ImageNet weights take pixels scaled to [-1, 1])."""
+    from .models.backbones import BACKBONES
+
+    b = BACKBONES.get(str(values.get("backbone") or "").partition(":")[0])
+    return dict(b.settings) if b else {}
 
 
 def make_config(file: str | Path | None = None, *, flags: tuple | list = (), **overrides) -> TrainConfig:

@@ -171,10 +171,14 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     device = process_device(cfg, dist)
     progress_out = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
     check_writable(cfg.runs_dir)
-    if spec_override is None:
+    if spec_override is None and cfg.backbone is None:
         spec_from(cfg.model)  # an unknown preset or a bad spec file fails before data loads
     # A given dataset gets only the splits it lacks; prepare_splits keeps the ones it has.
     ds = load_data(cfg) if dataset is None else prepare_splits(dataset, cfg.val_split, cfg.test_split, cfg.seed)
+    if spec_override is None and cfg.backbone is not None:
+        from .models.backbones import backbone_spec
+
+        spec_override = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes)
     spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
                         ds.input_shape, ds.num_classes)
     check_training_memory(spec, cfg.batch_size, device)
@@ -190,7 +194,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     model = build_module(spec).to(device)
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
-    init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else None
+    init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else \
+        backbone_weights(model, spec, cfg.weights, progress_out) if cfg.weights else None
     freeze_until(model, spec, cfg.freeze_until, progress_out)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
     if not any(p.requires_grad for p in model.parameters()):
@@ -290,6 +295,23 @@ def initial_weights(model, spec: Spec, source: str, progress_out: Progress,
                          + (f"; re-initialised {', '.join(fresh)} (new output)" if fresh else "")
                          + (f"; not in the source: {', '.join(missing)}" if missing else ""))
     return {"source": str(source), "loaded": loaded, "reinitialised": fresh, "not_in_source": missing}
+
+
+def backbone_weights(model, spec: Spec, path: str, progress_out: Progress) -> dict:
+    """``--weights FILE.h5``: a backbone's pretrained weights, layer by layer by Keras' names; the
+    new head starts fresh. Every backbone layer must be in the file, with weights that fit."""
+    from .errors import SpecError
+    from .models.kerasfiles import put_weights, read_weights
+
+    head = [spec.layers[-1].name]
+    state, loaded, missing = put_weights(spec, model.state_dict(), read_weights(path), path, skip=tuple(head))
+    if missing:
+        raise SpecError(f"the weights file has no layer {missing[0]} ({len(missing)} of the backbone's layers are "
+                        "not in it)", path, "give the weights file of the same backbone and width "
+                        "(cnnlab backbones says which)")
+    model.load_state_dict(state)
+    progress_out.message(f"weights from {path}: loaded {len(loaded)} layers; new head {', '.join(head)}")
+    return {"source": str(path), "loaded": loaded, "reinitialised": head, "not_in_source": []}
 
 
 def freeze_until(model, spec: Spec, name: str | None, progress_out: Progress) -> None:

@@ -14,7 +14,7 @@ import errno
 
 # the order of `cnnlab --help`
 COMMANDS = ("train", "compare", "check", "serve", "evaluate", "predict", "summary", "report", "plot", "explain",
-            "export", "import_keras", "models", "datasets", "download", "export_images")
+            "export", "import_keras", "models", "backbones", "datasets", "download", "export_images")
 
 
 def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool = True,

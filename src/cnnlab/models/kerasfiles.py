@@ -309,24 +309,62 @@ def _block_keys(state: dict, i: int) -> list[str]:
 
 
 def torch_state(spec: Spec, state: dict, weights: dict, where: str) -> dict:
-    """``state`` (a model's state_dict) with each layer's Keras weights put in, converted."""
+    """``state`` (a model's state_dict) with every layer's Keras weights put in, converted."""
+    return put_weights(spec, state, weights, where, strict=True)[0]
+
+
+def put_weights(spec: Spec, state: dict, weights: dict, where: str, strict: bool = False,
+                skip: tuple = ()) -> tuple[dict, list, list]:
+    """Layer by layer (by name), the Keras ``weights`` converted into ``state``; returns the new
+    state, the layers loaded and the layers with weights the file does not have (``strict``: an
+    error). A layer whose weights do not fit is an error naming it; ``skip`` names layers left as
+    they are (a new head)."""
     import torch
 
     state = dict(state)
+    loaded, missing = [], []
     for i, info in enumerate(spec.layers):
         keys = _block_keys(state, i)
+        if not keys or info.name in skip:
+            continue
+        if info.name not in weights and not strict:
+            missing.append(info.name)
+            continue
         theirs = weights.get(info.name, [])
         if len(theirs) != len(keys):
             raise SpecError(f"layer '{info.name}' has {len(theirs)} weight arrays in the file but cnnlab's "
-                            f"{info.type} needs {len(keys)}", where, "the file's weights do not fit its config")
+                            f"{info.type} needs {len(keys)}", where, "the file's weights do not fit this model")
         layout = LAYERS[info.type].keras_weights
         for n, (k, a) in enumerate(zip(keys, theirs)):
-            t = _to_torch(layout[n] if n < len(layout) else "vector", np.asarray(a, np.float32))
+            kind = layout[n] if n < len(layout) else "vector"
+            t = _to_torch(kind, np.asarray(a, np.float32))
             if tuple(t.shape) != tuple(state[k].shape):
-                raise SpecError(f"layer '{info.name}' weight {n} has shape {list(a.shape)} in the file, which does "
-                                f"not fit {list(state[k].shape)}", where, "the file's weights do not fit its config")
+                want = _to_keras(kind, np.zeros(tuple(state[k].shape), np.float32), info).shape
+                raise SpecError(f"layer '{info.name}' weight {n} has shape {list(a.shape)} in the file, but this "
+                                f"model's is {list(want)}", where,
+                                "the file's weights do not fit this model (for a backbone: the same width)")
             state[k] = torch.from_numpy(np.ascontiguousarray(t)).to(state[k].dtype)
-    return state
+        loaded.append(info.name)
+    return state, loaded, missing
+
+
+def read_weights(path: str | Path) -> dict:
+    """Layer name -> arrays from any Keras file: a .keras model, a legacy .h5 model, or a
+    weights-only .h5 file such as Keras Applications downloads."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError("weights file not found", str(p), "give the .h5 file Keras Applications downloads")
+    if zipfile.is_zipfile(p):
+        return read_keras(p).weights
+    h5py = _h5py()
+    try:
+        if not h5py.is_hdf5(p):
+            raise SpecError("not an HDF5 or .keras file", str(p), "give the .h5 file Keras Applications downloads")
+        with h5py.File(p, "r") as f:
+            return legacy_weights(f["model_weights"] if "model_weights" in f else f)
+    except (OSError, KeyError, ValueError) as e:
+        raise SpecError(f"cannot read the weights file: {type(e).__name__}: {str(e).splitlines()[0]}", str(p),
+                        "download it again") from None
 
 
 def keras_weights(spec: Spec, state: dict) -> dict:

@@ -1,0 +1,32 @@
+"""`cnnlab backbones`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("backbones", help="list the architectures --backbone builds, with their parameter counts",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--input-shape", type=int, nargs=3, default=[224, 224, 3], metavar=("H", "W", "C"),
+                   help="the image shape the counts are for")
+    b.set_defaults(func=handle)
+
+
+def handle(args) -> int:
+    from ..models import parse_spec
+    from ..models.backbones import BACKBONES, backbone_spec
+
+    shape = tuple(args.input_shape)
+    print(f"{'backbone':<22}{'params':>12}  (the backbone alone, on {'x'.join(map(str, shape))} images; "
+          "Keras counts the same)")
+    for b in BACKBONES.values():
+        for width in b.widths:
+            spec = parse_spec(backbone_spec(f"{b.name}:{width:g}", shape, 10))
+            body = sum(layer.params for layer in spec.layers[:-3])  # less the new head
+            default = "  (the default)" if width == b.widths[0] else ""
+            print(f"{b.name + ':' + format(width, 'g'):<22}{body:>12,}{default}")
+        print(f"  {b.description}\n  min. image size {b.min_size}; pretrained weights: {b.weights}")
+    print("\nTrain one: cnnlab train SOURCE --backbone mobilenet_v2:0.35 --image-size 96 96 [--weights FILE.h5 "
+          "--recipe finetune]")
+    return 0

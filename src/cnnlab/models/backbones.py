@@ -1,0 +1,178 @@
+"""Backbones: architectures written in cnnlab's own spec vocabulary (a registry, as timm's), with
+Keras' layer names, so that the ImageNet weights files Keras Applications downloads load by name.
+
+``--backbone NAME[:WIDTH]`` builds one for the data's image size, then a new head for its classes:
+GlobalAveragePooling2D, Dropout(0.2) and Dense (softmax; sigmoid for two classes).
+``--weights FILE.h5`` loads the backbone's weights (cnnlab.models.kerasfiles.read_weights).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import SpecError
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    description: str
+    build: Callable[[tuple, float | None], list]  # (input shape, width) -> layers (after an Input named "input_layer")
+    widths: tuple = ()  # the widths (alpha) it takes; the first is the default
+    min_size: int = 32
+    weights: str = ""  # where its pretrained weights come from
+    settings: dict = field(default_factory=dict)  # training settings it implies (below the user's)
+
+
+BACKBONES: dict[str, Backbone] = {}
+
+
+def register_backbone(b: Backbone) -> Backbone:
+    BACKBONES[b.name] = b
+    return b
+
+
+# ----------------------------------------------------------------------------- MobileNetV2
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """Keras' rounding of channel counts to a multiple of 8 (never down by more than 10%)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _bn(name: str, inputs: str | None = None) -> dict:
+    d = {"type": "BatchNormalization", "name": name, "epsilon": 1e-3, "momentum": 0.999}
+    return d | ({"inputs": inputs} if inputs else {})
+
+
+def _relu6(name: str) -> dict:
+    return {"type": "ReLU", "name": name, "max_value": 6.0}
+
+
+def mobilenet_v2(shape: tuple, alpha: float | None) -> list:
+    """Keras Applications' MobileNetV2 (include_top=False), layer for layer and name for name."""
+    alpha = 1.0 if alpha is None else alpha
+    h, w = shape[0], shape[1]
+    layers = [{"type": "Conv2D", "name": "Conv1", "filters": _make_divisible(32 * alpha), "kernel_size": 3,
+               "strides": 2, "padding": "same", "use_bias": False}, _bn("bn_Conv1"), _relu6("Conv1_relu")]
+    h, w = -(-h // 2), -(-w // 2)
+    channels, last = _make_divisible(32 * alpha), "Conv1_relu"
+    blocks = [(16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6), (64, 2, 6), (64, 1, 6),
+              (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6), (96, 1, 6), (160, 2, 6), (160, 1, 6), (160, 1, 6),
+              (320, 1, 6)]
+    for block_id, (filters, stride, expansion) in enumerate(blocks):
+        out = _make_divisible(int(filters * alpha))
+        prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
+        start = last
+        if block_id:
+            layers += [{"type": "Conv2D", "name": f"{prefix}expand", "filters": expansion * channels,
+                        "kernel_size": 1, "padding": "same", "use_bias": False, "inputs": last},
+                       _bn(f"{prefix}expand_BN"), _relu6(f"{prefix}expand_relu")]
+        first = {} if block_id else {"inputs": last}
+        if stride == 2:  # imagenet_utils.correct_pad: one pixel less before on an even side
+            pad = [[1 - (1 - h % 2), 1], [1 - (1 - w % 2), 1]]
+            layers.append({"type": "ZeroPadding2D", "name": f"{prefix}pad", "padding": pad, **first})
+            first = {}
+            h, w = (h + pad[0][0] + 1 - 3) // 2 + 1, (w + pad[1][0] + 1 - 3) // 2 + 1
+        layers += [{"type": "DepthwiseConv2D", "name": f"{prefix}depthwise", "kernel_size": 3, "strides": stride,
+                    "padding": "same" if stride == 1 else "valid", "use_bias": False, **first},
+                   _bn(f"{prefix}depthwise_BN"), _relu6(f"{prefix}depthwise_relu"),
+                   {"type": "Conv2D", "name": f"{prefix}project", "filters": out, "kernel_size": 1, "padding": "same",
+                    "use_bias": False}, _bn(f"{prefix}project_BN")]
+        last = f"{prefix}project_BN"
+        if channels == out and stride == 1:
+            layers.append({"type": "Add", "name": f"{prefix}add", "inputs": [start, last]})
+            last = f"{prefix}add"
+        channels = out
+    top = _make_divisible(1280 * alpha) if alpha > 1.0 else 1280
+    return layers + [{"type": "Conv2D", "name": "Conv_1", "filters": top, "kernel_size": 1, "use_bias": False,
+                      "inputs": last}, _bn("Conv_1_bn"), _relu6("out_relu")]
+
+
+register_backbone(Backbone(
+    "mobilenet_v2", "MobileNetV2 (Keras Applications, include_top=False): inverted residual blocks with "
+    "depthwise convolutions; WIDTH is alpha", mobilenet_v2, widths=(1.0, 0.35, 0.5, 0.75, 1.3, 1.4),
+    weights="Keras Applications' mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5 "
+    "(ImageNet; inputs scaled to [-1, 1])", settings={"scale": "127.5"}))
+
+
+# ----------------------------------------------------------------------------- a small ResNet
+
+def resnet_small(shape: tuple, blocks: float | None) -> list:
+    """He et al.'s CIFAR ResNet (6n + 2 layers; n = 3 is ResNet-20): a 16-filter stem, three
+    stages of n basic blocks at 16, 32 and 64 filters (stride 2 into the second and third, a 1x1
+    projection on the shortcut there), batch norm after every convolution. Names follow Keras'
+    ResNet (conv2_block1_1_conv, ...)."""
+    n = 3 if blocks is None else int(blocks)
+    layers = [{"type": "Conv2D", "name": "conv1_conv", "filters": 16, "kernel_size": 3, "padding": "same",
+               "use_bias": False}, {"type": "BatchNormalization", "name": "conv1_bn"},
+              {"type": "ReLU", "name": "conv1_relu"}]
+    last, channels = "conv1_relu", 16
+    for stage, filters in enumerate((16, 32, 64), start=2):
+        for b in range(1, n + 1):
+            p = f"conv{stage}_block{b}_"
+            stride = 2 if b == 1 and stage > 2 else 1
+            shortcut = last
+            if stride != 1 or channels != filters:
+                layers += [{"type": "Conv2D", "name": f"{p}0_conv", "filters": filters, "kernel_size": 1,
+                            "strides": stride, "use_bias": False, "inputs": last},
+                           {"type": "BatchNormalization", "name": f"{p}0_bn"}]
+                shortcut = f"{p}0_bn"
+            layers += [{"type": "Conv2D", "name": f"{p}1_conv", "filters": filters, "kernel_size": 3,
+                        "strides": stride, "padding": "same", "use_bias": False, "inputs": last},
+                       {"type": "BatchNormalization", "name": f"{p}1_bn"}, {"type": "ReLU", "name": f"{p}1_relu"},
+                       {"type": "Conv2D", "name": f"{p}2_conv", "filters": filters, "kernel_size": 3,
+                        "padding": "same", "use_bias": False}, {"type": "BatchNormalization", "name": f"{p}2_bn"},
+                       {"type": "Add", "name": f"{p}add", "inputs": [shortcut, f"{p}2_bn"]},
+                       {"type": "ReLU", "name": f"{p}out"}]
+            last, channels = f"{p}out", filters
+    return layers
+
+
+register_backbone(Backbone(
+    "resnet_small", "a CIFAR-style ResNet (6n+2 layers, 16/32/64 filters, residual Adds); WIDTH is n, blocks "
+    "per stage (3: ResNet-20)", resnet_small, widths=(3, 1, 2, 5, 7, 9), min_size=8,
+    weights="none published: train it, or start from a run of it with --init-from"))
+
+
+# ----------------------------------------------------------------------------- use
+
+def parse_backbone(text: str) -> tuple[Backbone, float | None]:
+    """``NAME`` or ``NAME:WIDTH`` -> the backbone and its width (None: its default)."""
+    name, _, width = str(text).partition(":")
+    if name not in BACKBONES:
+        close = difflib.get_close_matches(name, list(BACKBONES), 1)
+        raise SpecError(f"unknown backbone '{name}'", "--backbone",
+                        (f"did you mean {close[0]}? " if close else "") + f"use one of {', '.join(BACKBONES)} "
+                        "(cnnlab backbones lists them)")
+    b = BACKBONES[name]
+    if not width:
+        return b, None
+    try:
+        value = float(width)
+    except ValueError:
+        value = None
+    if value not in b.widths:
+        raise SpecError(f"width {width!r} is not one {name} takes", "--backbone",
+                        f"use {name}:W with W one of {', '.join(f'{v:g}' for v in b.widths)}")
+    return b, value
+
+
+def backbone_spec(text: str, input_shape: tuple, num_classes: int) -> dict:
+    """The backbone for ``input_shape`` (H, W, C), then a new head for ``num_classes``."""
+    b, width = parse_backbone(text)
+    h, w = input_shape[0], input_shape[1]
+    if min(h, w) < b.min_size:
+        raise SpecError(f"{b.name} needs images of at least {b.min_size}x{b.min_size}, got {h}x{w}", "--backbone",
+                        f"use --image-size {max(b.min_size, 96)} {max(b.min_size, 96)}")
+    shape = list(input_shape) if len(input_shape) == 3 else [h, w, 1]
+    body = b.build(tuple(shape), width)
+    head = ([{"type": "Dense", "name": "predictions", "units": 1, "activation": "sigmoid"}] if num_classes == 2
+            else [{"type": "Dense", "name": "predictions", "units": num_classes, "activation": "softmax"}])
+    suffix = f"_{width:g}" if width is not None else ""
+    return {"name": f"{b.name}{suffix}", "layers": [
+        {"type": "Input", "shape": shape}, *body,
+        {"type": "GlobalAveragePooling2D", "name": "avg_pool"}, {"type": "Dropout", "name": "top_dropout", "rate": 0.2},
+        *head]}

@@ -1,0 +1,122 @@
+"""Backbones (issue 18): MobileNetV2 and a small ResNet in cnnlab's spec vocabulary, with Keras'
+parameter counts and layer names, and Keras Applications-style weights files loading by name."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+
+from cnnlab.cli import main  # noqa: E402
+from cnnlab.errors import SpecError  # noqa: E402
+from cnnlab.models import build_module, parse_spec  # noqa: E402
+from cnnlab.models.backbones import backbone_spec  # noqa: E402
+from conftest import bars  # noqa: E402
+from test_keras_layers import keras_functional  # noqa: E402
+
+
+@pytest.mark.parametrize("alpha,size", [(0.35, 32), (0.5, 75), (0.75, 33), (1.0, 96)])
+def test_mobilenet_v2_equals_keras_applications(alpha, size):
+    ours = parse_spec(backbone_spec(f"mobilenet_v2:{alpha}", (size, size, 3), 5))
+    theirs = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None)
+    mine = {layer.name: layer for layer in ours.layers}
+    for k in theirs.layers[1:]:  # every Keras layer, by its name, with its shape and count
+        assert tuple(mine[k.name].output_shape) == tuple(k.output.shape[1:]), k.name
+        assert mine[k.name].params == k.count_params(), k.name
+    assert sum(layer.params for layer in ours.layers[:-3]) == theirs.count_params()
+
+
+def test_resnet_small_counts_equal_keras():
+    spec = backbone_spec("resnet_small:2", (32, 32, 3), 10)
+    ours = parse_spec(spec)
+    theirs = keras_functional(ours.to_dict())
+    assert ours.total_params == theirs.count_params() == 175_728 + 64 * 10 + 10
+    assert sum(1 for layer in ours.layers if layer.type == "Add") == 6
+
+
+def _applications_weights(model, path):
+    """A weights-only HDF5 file laid out as Keras Applications' downloads are."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+@pytest.fixture
+def mobilenet_file(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.uniform(-0.2, 0.2, c), rng.uniform(-0.3, 0.3, c),
+                               rng.uniform(0.5, 1.5, c)])
+    path = tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    _applications_weights(model, path)
+    return model, path
+
+
+def test_weights_file_loads_and_the_backbone_computes_what_keras_computes(mobilenet_file):
+    from cnnlab.engine.progress import Progress
+    from cnnlab.training import backbone_weights
+
+    kmodel, path = mobilenet_file
+    spec = parse_spec(backbone_spec("mobilenet_v2:0.35", (32, 32, 3), 4))
+    model = build_module(spec).eval()
+    report = backbone_weights(model, spec, str(path), Progress(1, 1, True))
+    assert len(report["loaded"]) == sum(1 for layer in kmodel.layers if layer.weights)
+    x = np.random.default_rng(2).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        outs = model.features(torch.from_numpy(x).permute(0, 3, 1, 2))
+    mine = outs[[layer.name for layer in spec.layers].index("out_relu")].permute(0, 2, 3, 1).numpy()
+    theirs = keras.ops.convert_to_numpy(kmodel(x, training=False))
+    assert np.abs(mine - theirs).max() <= 1e-5
+
+
+def test_train_a_backbone_with_weights_and_the_finetune_recipe(mobilenet_file, tmp_path, capsys):
+    _, path = mobilenet_file
+    x, y = bars(8, size=32, channels=3)
+    xt, yt = bars(4, size=32, channels=3, seed=1)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    assert main(["train", f"npz:{tmp_path / 'b.npz'}", "--backbone", "mobilenet_v2:0.35", "--weights", str(path),
+                 "--recipe", "finetune", "--epochs", "2", "--head-epochs", "1", "--batch-size", "8",
+                 "--runs-dir", str(tmp_path / "runs"), "--no-report", "--no-check"]) == 0
+    err = capsys.readouterr().err
+    assert "loaded 104 layers" in err and "fine-tuning: 1 epoch(s) of the new layers" in err
+    (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["init_from"]["reinitialised"] == ["predictions"]
+    assert json.loads((run / "preprocessing.json").read_text())["mode"] == "127.5"  # ImageNet's [-1, 1]
+
+
+def test_a_weights_file_of_another_width_is_one_line(mobilenet_file, tmp_path, capsys):
+    _, path = mobilenet_file
+    x, y = bars(10, size=32, channels=3)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
+    assert main(["train", f"npz:{tmp_path / 'b.npz'}", "--backbone", "mobilenet_v2:0.5", "--weights", str(path),
+                 "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--no-check", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and ("layer 'block_1_project' weight 0 has shape [1, 1, 48, 8] in the file, "
+                                     "but this model's is [1, 1, 48, 16]") in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("value,needle", [("mobilenet", "did you mean mobilenet_v2"),
+                                          ("mobilenet_v2:0.6", "use mobilenet_v2:W with W one of")])
+def test_bad_backbones_are_one_line(value, needle):
+    with pytest.raises(SpecError, match=needle):
+        backbone_spec(value, (32, 32, 3), 3)
+
+
+def test_backbones_lists_keras_counts(capsys):
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "mobilenet_v2:0.35" in out and "410,208" in out and "resnet_small:3" in out
