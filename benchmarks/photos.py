@@ -7,7 +7,7 @@ against MobileNetV2.
 The data. No photo data set can be downloaded here, so the benchmark builds a two-class colour
 folder from the photos that are on the machine offline: scikit-learn's two sample images
 (sklearn.datasets.load_sample_images: "china.jpg", a temple, and "flower.jpg", 427 x 640 each).
-Each class is random square crops of one photo (side 60-200 pixels, anywhere in it) saved as
+Each class is random square crops of one photo (side 32-96 pixels, anywhere in it) saved as
 150 x 150 JPEGs: 300 per class to train, 150 to test, from disjoint halves of each photo (left
 half for training, right half for testing), so no test crop overlaps a training crop. It is an
 easy task; the point is that both arms run the recipe end to end on RGB photos and are compared
@@ -15,7 +15,10 @@ side by side on the same machine.
 
 The recipe (seed 008, Chollet's cats vs dogs): 150 x 150 RGB, pixels / 255, augmentation
 (rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip), a Dense(1, sigmoid) head and
-binary cross-entropy, validation split 0.2 with early stopping as in the Keras recipe.
+binary cross-entropy, a fixed number of epochs (15) without early stopping, as that notebook
+trains; validation split 0.2. (With the notebooks' patience 2, MobileNetV2 from random weights
+stopped at epoch 3 at chance: its validation accuracy stays at 0.5 for the first epochs, until
+its BatchNorm statistics settle, then climbs to 1.0 by epoch 5.)
 
 - scratch: the small-convnet preset (4 conv/pool blocks, Dropout, Dense512, sigmoid).
 - MobileNetV2: --backbone mobilenet_v2:0.35 (410,208 backbone parameters). With --weights, the
@@ -53,7 +56,7 @@ def build_folder(root: Path, per_class: int, test_per_class: int, seed: int) -> 
             d = root / split / name
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                side = int(rng.integers(60, 201))
+                side = int(rng.integers(32, 97))
                 y0 = int(rng.integers(0, h - side + 1))
                 x0 = int(rng.integers(lo, max(lo + 1, hi - side + 1)))
                 crop = Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((150, 150), Image.BILINEAR)
@@ -62,7 +65,7 @@ def build_folder(root: Path, per_class: int, test_per_class: int, seed: int) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--per-class", type=int, default=300)
     ap.add_argument("--weights", default=None, help="MobileNetV2 0.35 ImageNet no-top .h5 (Keras Applications)")
@@ -72,7 +75,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cnnlab-photos-"))
     build_folder(work / "photos", args.per_class, args.per_class // 2, seed=0)
     common = {"image_size": (150, 150), "color_mode": "rgb", "test_source": str(work / "photos" / "test"),
-              "epochs": args.epochs, "quiet": True, "check": False, **AUGMENT}
+              "epochs": args.epochs, "patience": None, "quiet": True, "check": False, **AUGMENT}
     arms = {"small-convnet (scratch)": {"model": "small-convnet"}}
     if args.weights:
         arms["mobilenet_v2:0.35 (ImageNet, finetune)"] = {"backbone": "mobilenet_v2:0.35", "weights": args.weights,

@@ -23,13 +23,18 @@ from test_keras_layers import keras_functional  # noqa: E402
 
 @pytest.mark.parametrize("alpha,size", [(0.35, 32), (0.5, 75), (0.75, 33), (1.0, 96)])
 def test_mobilenet_v2_equals_keras_applications(alpha, size):
-    ours = parse_spec(backbone_spec(f"mobilenet_v2:{alpha}", (size, size, 3), 5))
+    ours = parse_spec(backbone_spec(f"mobilenet_v2:{alpha}", (size, size, 3), 5, pretrained=True))
     theirs = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None)
     mine = {layer.name: layer for layer in ours.layers}
     for k in theirs.layers[1:]:  # every Keras layer, by its name, with its shape and count
         assert tuple(mine[k.name].output_shape) == tuple(k.output.shape[1:]), k.name
         assert mine[k.name].params == k.count_params(), k.name
     assert sum(layer.params for layer in ours.layers[:-3]) == theirs.count_params()
+    by_name = {k.name: k for k in theirs.layers}
+    assert all(layer.args["momentum"] == by_name[layer.name].momentum for layer in ours.layers
+               if layer.type == "BatchNormalization")
+    scratch = parse_spec(backbone_spec(f"mobilenet_v2:{alpha}", (size, size, 3), 5))  # from random weights
+    assert {layer.args["momentum"] for layer in scratch.layers if layer.type == "BatchNormalization"} == {0.9}
 
 
 def test_resnet_small_counts_equal_keras():
@@ -69,7 +74,7 @@ def test_weights_file_loads_and_the_backbone_computes_what_keras_computes(mobile
     from cnnlab.training import backbone_weights
 
     kmodel, path = mobilenet_file
-    spec = parse_spec(backbone_spec("mobilenet_v2:0.35", (32, 32, 3), 4))
+    spec = parse_spec(backbone_spec("mobilenet_v2:0.35", (32, 32, 3), 4, pretrained=True))
     model = build_module(spec).eval()
     report = backbone_weights(model, spec, str(path), Progress(1, 1, True))
     assert len(report["loaded"]) == sum(1 for layer in kmodel.layers if layer.weights)

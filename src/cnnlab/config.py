@@ -13,6 +13,7 @@ from pathlib import Path
 from .data.augment_options import AugmentOptions
 from .data.preprocess import SCALE_MODES
 from .data.sources import DataOptions, source_help
+from .engine.precision import PRECISIONS
 from .engine.schedules import SCHEDULES
 from .errors import CnnlabError, ConfigError
 from .options import Choice, Interval, Places, Rule, check_names, check_values, key, keys_of
@@ -110,6 +111,9 @@ class TrainConfig(DataOptions, AugmentOptions):
                              "win", Choice(tuple(RECIPES)), default_text="the preset's own recipe, else keras")
     seed: int = key(42, "random seed: splits, initial weights, batches, augmentation", Interval(0))
     device: str = key("auto", "where to train; auto picks cuda when present", Choice(DEVICES))
+    precision: str = key("auto", "training precision: auto (bfloat16 autocast where the hardware does bf16 natively: a "
+                         "CPU with AVX-512 BF16 or AMX, a CUDA card with bf16; else float32), fp32, bf16, fp16; "
+                         "weights, BatchNorm statistics and the loss stay float32", Choice(PRECISIONS))
     threads: int | None = key(None, "CPU threads (none: torch's default)", Interval(1), example="2")
     time_limit: float | None = key(None, "stop training after S seconds (the best epoch so far is kept; none: "
                                    "no limit)", Interval(0, open_lo=True), metavar="S", example="300")

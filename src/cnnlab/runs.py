@@ -198,6 +198,8 @@ class Run:
     state: str = "finished"  # finished | training | crashed | unknown (see run_state)
     # another engine's probabilities for conformed uint8 images, e.g. ONNX Runtime (exporting.use_onnx)
     engine: object = field(default=None, repr=False, compare=False)
+    # predictions' precision: fp32 (exact), or auto / bf16 / fp16 autocast (engine.precision)
+    precision: str = "fp32"
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -218,7 +220,7 @@ class Run:
 
             return self.engine(conform(as_uint8_images(x, "images"), self.image_size, self.color_mode), batch_size)
         return predict_proba(self.model, self.preprocessing, x, self.image_size, self.color_mode,
-                             self.config.get("tta", "none"), batch_size)
+                             self.config.get("tta", "none"), batch_size, self.precision)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(1)

@@ -25,7 +25,8 @@ from .engine.callbacks import (
     Unfreeze,
 )
 from .engine.distributed import Dist
-from .engine.loop import FitData, fit, plan_from, precision_name, resolve_device, to_tensor
+from .engine.loop import FitData, fit, plan_from, resolve_device, to_tensor
+from .engine.precision import autocast_dtype, describe
 from .engine.progress import Progress
 from .engine.signals import stop_on_sigterm
 from .errors import ConfigError, DataError, TrainingError, warn
@@ -178,7 +179,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if spec_override is None and cfg.backbone is not None:
         from .models.backbones import backbone_spec
 
-        spec_override = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes)
+        spec_override = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes, pretrained=cfg.weights is not None)
     spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
                         ds.input_shape, ds.num_classes)
     check_training_memory(spec, cfg.batch_size, device)
@@ -567,7 +568,7 @@ def _evaluate_and_finish(rd: RunDir, cfg: TrainConfig, ds: Dataset, result, metr
         metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
     metrics["wall_time_s"] = round(time.perf_counter() - t_wall, 3)
     metrics["environment"] = environment(str(device), threads, cfg.seed)
-    metrics["environment"]["precision"] = precision_name(device)
+    metrics["environment"]["precision"] = describe(autocast_dtype(cfg.precision, device))
     metrics["environment"]["pid"] = os.getpid()
     rd.finish(metrics)
     progress_out.message(f"stopped: {result.stop_reason}")

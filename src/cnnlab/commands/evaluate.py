@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", choices=[*SPLITS, "all"],
                    help="which split")
     e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does it natively")
     e.set_defaults(func=handle)
 
 
@@ -27,6 +29,7 @@ def handle(args) -> int:
     from ..runs import load_run
 
     run = load_run(args.run)
+    run.precision = args.precision
     ev = evaluate(run, args.source, args.split)
     if args.json:
         print(json.dumps({k: v for k, v in ev.items() if k != "report_text"}, indent=2, ensure_ascii=False))

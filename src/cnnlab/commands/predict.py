@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--engine", default="torch", choices=["torch", "onnx"],
                     help="onnx: ONNX Runtime on RUN/model.onnx (exported first when missing; pip install "
                     "'cnnlab[onnx]')")
+    pr.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does it natively")
     pr.set_defaults(func=handle)
 
 
@@ -32,6 +34,7 @@ def handle(args) -> int:
     from ..runs import load_run
 
     run = load_run(args.run)
+    run.precision = args.precision
     if args.engine == "onnx":
         from ..exporting import use_onnx
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import Preprocessing
+from .precision import autocast, autocast_dtype
 
 
 def to_tensor(x: np.ndarray, device) -> torch.Tensor:
@@ -36,9 +37,9 @@ def bounded_batch(model, batch_size: int) -> int:
 
 @torch.inference_mode()
 def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int = 256,
-                   tta: str = "none") -> torch.Tensor:
-    """Logits for uint8 (N, C, H, W) images, in eval mode; ``tta="flip"`` averages the logits
-    of each image and its mirror image."""
+                   tta: str = "none", dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Float32 logits for uint8 (N, C, H, W) images, in eval mode; ``tta="flip"`` averages the
+    logits of each image and its mirror image; ``dtype``: autocast to bfloat16 or float16."""
     was_training = model.training
     model.eval()
     off, inv = prep.tensors(x.device)
@@ -46,9 +47,10 @@ def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int 
     outs = []
     for i in range(0, len(x), batch_size):
         xb = ((x[i:i + batch_size].float() - off) * inv).contiguous(memory_format=torch.channels_last)
-        logits = model(xb).float()
-        if tta == "flip":
-            logits = (logits + model(xb.flip(3)).float()) / 2
+        with autocast(dtype, x.device):
+            logits = model(xb).float()
+            if tta == "flip":
+                logits = (logits + model(xb.flip(3)).float()) / 2
         outs.append(logits)
     model.train(was_training)
     if not outs:
@@ -57,18 +59,20 @@ def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int 
 
 
 def predict_proba(model, prep: Preprocessing, x: np.ndarray, image_size, color_mode: str, tta: str = "none",
-                  batch_size: int = 256) -> np.ndarray:
+                  batch_size: int = 256, precision: str = "fp32") -> np.ndarray:
     """Probabilities (N, K) for uint8 images (N, H, W[, C]); other sizes and colour modes are
-    converted to the model's ``image_size`` and ``color_mode`` first."""
+    converted to the model's ``image_size`` and ``color_mode`` first. ``precision``: fp32, or
+    auto / bf16 / fp16 (engine.precision)."""
     from ..data.dataset import as_uint8_images
     from ..data.sources import conform
 
     if hasattr(x, "subset"):  # images on disk (data.diskcache.DiskImages): a chunk at a time
-        parts = [predict_proba(model, prep, x[i:i + 1024], image_size, color_mode, tta, batch_size)
+        parts = [predict_proba(model, prep, x[i:i + 1024], image_size, color_mode, tta, batch_size, precision)
                  for i in range(0, len(x), 1024)]
         return np.concatenate(parts) if parts else np.zeros((0, model.spec.num_classes), np.float32)
     x = conform(as_uint8_images(x, "images"), image_size, color_mode)
     device = next(model.parameters()).device
     with torch.inference_mode():
-        logits = predict_logits(model, to_tensor(x, device), prep, batch_size, tta=tta)
+        dtype = autocast_dtype(precision, device)
+        logits = predict_logits(model, to_tensor(x, device), prep, batch_size, tta=tta, dtype=dtype)
         return model.probabilities(logits).cpu().numpy()

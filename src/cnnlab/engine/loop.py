@@ -22,6 +22,7 @@ from .callbacks import TrainState, call
 from .distributed import SINGLE, Dist, my_slice, shard, sync_batchnorm_stats, wrap
 from .inference import predict_logits, to_tensor  # noqa: F401 (to_tensor: part of the loop's API)
 from .optim import make_optimizer
+from .precision import autocast, autocast_dtype
 from .schedules import lr_factor
 
 
@@ -68,13 +69,14 @@ class Plan:
     augment: AugmentOptions
     sampler: str  # none | balanced
     class_weights: tuple | None  # one loss weight per class, or None
+    precision: str  # auto | fp32 | bf16 | fp16 (engine.precision)
 
 
 def plan_from(cfg, class_weights=None) -> Plan:
     """The loop's plan from a TrainConfig (read by attribute: the engine does not import config)."""
     return Plan(cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
                 cfg.label_smoothing, cfg.schedule, cfg.warmup, cfg.seed, cfg.augment_options(), cfg.sampler,
-                tuple(class_weights) if class_weights is not None else None)
+                tuple(class_weights) if class_weights is not None else None, cfg.precision)
 
 
 @dataclass
@@ -114,7 +116,7 @@ class Running:
 
 
 def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing,
-                     tta: str = "none", dist: Dist = SINGLE) -> tuple[float, float]:
+                     tta: str = "none", dist: Dist = SINGLE, dtype: torch.dtype | None = None) -> tuple[float, float]:
     """Loss and accuracy on ``x``; with ``dist``, each rank scores a disjoint slice and the sums
     are combined, so every image counts once."""
     if dist.active:
@@ -123,24 +125,24 @@ def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessin
         y = y[part]
         loss_sum = correct = 0.0
         if len(x):
-            logits = logits_for(model, x, prep, tta=tta)
+            logits = logits_for(model, x, prep, tta=tta, dtype=dtype)
             loss_sum = float(model.loss(logits, y)) * len(x)
             correct = float((model.predicted(logits) == y).sum())
         loss_sum, correct, n = dist.sum([loss_sum, correct, float(len(x))])
         return loss_sum / n, correct / n
-    logits = logits_for(model, x, prep, tta=tta)
+    logits = logits_for(model, x, prep, tta=tta, dtype=dtype)
     loss = float(model.loss(logits, y))
     acc = float((model.predicted(logits) == y).float().mean())
     return loss, acc
 
 
-def logits_for(model, x, prep: Preprocessing, tta: str = "none") -> torch.Tensor:
+def logits_for(model, x, prep: Preprocessing, tta: str = "none", dtype: torch.dtype | None = None) -> torch.Tensor:
     """Logits of uint8 images: a (N, C, H, W) tensor on the model's device, or images on disk
     (data.diskcache.DiskImages), read a chunk at a time."""
     if isinstance(x, torch.Tensor):
-        return predict_logits(model, x, prep, tta=tta)
+        return predict_logits(model, x, prep, tta=tta, dtype=dtype)
     device = next(model.parameters()).device
-    return torch.cat([predict_logits(model, to_tensor(x[i:i + 1024], device), prep, tta=tta)
+    return torch.cat([predict_logits(model, to_tensor(x[i:i + 1024], device), prep, tta=tta, dtype=dtype)
                       for i in range(0, len(x), 1024)])
 
 
@@ -167,19 +169,6 @@ def agree_stop(state: TrainState, dist: Dist) -> None:
         return
     first = next(info for info in dist.gather((state.stop, state.status, state.stop_reason, state.nan_at)) if info[0])
     state.stop, state.status, state.stop_reason, state.nan_at = first
-
-
-def mixed_precision(device: torch.device) -> torch.dtype | None:
-    """The autocast type of a training step: bfloat16 on a CUDA card that has it, else float16 (with
-    a gradient scaler); None (float32) on CPU, where results stay bit for bit repeatable."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def precision_name(device: torch.device) -> str:
-    dtype = mixed_precision(device)
-    return "float32" if dtype is None else f"{'bfloat16' if dtype == torch.bfloat16 else 'float16'} mixed"
 
 
 def rng_states(generators: dict) -> dict:
@@ -263,8 +252,8 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                          plan.momentum, plan.weight_decay)
     base_lr = opt.param_groups[0]["lr"]
     net = wrap(model, dist)  # the step's forward; the model's own methods stay on `model`
-    amp_dtype = mixed_precision(device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    amp_dtype = autocast_dtype(plan.precision, device)  # None: float32
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     g = torch.Generator(device=device).manual_seed(plan.seed + 7919 * dist.rank)  # augmentation: each rank its own
     cpu_g = torch.Generator().manual_seed(plan.seed)  # the epoch's order: the same on every rank
     off, inv = data.prep.tensors(device)
@@ -322,7 +311,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                     xb = augment(xb, aug, g)
                 xb = ((xb - off) * inv).contiguous(memory_format=torch.channels_last)
                 yb = y_train[idx]
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with autocast(amp_dtype, device):
                     logits = net(xb)
                 logits = logits.float()  # the loss in float32
                 loss = model.loss(logits, yb, plan.label_smoothing, class_weights)
@@ -348,6 +337,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
             logs = {"epoch": epoch, **run.logs(dist)}
             sync_batchnorm_stats(model, dist)  # every rank evaluates (and rank 0 saves) the same model
             if data.x_val is not None:
+                # in float32, as predictions are: the restored best epoch scores what history says
                 logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, data.x_val, data.y_val, data.prep,
                                                                           dist=dist)
             logs["lr"] = opt.param_groups[0]["lr"]

@@ -19,7 +19,7 @@ from ..errors import SpecError
 class Backbone:
     name: str
     description: str
-    build: Callable[[tuple, float | None], list]  # (input shape, width) -> layers (after an Input named "input_layer")
+    build: Callable[..., list]  # (input shape, width, pretrained) -> layers (after an Input named "input_layer")
     widths: tuple = ()  # the widths (alpha) it takes; the first is the default
     min_size: int = 32
     weights: str = ""  # where its pretrained weights come from
@@ -42,21 +42,28 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 
-def _bn(name: str, inputs: str | None = None) -> dict:
-    d = {"type": "BatchNormalization", "name": name, "epsilon": 1e-3, "momentum": 0.999}
-    return d | ({"inputs": inputs} if inputs else {})
+def _bn(name: str, momentum: float) -> dict:
+    return {"type": "BatchNormalization", "name": name, "epsilon": 1e-3, "momentum": momentum}
 
 
 def _relu6(name: str) -> dict:
     return {"type": "ReLU", "name": name, "max_value": 6.0}
 
 
-def mobilenet_v2(shape: tuple, alpha: float | None) -> list:
-    """Keras Applications' MobileNetV2 (include_top=False), layer for layer and name for name."""
+def mobilenet_v2(shape: tuple, alpha: float | None, pretrained: bool) -> list:
+    """Keras Applications' MobileNetV2 (include_top=False), layer for layer and name for name.
+    BatchNorm momentum is Keras' 0.999 with pretrained weights (their statistics are right from
+    the start); from random weights it is 0.9, so that the statistics settle within a short run
+    (0.999 moves them 1 - 0.999^180 = 16% of the way in benchmarks/photos.py's 180 steps)."""
     alpha = 1.0 if alpha is None else alpha
+    m = 0.999 if pretrained else 0.9
+
+    def bn(name: str) -> dict:
+        return _bn(name, m)
+
     h, w = shape[0], shape[1]
     layers = [{"type": "Conv2D", "name": "Conv1", "filters": _make_divisible(32 * alpha), "kernel_size": 3,
-               "strides": 2, "padding": "same", "use_bias": False}, _bn("bn_Conv1"), _relu6("Conv1_relu")]
+               "strides": 2, "padding": "same", "use_bias": False}, bn("bn_Conv1"), _relu6("Conv1_relu")]
     h, w = -(-h // 2), -(-w // 2)
     channels, last = _make_divisible(32 * alpha), "Conv1_relu"
     blocks = [(16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6), (64, 2, 6), (64, 1, 6),
@@ -69,7 +76,7 @@ def mobilenet_v2(shape: tuple, alpha: float | None) -> list:
         if block_id:
             layers += [{"type": "Conv2D", "name": f"{prefix}expand", "filters": expansion * channels,
                         "kernel_size": 1, "padding": "same", "use_bias": False, "inputs": last},
-                       _bn(f"{prefix}expand_BN"), _relu6(f"{prefix}expand_relu")]
+                       bn(f"{prefix}expand_BN"), _relu6(f"{prefix}expand_relu")]
         first = {} if block_id else {"inputs": last}
         if stride == 2:  # imagenet_utils.correct_pad: one pixel less before on an even side
             pad = [[1 - (1 - h % 2), 1], [1 - (1 - w % 2), 1]]
@@ -78,9 +85,9 @@ def mobilenet_v2(shape: tuple, alpha: float | None) -> list:
             h, w = (h + pad[0][0] + 1 - 3) // 2 + 1, (w + pad[1][0] + 1 - 3) // 2 + 1
         layers += [{"type": "DepthwiseConv2D", "name": f"{prefix}depthwise", "kernel_size": 3, "strides": stride,
                     "padding": "same" if stride == 1 else "valid", "use_bias": False, **first},
-                   _bn(f"{prefix}depthwise_BN"), _relu6(f"{prefix}depthwise_relu"),
+                   bn(f"{prefix}depthwise_BN"), _relu6(f"{prefix}depthwise_relu"),
                    {"type": "Conv2D", "name": f"{prefix}project", "filters": out, "kernel_size": 1, "padding": "same",
-                    "use_bias": False}, _bn(f"{prefix}project_BN")]
+                    "use_bias": False}, bn(f"{prefix}project_BN")]
         last = f"{prefix}project_BN"
         if channels == out and stride == 1:
             layers.append({"type": "Add", "name": f"{prefix}add", "inputs": [start, last]})
@@ -88,7 +95,7 @@ def mobilenet_v2(shape: tuple, alpha: float | None) -> list:
         channels = out
     top = _make_divisible(1280 * alpha) if alpha > 1.0 else 1280
     return layers + [{"type": "Conv2D", "name": "Conv_1", "filters": top, "kernel_size": 1, "use_bias": False,
-                      "inputs": last}, _bn("Conv_1_bn"), _relu6("out_relu")]
+                      "inputs": last}, bn("Conv_1_bn"), _relu6("out_relu")]
 
 
 register_backbone(Backbone(
@@ -100,7 +107,7 @@ register_backbone(Backbone(
 
 # ----------------------------------------------------------------------------- a small ResNet
 
-def resnet_small(shape: tuple, blocks: float | None) -> list:
+def resnet_small(shape: tuple, blocks: float | None, pretrained: bool) -> list:
     """He et al.'s CIFAR ResNet (6n + 2 layers; n = 3 is ResNet-20): a 16-filter stem, three
     stages of n basic blocks at 16, 32 and 64 filters (stride 2 into the second and third, a 1x1
     projection on the shortcut there), batch norm after every convolution. Names follow Keras'
@@ -160,15 +167,16 @@ def parse_backbone(text: str) -> tuple[Backbone, float | None]:
     return b, value
 
 
-def backbone_spec(text: str, input_shape: tuple, num_classes: int) -> dict:
-    """The backbone for ``input_shape`` (H, W, C), then a new head for ``num_classes``."""
+def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: bool = False) -> dict:
+    """The backbone for ``input_shape`` (H, W, C), then a new head for ``num_classes``;
+    ``pretrained``: weights will be loaded into it (--weights)."""
     b, width = parse_backbone(text)
     h, w = input_shape[0], input_shape[1]
     if min(h, w) < b.min_size:
         raise SpecError(f"{b.name} needs images of at least {b.min_size}x{b.min_size}, got {h}x{w}", "--backbone",
                         f"use --image-size {max(b.min_size, 96)} {max(b.min_size, 96)}")
     shape = list(input_shape) if len(input_shape) == 3 else [h, w, 1]
-    body = b.build(tuple(shape), width)
+    body = b.build(tuple(shape), width, pretrained)
     head = ([{"type": "Dense", "name": "predictions", "units": 1, "activation": "sigmoid"}] if num_classes == 2
             else [{"type": "Dense", "name": "predictions", "units": num_classes, "activation": "softmax"}])
     suffix = f"_{width:g}" if width is not None else ""
