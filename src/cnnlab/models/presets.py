@@ -102,7 +102,7 @@ def _fast(k):
     The first convolution is a fixed whitening of 3x3 patches (patch_whitening, not trained):
     validation 0.9243 -> 0.9296 at three epochs. Pooling before BatchNorm and ReLU runs them on
     a quarter of the pixels; BatchNorm momentum 0.9 lets the running statistics keep up in a
-    three-epoch run (docs/performance.md)."""
+    short run (docs/performance.md)."""
     layers = []
     for f in (16, 32, 64):
         first = {"kernel_initializer": "patch_whitening", "trainable": False} if f == 16 else {}
