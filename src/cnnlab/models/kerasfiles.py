@@ -168,18 +168,18 @@ def _read_legacy(f, where: str) -> KerasFile:
 
 # ----------------------------------------------------------------------------- config -> spec
 
-def _activation(v, where: str):
+def _activation(v):
+    """A Keras activation as cnnlab names it (``parse_spec`` checks it)."""
     if isinstance(v, dict):  # {"class_name": "function", "config": "relu"} or a registered object
         v = v.get("config") if isinstance(v.get("config"), str) else v.get("class_name")
-    v = ACTIVATION_NAMES.get(v, v) if isinstance(v, str) else v
-    return v
+    return ACTIVATION_NAMES.get(v, v) if isinstance(v, str) else v
 
 
 def _layer_args(kind, cfg: dict, where: str) -> dict:
     args = {}
     for k, v in cfg.items():
         if k in kind.args:
-            args[k] = _activation(v, where) if k == "activation" else v
+            args[k] = _activation(v) if k == "activation" else v
         elif k in REQUIRED_VALUES:
             if v not in REQUIRED_VALUES[k]:
                 raise SpecError(f"{k}={v!r} is not supported", where,
