@@ -189,7 +189,9 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     """Write ``out`` (default RUN/model.keras): a Keras 3 functional model that takes raw pixel
     values (the run's scaling is a leading Rescaling layer), with the class names in its
     metadata.json. The file is read back and checked against the run before it is kept."""
+    from . import atomic
     from .data.preprocess import Preprocessing
+    from .engine.inference import predict_proba
     from .models.kerasfiles import keras_proba, parse_keras_spec, read_keras, write_keras
 
     out = Path(out) if out else run.path / "model.keras"
@@ -202,28 +204,23 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
         scale, offset = scale[0], offset[0]
     meta = {"class_names": run.class_names, "preprocessing": prep.to_dict(), "run_id": run.path.name,
             "image_size": [h, w], "color_mode": run.color_mode, "cnnlab_version": _version()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write_keras(Path(tmp), run.spec, run.model.state_dict(), (scale, offset), run.spec.name, meta)
-        if check_images is None:
-            check_images = sample_images(run, h, w, c)
-        kf = read_keras(tmp)
-        again = parse_keras_spec(kf)
-        theirs = keras_proba(kf, again, check_images, Preprocessing.from_dict(kf.cnnlab["preprocessing"]))
-        from .engine.inference import predict_proba
+    if check_images is None:
+        check_images = sample_images(run, h, w, c)
+    ours = predict_proba(run.model, prep, check_images, run.image_size, run.color_mode, "none")
+    diffs = []
 
-        ours = predict_proba(run.model, prep, check_images, run.image_size, run.color_mode, "none")
-        diff = float(np.abs(ours - theirs).max()) if len(check_images) else 0.0
-        if diff > TOLERANCE:
-            raise CnnlabError(f"the exported model differs from the run by {diff:.2g}", str(out),
+    def write_checked(tmp: str) -> None:
+        write_keras(Path(tmp), run.spec, run.model.state_dict(), (scale, offset), run.spec.name, meta)
+        kf = read_keras(tmp)
+        theirs = keras_proba(kf, parse_keras_spec(kf), check_images,
+                             Preprocessing.from_dict(kf.cnnlab["preprocessing"]))
+        diffs.append(float(np.abs(ours - theirs).max()) if len(check_images) else 0.0)
+        if diffs[0] > TOLERANCE:
+            raise CnnlabError(f"the exported model differs from the run by {diffs[0]:.2g}", str(out),
                               "report it; the run itself is unchanged")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
+    diff = diffs[0]
     return {"path": out, "max_abs_diff": diff, "checked_images": len(check_images),
             "flip_tta_left_out": run.config.get("tta", "none") == "flip"}
 

@@ -113,15 +113,17 @@ class ChannelLayerNorm(nn.Module):
 class Merge(nn.Module):
     """An element-wise merge of a list of tensors (Keras' Add, Subtract, Multiply, ...)."""
 
+    OPS = {"add": torch.add, "average": torch.add, "subtract": torch.sub, "multiply": torch.mul,
+           "maximum": torch.maximum, "minimum": torch.minimum}
+
     def __init__(self, op: str):
         super().__init__()
-        self.op = op
+        self.op, self.fn = op, self.OPS[op]
 
     def forward(self, xs: list):
         out = xs[0]
         for x in xs[1:]:
-            out = {"add": torch.add, "average": torch.add, "subtract": torch.sub, "multiply": torch.mul,
-                   "maximum": torch.maximum, "minimum": torch.minimum}[self.op](out, x)
+            out = self.fn(out, x)
         return out / len(xs) if self.op == "average" else out
 
     def extra_repr(self) -> str:

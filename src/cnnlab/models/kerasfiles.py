@@ -250,7 +250,7 @@ def spec_from_keras(model: dict, where: str, name: str | None = None, fold_scali
     renamed = {}
     for layer in layers:
         cls, lcfg = layer.get("class_name"), layer.get("config") or {}
-        lname = lcfg.get("name") or layer.get("name")
+        lname = _layer_name(layer)
         loc = f"{where}, layer '{lname}' ({cls})"
         if cls == "InputLayer":
             input_shape, input_name = _input_shape(lcfg), lname or INPUT_NAME
