@@ -7,7 +7,8 @@
    (report off). Test accuracy (read once per run) and wall time; the goal is bf16 within 0.2
    points of fp32 (medians of the 3 seeds).
 2. Speed in one process: images/s of a fashion-cnn training step (batch 256, Adam) and of
-   prediction (batch 256) in fp32 and under bf16 autocast, alternating, medians of --rounds.
+   prediction (batch 256) in fp32 and under bf16 autocast, alternating, medians of --rounds
+   (``--speed-only``: just this; with ``CNNLAB_MALLOC=default``, glibc's allocator settings).
 
 On a CPU without native bf16 (no avx512_bf16 / amx_bf16 in /proc/cpuinfo) it says so and stops:
 `--precision auto` stays float32 there, and an emulated bf16 figure would mislead.
@@ -41,7 +42,10 @@ def train(model: str, precision: str, seed: int, runs: Path) -> dict:
 
 
 def step_speed(rounds: int) -> dict:
+    from cnnlab.engine.allocator import keep_freed_memory
     from cnnlab.engine.precision import autocast
+
+    print(f"allocator: {keep_freed_memory()}")  # as `cnnlab train` does; CNNLAB_MALLOC=default: glibc's own
     from cnnlab.models import build_module, preset_spec
     from cnnlab.models.spec import parse_spec
 
@@ -81,6 +85,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--models", nargs="+", default=["fast", "fashion-cnn"])
+    ap.add_argument("--speed-only", action="store_true", help="item 2 only: steps and predictions in one process")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from cnnlab.engine.precision import cpu_flags, native_bf16
@@ -93,6 +98,8 @@ def main() -> None:
         return
     results: dict = {"cpu": cpu, "flags": bf16, "speed": step_speed(args.rounds), "runs": {}}
     print(json.dumps(results["speed"]))
+    if args.speed_only:
+        return
     runs = Path(tempfile.mkdtemp(prefix="cnnlab-precision-"))
     for seed in args.seeds:
         for model in args.models:

@@ -63,6 +63,7 @@ def test_train_writes_a_complete_run_directory(npz_path, tmp_path):
     assert m["train_time_s"] > 0 and m["wall_time_s"] >= m["train_time_s"]
     env = m["environment"]
     assert env["seed"] == 1 and env["device"] == "cpu" and env["threads"] == 2 and env["torch"]
+    assert env["scikit_learn"] and env["allocator"]  # e.g. "glibc, freed memory kept" (engine/allocator.py)
     assert m["test"]["accuracy"] > 0.6  # bars are easy: well above chance (0.33)
     assert run.path.name.endswith("-tiny-npz")
 

@@ -31,18 +31,20 @@ from .models import Spec, SpecModel, build_module, parse_spec
 
 
 def environment(device: str, threads: int, seed: int) -> dict:
+    from importlib.metadata import version
+
     import PIL
-    import sklearn
     import torch
 
     from . import __version__
+    from .engine.allocator import keep_freed_memory
 
     return {"cnnlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "pillow": PIL.__version__, "scikit_learn": sklearn.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__, "scikit_learn": version("scikit-learn"),
             "platform": platform.platform(), "machine": platform.machine(),
             "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-            "device": device, "threads": threads, "seed": seed,
+            "device": device, "threads": threads, "seed": seed, "allocator": keep_freed_memory(),
             "command": " ".join(sys.argv)}
 
 

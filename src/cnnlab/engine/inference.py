@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..data.preprocess import Preprocessing
+from .allocator import keep_freed_memory
 from .precision import autocast, autocast_dtype
 
 
@@ -40,6 +41,7 @@ def predict_logits(model, x: torch.Tensor, prep: Preprocessing, batch_size: int 
                    tta: str = "none", dtype: torch.dtype | None = None) -> torch.Tensor:
     """Float32 logits for uint8 (N, C, H, W) images, in eval mode; ``tta="flip"`` averages the
     logits of each image and its mirror image; ``dtype``: autocast to bfloat16 or float16."""
+    keep_freed_memory()
     was_training = model.training
     model.eval()
     off, inv = prep.tensors(x.device)

@@ -18,6 +18,7 @@ from ..data.augment import augment
 from ..data.augment_options import AugmentOptions
 from ..data.preprocess import Preprocessing
 from . import signals
+from .allocator import keep_freed_memory
 from .callbacks import TrainState, call
 from .distributed import SINGLE, Dist, my_slice, shard, sync_batchnorm_stats, wrap
 from .inference import predict_logits, to_tensor  # noqa: F401 (to_tensor: part of the loop's API)
@@ -242,6 +243,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     """
     from .signals import Terminated
 
+    keep_freed_memory()  # before the first step's tensors (engine/allocator.py)
     x_train, y_train = data.x_train, data.y_train
     device = y_train.device
     read = batch_reader(x_train, device)

@@ -199,7 +199,7 @@ class _Pooling(LayerKind):
     def build(self, info):
         from torch import nn
 
-        from .build import PadPool2d
+        from .build import MaxPool2d, PadPool2d
 
         a, shape = info.args, info.input_shape
         kernel, stride = a["pool_size"], a["strides"]
@@ -208,7 +208,7 @@ class _Pooling(LayerKind):
             left, right = same_pads(shape[1], kernel[1], stride[1])
             if top or bottom or left or right:
                 return [PadPool2d(self.pool, kernel, stride, (left, right, top, bottom))]
-        return [nn.MaxPool2d(kernel, stride) if self.pool == "max" else nn.AvgPool2d(kernel, stride)]
+        return [MaxPool2d(kernel, stride) if self.pool == "max" else nn.AvgPool2d(kernel, stride)]
 
 
 @register
