@@ -15,9 +15,10 @@ LAYERS = [
     ("engine", ["cnnlab.engine"]),
     ("configuration and run files", ["cnnlab.config", "cnnlab.runs", "cnnlab.evaluation"]),
     ("a training run, predictions", ["cnnlab.training", "cnnlab.prediction"]),
-    ("API and comparison", ["cnnlab.api", "cnnlab.comparison", "cnnlab.exporting", "cnnlab.importing"]),
+    ("API and comparison", ["cnnlab.api", "cnnlab.comparison", "cnnlab.exporting", "cnnlab.importing",
+                            "cnnlab.tuning"]),
     ("figures", ["cnnlab.viz"]),
-    ("report and server", ["cnnlab.report", "cnnlab.serve"]),
+    ("report and server", ["cnnlab.report", "cnnlab.serve", "cnnlab.tracking"]),
     ("command line", ["cnnlab.cli", "cnnlab.commands", "cnnlab"]),
 ]
 

@@ -91,6 +91,9 @@ def built_world(tmp_path_factory):
         f.rename(root / "more" / f.name)
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8)).save(root / "shoe.png")
     (root / "my.yaml").write_text("model: fashion-cnn\nbatch_size: 64\nrotation_range: 10\n")
+    from cnnlab.tuning import example_space
+
+    (root / "fashion_space.yaml").write_text(example_space().replace("epochs: 10", "epochs: 1"))  # quick trials
     assert main(["export-images", "fashion-mnist", "Fashion_MNIST"]) == 0
     classes = [line.split(",")[1] for line in (root / "Fashion_MNIST" / "train.csv").read_text().splitlines()[1:]]
     (root / "Fashion_MNIST" / "labels.csv").write_text("class\n" + "\n".join(classes) + "\n")
@@ -186,12 +189,19 @@ def test_yaml_spec_examples_parse():
 
     from cnnlab.models import parse_spec
 
-    chain, graph = code_blocks("yaml")
+    chain, graph, space = code_blocks("yaml")
     spec = parse_spec(yaml.safe_load(chain))
     assert spec.total_params == 333_526 and spec.is_chain
     spec = parse_spec(yaml.safe_load(graph))  # 160 + 2 x 2,320 + 170, as Keras counts it
     assert spec.total_params == 4_970 and not spec.is_chain
     assert spec.layers[3].inputs == ["stem", "conv2d_1"] and "Connected to" in spec.summary()
+    from cnnlab.tuning.space import check_space, draw, first_values
+
+    space = yaml.safe_load(space)
+    check_space(space, "README")
+    keys, model = draw(space, first_values)
+    assert keys == {"epochs": 10, "batch_size": 32, "lr": 3.0e-4}
+    assert parse_spec({**model, "input_shape": [28, 28, 1]}).layers[0].args["filters"] == 16
 
 
 def test_curl_examples_against_a_real_server(world):

@@ -203,22 +203,28 @@ def check_keys(d: dict, where: str) -> None:
     check_names(d, TrainConfig, where)
 
 
-def load_config_file(path: str | Path) -> dict:
+def read_yaml_keys(path: str | Path, what: str, fix: str) -> dict:
+    """A YAML file of keys (``-`` read as ``_``); unreadable, unparsable or not a mapping is one
+    line naming ``what`` (e.g. "config") and ``fix``. An empty file is an empty mapping."""
     import yaml
 
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError(f"cannot read config: {e.strerror}", str(path), "check the path") from None
+        raise ConfigError(f"cannot read {what}: {e.strerror}", str(path), "check the path") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse YAML: {str(e).splitlines()[0]}", str(path),
                           "fix the YAML syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("config is not a mapping", str(path), "write key: value lines")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        raise ConfigError(f"{what} is not a mapping", str(path), fix)
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_config_file(path: str | Path) -> dict:
+    data = read_yaml_keys(path, "config", "write key: value lines")
     check_keys(data, str(path))
     return data
 
@@ -245,10 +251,12 @@ def _backbone_settings(values: dict) -> dict:
     return dict(b.settings) if b else {}
 
 
-def make_config(file: str | Path | None = None, *, flags: tuple | list = (), **overrides) -> TrainConfig:
+def make_config(file: str | Path | None = None, *, flags: tuple | list = (), origins: dict | None = None,
+                **overrides) -> TrainConfig:
     """Defaults < recipe < the YAML file's keys < ``overrides`` (None values are ignored,
     except ``patience=None`` given explicitly through ``explicit_none``). ``flags``: the keys given
-    as command-line flags, so that an error names the flag (else it names the key)."""
+    as command-line flags, so that an error names the flag (else it names the key); ``origins``:
+    other keys' places, e.g. ``{"lr": "space.yaml"}`` (an error then says ``space.yaml: lr``)."""
     explicit_none = set(overrides.pop("explicit_none", ()))
     values: dict = {}
     files: dict = {}
@@ -260,4 +268,5 @@ def make_config(file: str | Path | None = None, *, flags: tuple | list = (), **o
     values.update(given)
     for k in given:
         files.pop(k, None)
+    files.update(origins or {})
     return TrainConfig(**{**recipe_defaults(values), **values}).validate(Places(flags, files))

@@ -502,7 +502,7 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
         callbacks.insert(0, Unfreeze(cfg.head_epochs, phase_frozen, lambda: make_optimizer(
             cfg.optimizer, [p for p in model.parameters() if p.requires_grad], lr, cfg.momentum, cfg.weight_decay)))
     result = fit(model, FitData(x_tr, y_tr, x_va, y_va, prep), plan_from(cfg, weights),
-                 callbacks + list(user_callbacks), resume=resume, dist=dist)
+                 callbacks + list(user_callbacks), resume=resume, dist=dist, run_dir=str(rd.path) if rd else None)
     if not main:
         return None
     result.train_time_s += earlier.get("train_time_s", 0.0)

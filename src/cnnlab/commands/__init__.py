@@ -13,7 +13,7 @@ import argparse
 import errno
 
 # the order of `cnnlab --help`
-COMMANDS = ("train", "compare", "check", "serve", "evaluate", "predict", "summary", "report", "plot", "explain",
+COMMANDS = ("train", "compare", "tune", "check", "serve", "evaluate", "predict", "summary", "report", "plot", "explain",
             "export", "import_keras", "models", "backbones", "datasets", "download", "export_images")
 
 
@@ -30,6 +30,29 @@ def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool
     if report:
         groups["output"].add_argument("--no-report", dest="report", action="store_false", default=True,
                                       help="skip writing report.html at the end (default: write it)")
+
+
+def add_track_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tracking")
+    g.add_argument("--track", choices=("tensorboard", "mlflow"), default=None,
+                   help="also log to TensorBoard event files or an MLflow tracking store (needs cnnlab[track]; "
+                   "default: neither)")
+    g.add_argument("--track-uri", default=None, metavar="URI",
+                   help="TensorBoard: the log folder (default: RUNS_DIR/tensorboard); MLflow: the tracking URI "
+                   "(default: sqlite:///RUNS_DIR/mlflow.db)")
+
+
+def tracker_from(args: argparse.Namespace, runs_dir, experiment: str = "cnnlab"):
+    """The Tracker the command line asks for, or None; checked before any training."""
+    if not getattr(args, "track", None):
+        if getattr(args, "track_uri", None):
+            from ..errors import ConfigError
+
+            raise ConfigError("--track-uri needs --track", "--track-uri", "add --track tensorboard or --track mlflow")
+        return None
+    from ..tracking import Tracker
+
+    return Tracker(args.track, args.track_uri, runs_dir, experiment)
 
 
 def given_options(args: argparse.Namespace) -> dict:

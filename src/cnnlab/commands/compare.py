@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_train_options, config_from_args, given_options
+from . import add_track_options, add_train_options, config_from_args, given_options, tracker_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "model stops and keeps its best epoch; per model: 600,forest=120 (default: none)")
     cg.add_argument("--out", default=None, metavar="DIR",
                     help="where the leaderboard goes (default: RUNS_DIR/<timestamp>-compare-<source>)")
+    add_track_options(c)
     c.set_defaults(func=handle)
 
 
@@ -42,7 +43,9 @@ def handle(args) -> int:
     from ..comparison import compare
     from ..comparison.leaderboard import markdown
 
-    config_from_args(args)  # a bad value is named by its flag before any model trains
+    cfg = config_from_args(args)  # a bad value is named by its flag before any model trains
+    source = getattr(args, "source", "fashion-mnist")
+    tracker = tracker_from(args, cfg.runs_dir, experiment=f"compare-{str(source).split(':')[0]}")
     overrides = given_options(args)
     overrides.pop("source", None)
     board = compare(getattr(args, "source", "fashion-mnist"), args.models, cv=args.cv, jobs=args.jobs,
@@ -51,7 +54,27 @@ def handle(args) -> int:
     print(markdown(board, board.attrs["meta"]), end="")
     out = Path(board.attrs["out"])
     print(f"leaderboard written to {out / 'leaderboard.html'} (also .csv and .md)")
+    if tracker is not None:
+        print(f"tracked in {args.track}: {track_comparison(tracker, board)} model fold(s) ({tracker.uri})")
     if board.attrs["meta"]["interrupted"]:
         print("the comparison was interrupted: the leaderboard holds the models that finished", file=sys.stderr)
         return 130
     return 0
+
+
+def track_comparison(tracker, board) -> int:
+    """Every model and fold: a neural model from its run directory, a baseline from its row."""
+    out = Path(board.attrs["out"])
+    n = 0
+    for row in board.attrs["folds"].to_dict("records"):
+        model = str(row["model"])
+        label = Path(model).stem if model.lower().endswith((".yaml", ".yml", ".json")) else model
+        name = f"{out.name}/{label}-fold{row['fold']}"
+        values = {k: row.get(k) for k in ("accuracy", "macro_f1", "train_time_s", "predict_s")}
+        if isinstance(row.get("run"), str) and row["run"] and Path(row["run"]).is_dir():
+            tracker.log_run(row["run"], name=name, tags={"cnnlab.compare": out.name, "cnnlab.fold": str(row["fold"])})
+        else:
+            tracker.log_row(name, {"model": row["model"], "fold": row["fold"], "n_train": row["n_train"],
+                                   "status": row["status"]}, values)
+        n += 1
+    return n

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_train_options, config_from_args, given_options, os_error_line
+from . import add_track_options, add_train_options, config_from_args, given_options, os_error_line, tracker_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "notebooks' recipe (Adam, validation split 0.2, early stopping with patience 2, "
                        "best weights restored), evaluated on the test set.")
     add_train_options(t)
+    add_track_options(t)
     t.add_argument("--resume", metavar="RUN", default=None,
                    help="continue a stopped run (killed, crashed, Ctrl-C, out of time) from the end of its last "
                    "finished epoch, in its own directory; only --quiet, --threads, --device and --time-limit may "
@@ -33,11 +34,16 @@ def handle(args) -> int:
 
     if args.nproc is not None and not launched():
         return launch_processes(args)
+    live = None
     if args.resume:
+        tracker_from(args, ".")  # a tracker that cannot work fails before training, not after
         run, cfg = resumed(args)
+        tracker = tracker_from(args, cfg.runs_dir) if run is not None else None
     else:
         cfg = config_from_args(args)
-        run = train(cfg)
+        tracker = tracker_from(args, cfg.runs_dir)
+        live = tracker.live() if tracker else None
+        run = train(cfg, callbacks=[live] if live else ())
     if run is None:  # a data-parallel process other than rank 0: rank 0 reports
         return 0
     m = run.metrics
@@ -57,6 +63,8 @@ def handle(args) -> int:
             print(f"warning: report.html was not written: {os_error_line(e)}; then run: cnnlab report "
                   f"{run.path}", file=sys.stderr)
     print(f"run written to {run.path}")
+    if tracker is not None:
+        print(f"tracked in {args.track}: {tracker.log_run(run.path, live=live)} ({tracker.uri})")
     if m.get("status") == "interrupted":
         print("training was interrupted: the best checkpoint so far is kept", file=sys.stderr)
         return 130

@@ -69,6 +69,7 @@ class TrainState:
     resumed_from: int | None = None  # the last finished epoch a resumed run starts after
     dist: object = None  # engine.distributed.Dist: this process's rank among data-parallel processes
     scaler: object = None  # torch.amp.GradScaler with float16 on CUDA
+    run_dir: str | None = None  # the run directory being written (None in a process that writes none)
 
     def request_stop(self, reason: str, status: str = "stopped") -> None:
         if not self.stop:

@@ -228,7 +228,7 @@ def training_state(state: TrainState, dist: Dist = SINGLE) -> dict:
 
 
 def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None = None,
-        dist: Dist = SINGLE) -> FitResult:
+        dist: Dist = SINGLE, run_dir: str | None = None) -> FitResult:
     """Train ``model`` in place; returns the history and why training stopped.
 
     The loop does the schedule, batches, augmentation, normalisation, the step and the NaN guard;
@@ -239,7 +239,8 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     ``resume`` (a ``training_state`` saved after some epoch) continues from the next epoch exactly as
     an uninterrupted run would: the same weights, optimizer state, random states and history.
     ``dist``: this process's place among data-parallel processes (engine/distributed.py); each takes
-    its shard of every batch, and they agree on every stop.
+    its shard of every batch, and they agree on every stop. ``run_dir``: where the run is written,
+    for callbacks (``state.run_dir``).
     """
     from .signals import Terminated
 
@@ -269,7 +270,8 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     class_weights = (torch.tensor(plan.class_weights, dtype=torch.float32, device=device)
                      if plan.class_weights is not None else None)
     state = TrainState(model, plan.epochs, steps, t_start=time.perf_counter(), optimizer=opt,
-                       generators={"order": cpu_g, "augment": g}, dist=dist, scaler=scaler)
+                       generators={"order": cpu_g, "augment": g}, dist=dist, scaler=scaler,
+                       run_dir=run_dir)
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
