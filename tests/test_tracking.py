@@ -87,6 +87,18 @@ def test_train_logs_an_mlflow_run(data, spec, tmp_path):
     assert not (Path.cwd() / "mlruns").exists()
 
 
+def test_a_run_whose_loss_becomes_nan_is_logged_as_failed(data, spec, tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["train", data, "--model", spec, "--optimizer", "sgd", "--lr", "1e30", "--epochs", "3",
+                 "--runs-dir", str(tmp_path / "runs"), "--no-report", "--quiet", "--track", "mlflow",
+                 "--track-uri", uri]) == 2
+    client = MlflowClient(tracking_uri=uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("cnnlab").experiment_id])
+    assert logged.info.status == "FAILED" and logged.data.tags["cnnlab.status"] == "nan_loss"
+
+
 def test_tune_logs_each_trial_once(data, tmp_path):
     from mlflow import MlflowClient
 

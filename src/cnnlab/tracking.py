@@ -211,6 +211,13 @@ class Live:
         else:
             self.run_id = self.tracker.start_mlflow(name)
 
+    def abandon(self) -> None:
+        """Training failed before the run directory was complete: close what was opened."""
+        if self.writer is not None:
+            self.writer.close()
+        elif self.run_id is not None:
+            self.tracker.client().set_terminated(self.run_id, "FAILED")
+
     def on_epoch_end(self, state, logs: dict) -> None:
         if self.writer is not None:
             self.tracker.write_epoch(self.writer, logs, state.epoch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import add_track_options, add_train_options, config_from_args, given_options, os_error_line, tracker_from
 
@@ -43,7 +44,15 @@ def handle(args) -> int:
         cfg = config_from_args(args)
         tracker = tracker_from(args, cfg.runs_dir)
         live = tracker.live() if tracker else None
-        run = train(cfg, callbacks=[live] if live else ())
+        try:
+            run = train(cfg, callbacks=[live] if live else ())
+        except Exception as e:  # the tracked run ends as failed, not running
+            where = Path(getattr(e, "where", None) or "")
+            if live is not None and (where / "metrics.json").is_file():  # the loss became NaN: the run is kept
+                tracker.log_run(where, live=live)
+            elif live is not None:
+                live.abandon()
+            raise
     if run is None:  # a data-parallel process other than rank 0: rank 0 reports
         return 0
     m = run.metrics

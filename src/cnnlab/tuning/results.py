@@ -7,6 +7,7 @@ import base64
 import csv
 import html
 import io
+import json
 import math
 import warnings
 from pathlib import Path
@@ -183,11 +184,7 @@ def markdown_summary(result) -> str:
 def track_study(tracker, result) -> int:
     """Each trial not logged before (by this tracker and place) from its run directory, under the
     study's name; the study's best value beside them. Returns how many trials were logged."""
-    from .. import atomic
-
     marker = result.out / "tracked.json"
-    import json
-
     done = json.loads(marker.read_text()) if marker.is_file() else {}
     key = f"{tracker.kind} {tracker.uri}"
     logged = set(done.get(key, []))
