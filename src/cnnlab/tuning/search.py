@@ -30,7 +30,7 @@ import sys
 import time
 import warnings
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CnnlabError, ConfigError
@@ -72,7 +72,6 @@ class Search:
     deadline: float | None = None  # time.time() at which the whole search ends
     quiet: bool = False
     threads: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def base_config(self, **more):
         from ..config import make_config
