@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from precision import predict_rate  # benchmarks/precision.py: the same prediction timing
 
 
 def per_call_ms(fn, n: int = 50) -> float:
@@ -30,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    from cnnlab.engine.precision import autocast, native_bf16
+    from cnnlab.engine.precision import native_bf16
     from cnnlab.models import build_module, parse_spec, preset_spec
     from cnnlab.models.build import MaxPool2d
 
@@ -52,13 +53,7 @@ def main() -> None:
             for fast in (False, True):
                 for p in pools:
                     p.halves = fast
-                with torch.inference_mode():
-                    for i in range(23):
-                        if i == 3:
-                            t0 = time.perf_counter()
-                        with autocast(dtype, x.device):
-                            model(x).float().softmax(1)
-                rates.setdefault((str(dtype or torch.float32), fast), []).append(20 * 256 / (time.perf_counter() - t0))
+                rates.setdefault((str(dtype or torch.float32), fast), []).append(predict_rate(model, x, dtype))
     for (dtype, fast), v in rates.items():
         print(f"fashion-cnn prediction, {dtype}, {'index-free' if fast else 'torch op'}: "
               f"{statistics.median(v):,.0f} images/s")

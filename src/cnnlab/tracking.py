@@ -34,9 +34,8 @@ def check_installed(kind: str) -> None:
 
     if kind not in KINDS:
         raise ConfigError(f"unknown tracker '{kind}'", "--track", f"use one of {', '.join(KINDS)}")
-    need = {"tensorboard": "tensorboard", "mlflow": "mlflow"}[kind]
-    if importlib.util.find_spec(need) is None:
-        raise ConfigError(f"--track {kind} needs the {need} package, which is not installed", "--track",
+    if importlib.util.find_spec(kind) is None:  # each tracker's package has its name
+        raise ConfigError(f"--track {kind} needs the {kind} package, which is not installed", "--track",
                           "pip install 'cnnlab[track]'")
 
 

@@ -53,6 +53,7 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
     study = open_study(s, worker=False)  # made here, before the workers start
     interrupted = False
     procs = []
+    data = None  # every split of the source, as worker 0 loaded it
     try:
         if jobs > 1:
             import multiprocessing
@@ -61,7 +62,7 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
             procs = [ctx.Process(target=_worker, args=(s,), name=f"cnnlab-tune-{k}") for k in range(1, jobs)]
             for p in procs:
                 p.start()
-        run_worker(s)
+        data = run_worker(s)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -79,7 +80,7 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
     meta = {"study": s.study, "source": source, "metric": s.metric, "storage": s.storage}
     result = TuneResult(s.study, out, s.storage, s.metric, interrupted=interrupted)
     if refit and not interrupted:
-        result.refit = refit_best(s, study)
+        result.refit = refit_best(s, study, data)
         meta["refit"] = result.refit
     result.rows = write_results(study, out, meta)
     result.best = next((r for r in result.rows if r["state"] == "complete"), None)
@@ -94,10 +95,11 @@ def _worker(s: Search) -> None:
         sys.exit(130)
 
 
-def refit_best(s: Search, study) -> dict | None:
+def refit_best(s: Search, study, full=None) -> dict | None:
     """The best finished trial's model and settings trained on training + validation data, then
     evaluated once on the test split. A constant learning rate trains for the trial's best epoch
-    count; a schedule (one-cycle, cosine) for the trial's epochs, so it runs as it did."""
+    count; a schedule (one-cycle, cosine) for the trial's epochs, so it runs as it did. ``full``:
+    the source's splits if already loaded (else read again)."""
     import numpy as np
     import yaml
     from optuna.trial import TrialState
@@ -119,7 +121,8 @@ def refit_best(s: Search, study) -> dict | None:
     rd = RunDir(run_dir)
     stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     spec = rd.read_optional(RunDir.SPEC)
-    full, _ = trial_data(s)
+    if full is None:
+        full, _ = trial_data(s)
     parts = {"train": full["train"], "validation": full["validation"]}
     if all(isinstance(p.x, np.ndarray) for p in parts.values()):
         both = Split(np.concatenate([p.x for p in parts.values()]), np.concatenate([p.y for p in parts.values()]))

@@ -73,6 +73,10 @@ class Search:
     quiet: bool = False
     threads: int | None = None
 
+    def gate(self) -> Gate:
+        """The study folder's lock: workers on this machine take turns through it."""
+        return Gate(Path(self.out) / ".trial.lock")
+
     def base_config(self, **more):
         from ..config import make_config
 
@@ -96,7 +100,7 @@ def open_study(s: Search, worker: bool = True):
 
     seed = s.base_config().seed
     mine = {"space": s.space, "metric": s.metric}
-    gate = Gate(Path(s.out) / ".trial.lock")
+    gate = s.gate()
     gate.acquire()
     try:
         try:
@@ -280,15 +284,16 @@ def trial_data(s: Search):
     return ds, Dataset(ds.source, ds.class_names, {k: ds.splits[k] for k in ("train", "validation")}, dict(ds.info))
 
 
-def run_worker(s: Search) -> None:
-    """One worker: trials until the study holds --trials of them or the time is up."""
+def run_worker(s: Search):
+    """One worker: trials until the study holds --trials of them or the time is up. Returns the
+    data it loaded (every split), for a refit in the same process."""
     from ..training import set_threads
 
     if s.threads:
         set_threads(s.threads)
     study = open_study(s)
-    _, ds = trial_data(s)
-    gate = Gate(Path(s.out) / ".trial.lock")
+    full, ds = trial_data(s)
+    gate = s.gate()
     objective = objective_for(s, ds, gate)
     try:
         while True:
@@ -302,6 +307,7 @@ def run_worker(s: Search) -> None:
                 gate.release()
     finally:
         gate.release()
+    return full
 
 
 def check_search(s: Search) -> None:
