@@ -49,6 +49,7 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
     monkeypatch.setenv("CNNLAB_SYSTEM_DATA", str(base / "system"))
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_HOME", str(base / "keras"))
     monkeypatch.delenv("CNNLAB_DATA", raising=False)
     monkeypatch.delenv("CNNLAB_MIRROR", raising=False)
     monkeypatch.delenv("CNNLAB_CACHE", raising=False)

@@ -69,11 +69,11 @@ def mobilenet_file(tmp_path):
     return model, path
 
 
-def test_weights_file_loads_and_the_backbone_computes_what_keras_computes(mobilenet_file):
+def loads_and_computes_what_keras_computes(kmodel, path) -> None:
+    """The backbone with the weights file ``path`` loaded: every weighted layer, the same features."""
     from cnnlab.engine.progress import Progress
     from cnnlab.training import backbone_weights
 
-    kmodel, path = mobilenet_file
     spec = parse_spec(backbone_spec("mobilenet_v2:0.35", (32, 32, 3), 4, pretrained=True))
     model = build_module(spec).eval()
     report = backbone_weights(model, spec, str(path), Progress(1, 1, True))
@@ -84,6 +84,10 @@ def test_weights_file_loads_and_the_backbone_computes_what_keras_computes(mobile
     mine = outs[[layer.name for layer in spec.layers].index("out_relu")].permute(0, 2, 3, 1).numpy()
     theirs = keras.ops.convert_to_numpy(kmodel(x, training=False))
     assert np.abs(mine - theirs).max() <= 1e-5
+
+
+def test_weights_file_loads_and_the_backbone_computes_what_keras_computes(mobilenet_file):
+    loads_and_computes_what_keras_computes(*mobilenet_file)
 
 
 def test_train_a_backbone_with_weights_and_the_finetune_recipe(mobilenet_file, tmp_path, capsys):
@@ -125,3 +129,27 @@ def test_backbones_lists_keras_counts(capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "mobilenet_v2:0.35" in out and "410,208" in out and "resnet_small:3" in out
+
+
+def test_a_keras_3_weights_file_of_the_backbone_loads(mobilenet_file, tmp_path, capsys):
+    """model.save_weights('x.weights.h5') in Keras 3 keeps layers by position among their class, not
+    by name: the backbone's own layer order names them."""
+    kmodel, _ = mobilenet_file
+    path = tmp_path / "mobilenet.weights.h5"
+    kmodel.save_weights(str(path))
+    loads_and_computes_what_keras_computes(kmodel, path)
+    # another width: one line naming the layer and the shapes, never "another backbone" in general terms
+    xs, ys = bars(10, size=32, channels=3)
+    np.savez(tmp_path / "b.npz", x_train=xs, y_train=ys)
+    assert main(["train", f"npz:{tmp_path / 'b.npz'}", "--backbone", "mobilenet_v2:0.5", "--weights", str(path),
+                 "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--no-check", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has shape" in err
+    # a nested model (the backbone inside a Sequential with a head): what to save instead
+    nested = keras.Sequential([kmodel, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+    nested.build((None, 32, 32, 3))
+    nested.save_weights(str(tmp_path / "nested.weights.h5"))
+    assert main(["train", f"npz:{tmp_path / 'b.npz'}", "--backbone", "mobilenet_v2:0.35", "--weights",
+                 str(tmp_path / "nested.weights.h5"), "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+                 "--no-check", "--quiet"]) == 2
+    assert "nested model" in capsys.readouterr().err

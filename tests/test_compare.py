@@ -81,9 +81,17 @@ def test_every_model_sees_the_same_folds(bars_npz, tiny_spec_file, tmp_path):
     assert folds.groupby("model")["eval_digest"].nunique().eq(3).all()
     saved = np.load(tmp_path / "cv" / "folds.npz")
     _, y = bars(40, size=16)
+    # seed 003's recipe: hold out the validation split (train_test_split, stratified, the seed), then
+    # StratifiedKFold over the remaining training images in train_test_split's order
+    from sklearn.model_selection import train_test_split
+
+    keep, held = train_test_split(np.arange(len(y)), test_size=0.2, random_state=5, stratify=y)
     skf = StratifiedKFold(3, shuffle=True, random_state=5)
-    for k, (_, ev) in enumerate(skf.split(np.zeros(len(y)), y)):
-        assert np.array_equal(saved[f"fold{k + 1}_eval"], np.sort(ev))
+    for k, (tr, ev) in enumerate(skf.split(np.zeros(len(keep)), y[keep])):
+        assert np.array_equal(saved[f"fold{k + 1}_eval"], np.sort(keep[ev]))
+        assert np.array_equal(saved[f"fold{k + 1}_train"], keep[tr])  # in the notebook's order
+        assert not set(saved[f"fold{k + 1}_train"]) & set(held)  # the validation images stay out
+    assert (board["n_train"] + board["n_eval"] == 96).all()
     assert board["accuracy_std"].notna().all() and (board["folds"] == 3).all()
     assert "±" in (tmp_path / "cv" / "leaderboard.md").read_text(encoding="utf-8")
 

@@ -9,6 +9,7 @@ import cnnlab
 from cnnlab.cli import PLOTS, main
 from cnnlab.report import build_report
 from conftest import bars, train_tiny_run
+from glyphs import hangul_matches_reference
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -38,6 +39,9 @@ def test_report_is_one_self_contained_file(korean_run):
 def test_plot_every_kind_and_svg(korean_run, tmp_path, capsys):
     for kind in PLOTS:
         out = tmp_path / f"{kind}.png"
+        if kind == "augmentation":  # the run trained without augmentation: nothing to preview
+            assert main(["plot", str(korean_run.path), kind, "--out", str(out)]) == 2 and not out.exists()
+            continue
         assert main(["plot", str(korean_run.path), kind, "--out", str(out)]) == 0, kind
         assert Image.open(out).size[0] > 100
     out = tmp_path / "curves.svg"
@@ -81,6 +85,11 @@ def test_report_in_headless_chromium(korean_run, tmp_path):
         assert f"true {name}" in caption and f"pred {name}" in caption
         # The Hangul font inside the page has the glyphs: Korean text is as wide as real glyphs, not boxes
         assert page.evaluate("document.fonts.check('16px NanumGothicSubset', '세로')")
+        # ... and the glyphs are what the page drew, read back from the screen: the first Korean
+        # words on a page ("티셔츠" in the first row) were once boxes while document.fonts said True
+        for sel in ("table.report tbody tr:first-child td", "table.confusion thead th:nth-child(2)",
+                    "table.confusion tbody tr:first-child th", "table.report tbody tr:nth-child(3) td"):
+            assert hangul_matches_reference(page, sel) > 0.8, sel
         browser.close()
     assert outside == []
 

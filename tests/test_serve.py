@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from cnnlab.cli import main
 from cnnlab.data.drawing import foreground_stats, prepare_drawing
 from conftest import bars, train_tiny_run
+from glyphs import hangul_matches_reference
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NAMES = ["가로", "세로", "대각선"]
@@ -168,6 +169,8 @@ def test_draw_and_upload_in_headless_chromium(run, tmp_path):
                 (f"http://127.0.0.1:{port}", "data:", "blob:")) else None)
             page.goto(f"http://127.0.0.1:{port}/")
             assert page.locator(".bar").count() == 3 and "세로" in page.locator("#bars").inner_text()
+            for i in range(3):  # the class names are glyphs on the screen, the first bar's too
+                assert hangul_matches_reference(page, f'.bar[data-i="{i}"] span') > 0.8, NAMES[i]
             box = page.locator("#pad").bounding_box()
             page.mouse.move(box["x"] + 140, box["y"] + 30)
             page.mouse.down()

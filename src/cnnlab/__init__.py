@@ -25,6 +25,8 @@ def __getattr__(name: str):
 
         globals()[name] = list_presets
         return list_presets
+    if name == "viz":  # the figures module, as its docstring uses it: cnnlab.viz.curves(run)
+        return importlib.import_module(".viz", __name__)
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

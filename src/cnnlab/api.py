@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig, make_config
-from .data.dataset import Dataset, Split, labeled_splits
+from .data.dataset import Dataset, Split, as_array, describe_value, label_form, labeled_splits, model_batch
 from .data.sources import DataOptions, load_source
 from .data.split import prepare_splits
-from .errors import DataError
+from .errors import ArgumentTypeError, ConfigError, DataError
 from .evaluation import evaluate_probs
 from .models import SpecModel, build_module, spec_from
 from .runs import Run, RunDir, load_run
@@ -48,20 +48,35 @@ def summary(model: str | dict = TrainConfig.model, input_shape: tuple | None = N
 
 
 def train(source=TrainConfig.source, model: str | dict = TrainConfig.model, *,
-          config: str | Path | None = None, callbacks: list | tuple = (), **options) -> Run:
+          config: str | Path | None = None, callbacks: list | tuple = (), validation_data=None, test_data=None,
+          **options) -> Run:
     """Train and return the run (its directory is ``run.path``). ``source``: a source name, a
     loaded Dataset, or arrays ``(x_train, y_train)`` / ``((x_train, y_train), (x_test, y_test))``.
+    With arrays, ``validation_data=(x_val, y_val)`` and ``test_data=(x_test, y_test)`` (Keras'
+    names) give those splits; a split not given is held out of the training arrays (``val_split``,
+    ``test_split``; 0 keeps them all) and training says how many.
     ``options`` are the config keys (epochs, batch_size, optimizer, lr, patience, ...).
     ``callbacks``: objects with any of ``on_train_begin(state)``, ``on_epoch_begin(state)``,
     ``on_batch_end(state, step)``, ``on_epoch_end(state, logs)``, ``on_train_end(state)``
     (subclass ``cnnlab.Callback``); ``state.request_stop(reason)`` ends training."""
+    if not isinstance(callbacks, (list, tuple)):
+        raise ArgumentTypeError(f"callbacks must be a list of callback objects, got {describe_value(callbacks)}",
+                                "callbacks", "pass e.g. callbacks=[MyCallback()] (subclass cnnlab.Callback)")
+    if source is None or not isinstance(source, (str, Path, tuple, list, Dataset)):
+        raise ArgumentTypeError(f"expected a source, a Dataset or arrays (x, y), got {describe_value(source)}",
+                                "source", "pass e.g. 'fashion-mnist', 'folder:photos/' or (x_train, y_train)")
+    if (validation_data is not None or test_data is not None) and not isinstance(source, (tuple, list)):
+        raise ConfigError("validation_data and test_data go with arrays (x_train, y_train)", "validation_data",
+                          "pass the training arrays as source, or give a source's sets as val_source / test_source")
+    if isinstance(source, Path):
+        source = str(source)
     if isinstance(source, (tuple, list)):
         names = options.pop("class_names", None)
         if isinstance(names, str):
             from .data.sources import resolve_class_names
 
             names = resolve_class_names(DataOptions(class_names=names, labels=options.get("labels", "en")))
-        source = arrays_dataset(source, names, "source")
+        source = arrays_dataset(source, names, "source", validation_data, test_data)
     dataset = source if isinstance(source, Dataset) else None
     if dataset is not None and options.get("labels", "en") != "en":
         from .data.sources import apply_label_language
@@ -104,30 +119,58 @@ def compare(source: str = TrainConfig.source, models=None, *,
                     out=out, config=config, quiet=quiet, **options)
 
 
+def _is_array(x) -> bool:
+    return isinstance(x, np.ndarray) or (hasattr(x, "detach") and hasattr(x, "shape"))  # NumPy or torch
+
+
+def as_labels(y) -> np.ndarray:
+    """Labels as an array: a torch tensor, a list, or one label (for one image) too."""
+    if hasattr(y, "detach") and hasattr(y, "cpu"):
+        y = y.detach().cpu().numpy()
+    y = np.asarray(y)
+    return y.reshape(1) if y.ndim == 0 else y
+
+
 def _as_run(run: Run | str | Path) -> Run:
-    return run if isinstance(run, Run) else load_run(run)
+    if isinstance(run, Run):
+        return run
+    if not isinstance(run, (str, Path)):
+        raise ArgumentTypeError(f"expected a run, got {describe_value(run)}", "run",
+                                "pass the run cnnlab.train returned, or its directory (a str or Path)")
+    return load_run(run)
 
 
 def _run_config(run: Run) -> TrainConfig:
     return TrainConfig.from_stored(run.config)
 
 
-def arrays_dataset(data, class_names: list[str] | None = None, where: str = "data") -> Dataset:
+def arrays_dataset(data, class_names: list[str] | None = None, where: str = "data", validation=None,
+                   test=None) -> Dataset:
     """A Dataset from NumPy arrays as Keras users hold them: ``(x, y)``, or
-    ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets.*.load_data()`` returns.
-    Images (N, H, W) or (N, H, W, C), uint8 or floats in [0, 1]; labels class indices or one-hot."""
+    ``((x_train, y_train), (x_test, y_test))`` as ``keras.datasets.*.load_data()`` returns; plus
+    ``validation`` and ``test`` pairs (Keras' validation_data). Images (N, H, W) or (N, H, W, C),
+    uint8 or floats in [0, 1] (NumPy arrays or torch tensors); labels class indices or one-hot."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise DataError(f"expected (x, y) or ((x_train, y_train), (x_test, y_test)), got a {type(data).__name__}"
-                        + (f" of {len(data)}" if isinstance(data, (tuple, list)) else ""), where,
-                        "pass a pair of arrays: images and labels")
+        raise DataError(f"expected (x, y) or ((x_train, y_train), (x_test, y_test)), got "
+                        f"{describe_value(data)}", where, "pass a pair of arrays: images and labels")
     parts = {"train": data[0], "test": data[1]} if all(isinstance(d, (tuple, list)) for d in data) \
         else {"train": data}
+    for split, extra, name in (("validation", validation, "validation_data"), ("test", test, "test_data")):
+        if extra is None:
+            continue
+        if split in parts:
+            raise ConfigError("the test split is given twice: in source and as test_data", name, "give it once")
+        if not isinstance(extra, (tuple, list)) or len(extra) != 2:
+            raise DataError(f"expected a pair (x, y), got {describe_value(extra)}", name,
+                            f"pass {name}=(images, labels)")
+        parts[split] = extra
     for split, part in parts.items():
         if not isinstance(part, (tuple, list)) or len(part) != 2:
             raise DataError(f"the {split} part is not a pair (x, y)", where, "pass (images, labels)")
     names = {"x": "images", "y": "labels"}
+    parts = {split: (as_array(x, f"{where}, {split} images"), as_labels(y)) for split, (x, y) in parts.items()}
     class_names, splits = labeled_splits(parts, class_names, lambda split, xy: f"{where}, {split} {names[xy]}")
-    return Dataset("arrays", list(class_names), splits, {"arrays": True})
+    return Dataset("arrays", list(class_names), splits, {"arrays": True, "label_form": label_form(parts)})
 
 
 def _name_lookup(names: list[str]) -> dict[str, int]:
@@ -191,8 +234,13 @@ def evaluation_split(run: Run, source=None, split: str = "test") -> Split:
     """The images a run is evaluated on: its own data's split (checked to be the split it was
     trained against), another source's (classes matched by name), or arrays ``(x, y)``."""
     if split not in ("train", "validation", "test", "all"):
-        raise DataError(f"unknown split '{split}'", "--split", "use train, validation, test or all")
+        raise DataError(f"unknown split {split!r}", "split", "use train, validation, test or all")
+    if source is not None and not isinstance(source, (str, Path, tuple, list)):
+        raise ArgumentTypeError(f"expected a source or arrays (x, y), got {describe_value(source)}", "source",
+                                "pass a source name ('fashion-mnist', 'folder:PATH', ...) or a pair (x_test, y_test)")
     if isinstance(source, (tuple, list)):
+        if len(source) == 2 and _is_array(source[0]):  # (x, y): one image without its batch axis too
+            source = (model_batch(source[0], run.image_shape, "data, images"), as_labels(source[1]))
         ds = align_classes(arrays_dataset(source, where="data"), run, "data")
         split = "all"
     elif source is None:
@@ -248,9 +296,19 @@ def predict(run: Run | str | Path, inputs, top_k: int | None = None):
     from .prediction import collect_inputs, predict_paths, rows_for
 
     run = _as_run(run)
-    if isinstance(inputs, np.ndarray):
+    paths = isinstance(inputs, (list, tuple)) and [isinstance(i, (str, Path)) for i in inputs]
+    if _is_array(inputs) or (paths and not any(paths)):  # an array, or lists / arrays of pixels
         return run.predict_proba(inputs)
+    if paths and not all(paths):
+        raise ArgumentTypeError(f"expected image arrays or file paths, got {describe_value(inputs)} mixing "
+                                f"{', '.join(sorted({type(i).__name__ for i in inputs}))}", "inputs",
+                                "pass one image array (N, H, W[, C]), or a list of paths, folders or globs")
+    if not isinstance(inputs, (str, Path, list, tuple)):
+        raise ArgumentTypeError(f"expected images, got {describe_value(inputs)}", "inputs",
+                                "pass an image array (N, H, W[, C]), a path, a folder, a glob or a list of them")
     items = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(i) for i in inputs]
+    if not items:
+        raise DataError("no inputs (an empty list)", "inputs", "pass images, paths, folders or globs")
     paths = collect_inputs(items)
     probs = predict_paths(run, paths)
     return rows_for(run, [printable(p) for p in paths], probs, top_k)[1]

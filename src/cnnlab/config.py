@@ -16,10 +16,24 @@ from .data.sources import DataOptions, source_help
 from .engine.precision import PRECISIONS
 from .engine.schedules import SCHEDULES
 from .errors import CnnlabError, ConfigError
-from .options import Choice, Interval, Places, Rule, check_names, check_values, key, keys_of
+from .options import (
+    Choice,
+    Interval,
+    Places,
+    Rule,
+    canonical_values,
+    check_names,
+    check_values,
+    key,
+    keys_of,
+    resolve_aliases,
+)
 from .recipes import RECIPES
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+LOSSES = ("auto", "sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy")
+LOSS_ALIASES = {"SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+                "CategoricalCrossentropy": "categorical_crossentropy", "BinaryCrossentropy": "binary_crossentropy"}
 MONITORS = ("val_loss", "val_accuracy")
 DEVICES = ("auto", "cpu", "cuda")
 # --help's groups, in this order (the augmentation group is data.augment_options.AUGMENTATION)
@@ -64,8 +78,9 @@ class TrainConfig(DataOptions, AugmentOptions):
     source: str = _data("fashion-mnist", source_help, positional=True)  # the help lists the registered sources
     val_source: str | None = _data(None, "explicit validation set", metavar="SOURCE")
     test_source: str | None = _data(None, "explicit test set", metavar="SOURCE")
-    val_split: float = _data(0.2, "stratified validation fraction of the training data, 0 for none",
-                             Interval(0, 1, open_hi=True), metavar="F")
+    val_split: float = _data(0.2, "stratified validation fraction of the training data, 0 for none (Keras' name "
+                             "--validation-split works too)", Interval(0, 1, open_hi=True), metavar="F",
+                             aliases=("validation_split",))
     test_split: float = _data(0.2, "test fraction held out when the source has no test set",
                               Interval(0, 1, open_hi=True), metavar="F")
     scale: str = _data("255", "pixel scaling, fitted on the training split only", Choice(SCALE_MODES))
@@ -94,7 +109,11 @@ class TrainConfig(DataOptions, AugmentOptions):
     # optimisation
     epochs: int = key(20, "maximum number of epochs", Interval(1))
     batch_size: int = key(32, "batch size", Interval(1))
-    optimizer: str = key("adam", "optimizer", Choice(OPTIMIZERS))
+    optimizer: str = key("adam", "optimizer (Keras' class names Adam, AdamW, RMSprop, SGD work too)",
+                         Choice(OPTIMIZERS))
+    loss: str = key("auto", "the loss, in Keras' names, checked against the labels: sparse_categorical_crossentropy "
+                    "(class indices), categorical_crossentropy (one-hot rows), binary_crossentropy (2 classes); "
+                    "auto: what the labels and the model's head call for", Choice(LOSSES, aliases=LOSS_ALIASES))
     lr: float | None = key(None, "learning rate (none: Keras' default, 0.001; sgd 0.01)", Interval(0, open_lo=True),
                            example="0.001")
     momentum: float = key(0.0, "momentum for sgd and rmsprop", Interval(0, 1, open_hi=True),
@@ -168,6 +187,7 @@ class TrainConfig(DataOptions, AugmentOptions):
         """Every key against its declaration (type and constraint), then the rules that join keys.
         ``places`` says where each value came from: the flag on the command line, else the key."""
         places = places or Places()
+        canonical_values(self)  # Keras' spellings: Adam, RMSprop, SparseCategoricalCrossentropy, ...
         check_values(self, places)
         table = keys_of(TrainConfig)
         if self.tta == "flip" and not self.horizontal_flip:
@@ -199,8 +219,11 @@ KEYS = ([f.name for f in fields(TrainConfig) if f.name not in _GROUPED]
         + [f.name for f in fields(DataOptions)] + [f.name for f in fields(AugmentOptions)])
 
 
-def check_keys(d: dict, where: str) -> None:
+def check_keys(d: dict, where: str) -> dict:
+    """``d`` with Keras' key names (validation_split) under cnnlab's; an unknown key is an error."""
+    d = resolve_aliases(d, TrainConfig, where)
     check_names(d, TrainConfig, where)
+    return d
 
 
 def read_yaml_keys(path: str | Path, what: str, fix: str) -> dict:
@@ -224,20 +247,26 @@ def read_yaml_keys(path: str | Path, what: str, fix: str) -> dict:
 
 
 def load_config_file(path: str | Path) -> dict:
-    data = read_yaml_keys(path, "config", "write key: value lines")
-    check_keys(data, str(path))
-    return data
+    return check_keys(read_yaml_keys(path, "config", "write key: value lines"), str(path))
+
+
+def applied_recipe(values: dict) -> str | None:
+    """The recipe a config follows: the one named, else the model preset's own, else keras (the
+    defaults). None for a name that is not a recipe (validation says so)."""
+    name = values.get("recipe")
+    if name is None:
+        from .models.presets import PRESETS
+
+        preset = PRESETS.get(str(values.get("model", TrainConfig.model)))
+        return (preset.recipe if preset else None) or "keras"
+    return name if isinstance(name, str) and name in RECIPES else None
 
 
 def recipe_defaults(values: dict) -> dict:
     """The recipe's settings for a config: the named recipe, else the model preset's own."""
     name = values.get("recipe")
     if name is None:
-        from .models.presets import PRESETS
-
-        preset = PRESETS.get(str(values.get("model", TrainConfig.model)))
-        name = preset.recipe if preset else None
-        return {**_backbone_settings(values), **(RECIPES[name].settings if name else {})}
+        return {**_backbone_settings(values), **RECIPES[applied_recipe(values)].settings}
     if not isinstance(name, str) or name not in RECIPES:
         return {}  # validation names the bad recipe, with the flag or key it came from
     return {**_backbone_settings(values), **RECIPES[name].settings}
@@ -263,10 +292,10 @@ def make_config(file: str | Path | None = None, *, flags: tuple | list = (), ori
     if file:
         values.update(load_config_file(file))
         files = dict.fromkeys(values, str(file))
-    given = {k: v for k, v in overrides.items() if v is not None or k in explicit_none}
-    check_keys(given, "arguments")
+    given = check_keys({k: v for k, v in overrides.items() if v is not None or k in explicit_none}, "arguments")
     values.update(given)
     for k in given:
         files.pop(k, None)
     files.update(origins or {})
-    return TrainConfig(**{**recipe_defaults(values), **values}).validate(Places(flags, files))
+    recipe = applied_recipe(values) or values.get("recipe")  # recorded by name in config.yaml
+    return TrainConfig(**{**recipe_defaults(values), **values, "recipe": recipe}).validate(Places(flags, files))

@@ -25,24 +25,43 @@ class CnnlabError(Exception):
         return text
 
 
-class ConfigError(CnnlabError):
+# The API's errors are also the built-in exceptions a Python user expects to catch (scikit-learn's
+# habit): a bad value is a ValueError, a wrong type a TypeError, a missing file a FileNotFoundError.
+
+class ConfigError(CnnlabError, ValueError):
     """An option or config-file key is unknown or has a bad value."""
 
 
-class DataError(CnnlabError):
+class DataError(CnnlabError, ValueError):
     """A dataset is missing, corrupt, empty or inconsistent."""
 
 
-class SpecError(CnnlabError):
+class SpecError(CnnlabError, ValueError):
     """A model spec is invalid or does not fit the data."""
 
 
-class RunError(CnnlabError):
+class RunError(CnnlabError, ValueError):
     """A run directory is missing or incomplete."""
 
 
-class TrainingError(CnnlabError):
+class TrainingError(CnnlabError, RuntimeError):
     """Training could not go on (for example the loss became NaN)."""
+
+
+class ArgumentTypeError(CnnlabError, TypeError):
+    """An API argument of the wrong type (an int where a run or a source belongs)."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data file, folder or image that does not exist."""
+
+
+class MissingModelFileError(SpecError, FileNotFoundError):
+    """A model or weights file that does not exist."""
+
+
+class MissingRunError(RunError, FileNotFoundError):
+    """A run directory that does not exist."""
 
 
 class CnnlabWarning(UserWarning):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .textwidth import clip, ljust, rjust, width
+
 
 def evaluate_probs(probs: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
     """Metrics from probabilities (N, K) and true labels (N,), as scikit-learn reports them."""
@@ -15,21 +17,40 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, class_names: list[str]) -> 
     p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     report = classification_report(y, pred, labels=labels, target_names=class_names,
                                    output_dict=True, zero_division=0)
-    text = classification_report(y, pred, labels=labels, target_names=class_names, digits=4,
-                                 zero_division=0)
+    text = report_text(report, class_names)
     return {"loss": float(-np.log(p_true).mean()), "accuracy": float((pred == y).mean()),
             "n": int(len(y)), "classification_report": report, "report_text": text,
             "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
             "class_names": list(class_names)}
 
 
+def report_text(report: dict, class_names: list[str], digits: int = 4) -> str:
+    """scikit-learn's classification report as text, laid out as scikit-learn lays it out but padded
+    by display width, so that Korean class names (two columns a character) line up."""
+    first = max(width(n) for n in [*class_names, "weighted avg"])
+    cols = ("precision", "recall", "f1-score", "support")
+
+    def line(name: str, values) -> str:
+        return rjust(name, first) + " " + "".join(" " + rjust(v, 9) for v in values)
+
+    def row(name: str, r: dict) -> str:
+        return line(name, [f"{r[c]:.{digits}f}" for c in cols[:3]] + [str(int(r["support"]))])
+
+    lines = [line("", cols), ""] + [row(n, report[n]) for n in class_names] + [""]
+    if "accuracy" in report:
+        total = str(int(report["macro avg"]["support"]))
+        lines.append(line("accuracy", ["", "", f"{report['accuracy']:.{digits}f}", total]))
+    lines += [row(k, report[k]) for k in ("macro avg", "weighted avg") if k in report]
+    return "\n".join(lines) + "\n"
+
+
 def format_confusion(cm: list[list[int]], class_names: list[str]) -> str:
     w = max(6, *(len(str(v)) for row in cm for v in row)) + 1
-    short = [n[:w - 1] for n in class_names]
-    head = " " * 14 + "".join(f"{s:>{w}}" for s in short)
+    short = [clip(n, w - 1) for n in class_names]
+    head = " " * 14 + "".join(rjust(s, w) for s in short)
     lines = ["confusion matrix (rows: true, columns: predicted)", head]
     for name, row in zip(class_names, cm):
-        lines.append(f"{name[:13]:<14}" + "".join(f"{v:>{w}}" for v in row))
+        lines.append(ljust(clip(name, 13), 14) + "".join(f"{v:>{w}}" for v in row))
     return "\n".join(lines)
 
 

@@ -39,7 +39,21 @@ class Constraint:
 
 @dataclass(frozen=True)
 class Choice(Constraint):
+    """One of ``values``; ``aliases`` maps other spellings (Keras' names, e.g. "Adam" or
+    "RMSprop") to a value, and a value written in other letter case is that value."""
+
     values: tuple
+    aliases: dict = field(default_factory=dict)
+
+    def canonical(self, value):
+        """The value ``value`` stands for, or ``value`` itself when it is none of them."""
+        if not isinstance(value, str) or value in self.values:
+            return value
+        if value in self.aliases:
+            return self.aliases[value]
+        folded = [v for v in self.values if isinstance(v, str) and v.lower() == value.lower()]
+        folded += [a for k, a in self.aliases.items() if k.lower() == value.lower()]
+        return folded[0] if len(set(folded)) == 1 else value
 
     def ok(self, value) -> bool:
         return value in self.values
@@ -97,6 +111,7 @@ class Option:
     example: str | None = None  # a value that works, for the fix "use e.g. ..."
     default_text: str | None = None  # how --help shows the default, when its value says too little
     positional: bool = False
+    aliases: tuple = ()  # other names of the key (Keras' validation_split): --validation-split, validation_split
 
 
 def key(default, help: str, check: Constraint | None = None, **kw) -> typing.Any:
@@ -205,6 +220,34 @@ def type_ok(k: Key, v) -> bool:
     return any(isinstance(v, a) for a in k.types if a not in (type(None), bool, int, float, str))
 
 
+def shown(v) -> str:
+    """A value as a message shows it: short, and an array as its type and shape, never its contents."""
+    if hasattr(v, "shape") and hasattr(v, "dtype"):
+        return f"a {type(v).__name__} of shape {tuple(v.shape)}"
+    text = repr(v)
+    return text if len(text) <= 80 else f"a {type(v).__name__} ({text[:60]}...)"
+
+
+def canonical_values(obj) -> None:
+    """Replace each choice's other spellings (aliases, letter case) by the value they stand for."""
+    for k in keys_of(type(obj)).values():
+        if isinstance(k.option.check, Choice):
+            setattr(obj, k.name, k.option.check.canonical(getattr(obj, k.name)))
+
+
+def resolve_aliases(d: dict, cls, where: str = "arguments") -> dict:
+    """Keys given under another name (``validation_split`` for ``val_split``) under their own; the
+    same key given twice is an error."""
+    names = {a: k.name for k in keys_of(cls).values() for a in k.option.aliases}
+    out = {}
+    for name, v in d.items():
+        real = names.get(name, name)
+        if real != name and real in d:
+            raise ConfigError(f"{name} and {real} are the same setting, given twice", where, f"give only {real}")
+        out[real] = v
+    return out
+
+
 def check_value(k: Key, v, places: Places | None = None) -> None:
     """The one message form: ``<key> must be <what>, got <value> (<where>): use e.g. <example>``
     (a choice: ``invalid choice <value> for <key> (<where>): use one of ...``)."""
@@ -216,16 +259,16 @@ def check_value(k: Key, v, places: Places | None = None) -> None:
             fix = "give true or false without quotes" if k.name not in places.flags else f"use {k.flag}"
         else:
             fix = "use e.g. " + places.use(k, k.example()) + (", or leave it out" if k.optional else "")
-        raise ConfigError(f"{k.name} must be {want}, got {v!r}", where, fix)
+        raise ConfigError(f"{k.name} must be {want}, got {shown(v)}", where, fix)
     c = k.option.check
     if v is None or c is None or c.ok(v):
         return
     if isinstance(c, Choice):
         close = difflib.get_close_matches(str(v), [str(x) for x in c.values], 1)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError(f"invalid choice {v!r} for {k.name}", where,
+        raise ConfigError(f"invalid choice {shown(v)} for {k.name}", where,
                           f"{hint}use one of {', '.join(map(str, c.values))}")
-    raise ConfigError(f"{k.name} must be {c.describe()}, got {v!r}", where,
+    raise ConfigError(f"{k.name} must be {c.describe()}, got {shown(v)}", where,
                       "use e.g. " + places.use(k, k.example()))
 
 
@@ -290,7 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[
         if o.positional:
             parser.add_argument(k.name, nargs="?", default=argparse.SUPPRESS, help=f"{text} (default: {shown})")
             continue
-        names = [k.flag] + ([o.short] if o.short else [])
+        names = [k.flag] + ([o.short] if o.short else []) + ["--" + a.replace("_", "-") for a in o.aliases]
         section = sections[o.group]
         if k.is_bool:
             action = "store_false" if k.default is True else "store_true"

@@ -12,7 +12,7 @@ import numpy as np
 from . import atomic
 from .data.files import read_image_table, resolve_image_paths
 from .data.images import is_image_file, load_images
-from .errors import DataError
+from .errors import DataError, MissingDataError
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
@@ -33,7 +33,7 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
                 raise DataError("no images match the pattern", item, "check the pattern")
             out += found
         else:
-            raise DataError("input not found", item, "give image files, folders, globs or a .csv")
+            raise MissingDataError("input not found", item, "give image files, folders, globs or a .csv")
     return out
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import atomic
 from .data.preprocess import Preprocessing
-from .errors import RunError, warn
+from .errors import MissingRunError, RunError, warn
 from .models import Spec, SpecModel, build_module, parse_spec
 
 
@@ -212,10 +212,20 @@ class Run:
         c = self.spec.input_shape[2] if len(self.spec.input_shape) == 3 else 1
         return "rgb" if c == 3 else "grayscale"
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the images the model takes (C 1 or 3)."""
+        return (*self.image_size, 3 if self.color_mode == "rgb" else 1)  # type: ignore[return-value]
+
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (N, K) for uint8 images (N, H, W, C) or (N, H, W)."""
+        """Class probabilities (N, K) for images (N, H, W, C) or (N, H, W), uint8 or floats in [0, 1];
+        one image without its batch axis, (H, W) or (H, W, C), gives a batch of one (K probabilities
+        in a (1, K) array). Other sizes and colour modes are converted to the model's."""
+        from .data.dataset import model_batch
         from .engine.inference import predict_proba
 
+        if not hasattr(x, "subset"):  # images on disk stay there
+            x = model_batch(x, self.image_shape)
         if self.engine is not None:
             from .data.dataset import as_uint8_images
             from .data.sources import conform
@@ -463,7 +473,7 @@ class RunDir:
         A run that is still training, or whose process crashed, loads with a warning."""
         p = self.path
         if not p.is_dir():
-            raise RunError("run directory not found", str(p), "give a folder under runs/ (ls runs/ lists them)")
+            raise MissingRunError("run directory not found", str(p), "give a folder under runs/ (ls runs/ lists them)")
         missing = [f for f in self.REQUIRED if not (p / f).is_file()]
         if missing:
             raise RunError(f"not a cnnlab run (missing {', '.join(missing)})", str(p),

@@ -14,7 +14,7 @@ from .data.dataset import Dataset
 from .data.drawing import foreground_stats
 from .data.preprocess import Preprocessing
 from .data.sources import load_configured
-from .data.split import prepare_splits
+from .data.split import carved_text, prepare_splits
 from .engine.callbacks import (
     BestCheckpoint,
     EarlyStopping,
@@ -29,7 +29,7 @@ from .engine.loop import FitData, fit, plan_from, resolve_device, to_tensor
 from .engine.precision import autocast_dtype, describe
 from .engine.progress import Progress
 from .engine.signals import stop_on_sigterm
-from .errors import ConfigError, DataError, TrainingError, warn
+from .errors import ConfigError, DataError, MissingRunError, TrainingError, warn
 from .evaluation import evaluate_probs
 from .models import Spec, build_module, check_fits, spec_from
 from .models.stats import weight_stats
@@ -84,10 +84,10 @@ def data_check(cfg: TrainConfig, ds: Dataset, progress_out: Progress) -> dict:
     found = findings(report, cfg.strict)
     for level, msg in found:
         if level == "error":
-            raise DataError(msg, ds.source, "remove the copies from one split (cnnlab check SOURCE shows "
+            raise DataError(msg, ds.source, f"remove the copies from one split (cnnlab check {ds.source} shows "
                             "examples), or train without --strict")
         if level == "warning":
-            warn(msg, ds.source, "cnnlab check SOURCE shows examples")
+            warn(msg, ds.source, f"cnnlab check {ds.source} shows examples")
     n_warn = sum(level == "warning" for level, _ in found)
     progress_out.message(f"data check: {n_warn or 'no'} warning(s) in {time.perf_counter() - t0:.1f} s "
                          "(--no-check skips it)")
@@ -183,7 +183,16 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
                         ds.input_shape, ds.num_classes)
     check_training_memory(spec, cfg.batch_size, device)
+    check_loss(cfg.loss, ds, spec)
     progress_out.message(ds.summary())
+    held_out = carved_text(ds, cfg.seed)
+    if held_out:
+        progress_out.message(held_out)
+    progress_out.message(recipe_line(cfg))
+    if "validation" not in ds.splits and cfg.patience is not None and dist.is_main:
+        warn(f"there is no validation split, so early stopping (patience {cfg.patience}) and the best checkpoint "
+             "watch the training loss", "--val-split 0",
+             "give a validation split (--val-split 0.2), or train a fixed number of epochs (--patience none)")
     with warnings.catch_warnings():
         if not dist.is_main:  # every rank checks the same data; one says what it found
             warnings.simplefilter("ignore")
@@ -210,6 +219,37 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
                                                 t_wall, in_memory=dataset is not None, check=check, weights=weights,
                                                 user_callbacks=callbacks, dist=dist, init_report=init_report,
                                                 phase_frozen=phase_frozen))
+
+
+def check_loss(loss: str, ds: Dataset, spec: Spec) -> None:
+    """Keras' loss names against the labels and the model's head, as Keras would refuse them (with
+    what to use instead). The loss cnnlab computes is the same cross-entropy for all three."""
+    form = ds.info.get("label_form")  # arrays and .npz files say how their labels were given
+    where = "loss"
+    if loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and spec.head == "binary":
+        raise ConfigError(f"{loss} needs one output per class, but the model ends in one sigmoid unit", where,
+                          "use binary_crossentropy (or auto), or end the model in Dense(units=2, softmax)")
+    if loss == "sparse_categorical_crossentropy" and form == "one-hot":
+        raise ConfigError("sparse_categorical_crossentropy takes class indices, but the labels are one-hot rows",
+                          where, "use categorical_crossentropy (or auto), or give y.argmax(1)")
+    if loss == "categorical_crossentropy" and form == "class indices":
+        raise ConfigError("categorical_crossentropy takes one-hot rows, but the labels are class indices", where,
+                          "use sparse_categorical_crossentropy (or auto), or one-hot the labels "
+                          "(keras.utils.to_categorical(y))")
+    if loss == "binary_crossentropy" and ds.num_classes != 2:
+        raise ConfigError(f"binary_crossentropy is for 2 classes, but the data has {ds.num_classes}", where,
+                          "use sparse_categorical_crossentropy (or auto)")
+
+
+def recipe_line(cfg: TrainConfig) -> str:
+    """The settings a run trains with, said before it starts: a preset's recipe may set them without
+    a flag (deep-bn-cnn trains at batch 500 with patience 10)."""
+    stop = f"early stopping on {cfg.monitor} (patience {cfg.patience})" if cfg.patience is not None else \
+        "no early stopping"
+    extra = f", {cfg.schedule} schedule" if cfg.schedule != "constant" else ""
+    extra += f", label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else ""
+    return (f"recipe {cfg.recipe}: up to {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} "
+            f"lr {'default' if cfg.lr is None else format(cfg.lr, 'g')}{extra}, {stop}")
 
 
 def head_phase(model, spec: Spec, cfg: TrainConfig, init_report: dict | None, dist: Dist,
@@ -305,7 +345,8 @@ def backbone_weights(model, spec: Spec, path: str, progress_out: Progress) -> di
     from .models.kerasfiles import put_weights, read_weights
 
     head = [spec.layers[-1].name]
-    state, loaded, missing = put_weights(spec, model.state_dict(), read_weights(path), path, skip=tuple(head))
+    order = [("input_layer", "InputLayer")] + [(layer.name, layer.type) for layer in spec.layers]  # Keras 3 files
+    state, loaded, missing = put_weights(spec, model.state_dict(), read_weights(path, order), path, skip=tuple(head))
     if missing:
         raise SpecError(f"the weights file has no layer {missing[0]} ({len(missing)} of the backbone's layers are "
                         "not in it)", path, "give the weights file of the same backbone and width "
@@ -398,7 +439,7 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     t_wall = time.perf_counter()
     rd = RunDir(path)
     if not rd.path.is_dir():
-        raise RunError("run directory not found", str(rd.path), "give a run directory (runs/...)")
+        raise MissingRunError("run directory not found", str(rd.path), "give a run directory (runs/...)")
     dist = join_processes_for_resume()
     where, why = rd.state() if dist.is_main else ("stopped", "")
     if where == "training":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..textwidth import ljust
 from . import image_arg
 
 
@@ -31,7 +32,7 @@ def handle(args) -> int:
     figs = {"probabilities": viz.probabilities(probs, run.class_names, image, title=Path(args.image).name)}
     print(f"{args.image}: {run.class_names[order[0]]} ({probs[order[0]]:.4f})")
     for i in order[:5]:
-        print(f"  {run.class_names[i]:<16} {probs[i]:.4f}")
+        print(f"  {ljust(run.class_names[i], 16)} {probs[i]:.4f}")
     if viz.inspect.conv_indices(run.model):
         figs["feature_maps"] = viz.feature_maps(run, image)
         cam, classes = grad_cam(run, image[None])  # computed once: for the figure and the summary

@@ -8,7 +8,7 @@ from pathlib import Path
 from . import image_arg
 
 PLOTS = ("curves", "confusion", "samples", "kernels", "feature-maps", "histograms", "misclassified",
-         "diagram", "gradcam", "class-counts")
+         "diagram", "gradcam", "class-counts", "random", "augmentation")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--split", default=None, choices=SPLITS,
                     help="the split for confusion, misclassified, feature-maps and gradcam (default: test, or "
                     "validation when the run has no test split)")
+    pl.add_argument("--twin", action="store_true",
+                    help="curves: loss and accuracy on one plot with two y axes (seed 003's figure)")
+    pl.add_argument("--untrained", action="store_true",
+                    help="kernels: the kernels at initialisation, on the same colour scale as the trained ones")
+    pl.add_argument("--seed", type=int, default=0,
+                    help="random, augmentation and misclassified --order random: which images are drawn")
+    pl.add_argument("--order", default="confident", choices=["confident", "random"],
+                    help="misclassified: the most confident mistakes first, or a random sample of them")
     pl.set_defaults(func=handle)
 
 
@@ -44,11 +52,23 @@ def handle(args) -> int:
 
         imgs = image[None] if image is not None else viz.run_split(run, split).x[:8]
         fig = viz.gradcam(run, np.asarray(imgs))
-    elif kind in ("confusion", "misclassified"):
-        fig = getattr(viz, kind)(run, split=split)
+    elif kind == "confusion":
+        fig = viz.confusion(run, split=split)
+    elif kind == "misclassified":
+        fig = viz.misclassified(run, split=split, order=args.order, seed=args.seed)
+    elif kind == "curves":
+        fig = viz.curves(run, twin=args.twin)
+    elif kind == "kernels":
+        fig = viz.kernels(run, untrained=args.untrained)
+    elif kind == "random":
+        fig = viz.random_prediction(run, seed=args.seed, split=split)
+    elif kind == "augmentation":
+        fig = viz.augmentation(run, image, seed=args.seed)
     else:
         fig = getattr(viz, kind.replace("-", "_"))(run)
-    out = Path(args.out or run.path / f"{kind}.{args.format}")
+    stem = kind + ("-twin" if kind == "curves" and args.twin else "-untrained" if kind == "kernels" and
+                   args.untrained else "")
+    out = Path(args.out or run.path / f"{stem}.{args.format}")
     write_with(out, lambda tmp: fig.savefig(tmp, format=args.format, dpi=args.dpi))
     print(f"wrote {out}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..textwidth import ljust
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -50,7 +52,7 @@ def handle(args) -> int:
             p = probs[0]
             print(f"{printable(paths[0])}: {run.class_names[int(p.argmax())]} ({p.max():.4f})")
             for name, v in sorted(zip(run.class_names, p), key=lambda t: -t[1]):
-                print(f"  {name:<16} {v:.4f} {'#' * int(round(v * 40))}")
+                print(f"  {ljust(name, 16)} {v:.4f} {'#' * int(round(v * 40))}")
             return 0
     if args.out:
         write_csv(args.out, cols, rows)

@@ -90,7 +90,12 @@ def _digest(idx: np.ndarray) -> str:
 
 def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tuple[Split, list]:
     """The labeled pool (train, plus an explicit validation split) and (train_idx, eval_idx)
-    per fold."""
+    per fold.
+
+    Cross-validation folds the training split only, as seed 003 does: the validation split (the
+    source's own, or ``val_split`` held out exactly as training holds it out) and the test split
+    stay out of every fold. Its training images keep train_test_split's order, on which
+    StratifiedKFold and a forest's bootstrap samples depend, so a notebook's figures reproduce."""
     parts = [ds["train"]] + ([ds["validation"]] if "validation" in ds.splits else [])
     pool = Split(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
     if cv is None:
@@ -106,12 +111,20 @@ def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tupl
 
     if not isinstance(cv, int) or cv < 2:
         raise ConfigError(f"cv must be a whole number >= 2, got {cv!r}", "--cv", "use e.g. --cv 5")
-    smallest = int(np.bincount(pool.y).min())
+    if "validation" in ds.splits:
+        train_idx = np.arange(len(ds["train"]))
+    elif val_split > 0:
+        train_idx, _ = stratified_indices(pool.y, val_split, seed, ds.source, ordered=False)
+    else:
+        train_idx = np.arange(len(pool))
+    y = pool.y[train_idx]
+    smallest = int(np.bincount(y, minlength=len(ds.class_names)).min())
     if cv > smallest:
-        raise DataError(f"{cv} folds need at least {cv} images of every class; the smallest class has {smallest}",
-                        ds.source, f"use --cv {max(2, smallest)} or fewer, or add images")
+        raise DataError(f"{cv} folds need at least {cv} training images of every class; the smallest class has "
+                        f"{smallest}", ds.source, f"use --cv {max(2, smallest)} or fewer, add images, or fold every "
+                        "labeled image with --val-split 0")
     skf = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
-    return pool, [(np.sort(tr), np.sort(ev)) for tr, ev in skf.split(np.zeros(len(pool)), pool.y)]
+    return pool, [(train_idx[tr], np.sort(train_idx[ev])) for tr, ev in skf.split(np.zeros(len(y)), y)]
 
 
 def subsample(idx: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -137,7 +150,7 @@ def warn_pool_duplicates(pool: Split, ds: Dataset) -> None:
     if copies:
         warn(f"{copies:,} labeled image(s) are exact copies of others; a copy and its original "
              "can fall on both sides of a split, which inflates the scores", ds.source,
-             "remove the copies (cnnlab check SOURCE lists them)")
+             f"remove the copies (cnnlab check {ds.source} lists them)")
 
 
 def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
@@ -208,7 +221,10 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    split_text = (f"{len(folds)} stratified folds (seed {cfg.seed})" if cv else
+    n_folded = sum(len(ev) for _, ev in folds) if cv else 0
+    split_text = (f"{len(folds)} stratified folds of {n_folded:,} training images (seed {cfg.seed}"
+                  + (f"; {len(pool) - n_folded:,} validation images held out, untouched)" if n_folded < len(pool)
+                     else ")") if cv else
                   f"a stratified {cfg.val_split:g} validation split (seed {cfg.seed})"
                   if "validation" not in ds.splits else "the source's validation split")
     say(f"comparing {len(names)} models on {ds.source}: {len(pool):,} labeled images, {split_text}; "
@@ -253,10 +269,19 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
     finally:
         stop_worker()  # the baselines' worker process, if a time limit started one
     board, fold_table = aggregate(rows, names)
+    settings = {}
+    for name in names:
+        st = {"train_images": int(np.mean([len(subsample(tr, pool.y, subsamples[name], cfg.seed)) for tr, _ in folds])),
+              "subsample": subsamples[name], "time_limit": limits[name]}
+        if name in model_cfgs:
+            mc = model_cfgs[name]
+            st.update(recipe=mc.recipe, epochs=mc.epochs, batch_size=mc.batch_size, optimizer=mc.optimizer, lr=mc.lr,
+                      patience=mc.patience)
+        settings[name] = st
     meta = {"source": ds.source, "models": names, "cv": cv, "val_split": None if cv else cfg.val_split,
             "split": split_text, "n_labeled": len(pool), "seed": cfg.seed, "scale": cfg.scale,
             "jobs": jobs, "subsample": subsamples, "time_limit": limits, "interrupted": interrupted,
-            "class_names": ds.class_names,
+            "class_names": ds.class_names, "settings": settings,
             "environment": environment(str(resolve_device(cfg.device)), torch.get_num_threads(), cfg.seed)}
     write_leaderboard(out, board, fold_table, meta, folds)
     board.attrs.update(out=str(out), folds=fold_table, meta=meta)

@@ -12,7 +12,8 @@ import numpy as np
 from .. import atomic
 
 COLUMNS = ["rank", "model", "kind", "size", "size_unit", "accuracy", "accuracy_std", "macro_f1",
-           "macro_f1_std", "train_time_s", "predict_s_per_1k", "folds", "n_train", "n_eval", "status", "note"]
+           "macro_f1_std", "train_time_s", "predict_s_per_1k", "folds", "n_train", "n_eval", "epochs", "status",
+           "note"]
 FOLD_COLUMNS = ["model", "fold", "n_train", "n_eval", "eval_digest", "accuracy", "macro_f1", "train_time_s",
                 "predict_s", "size", "size_unit", "status", "note", "run"]
 
@@ -43,6 +44,7 @@ def aggregate(rows: list[dict], names: list[str]):
                 accuracy=float(acc.mean()), accuracy_std=float(acc.std()) if len(ok) > 1 else None,
                 macro_f1=float(f1.mean()), macro_f1_std=float(f1.std()) if len(ok) > 1 else None,
                 train_time_s=float(np.mean([r["train_time_s"] for r in ok])),
+                epochs=float(np.mean([r["epochs"] for r in ok])) if all("epochs" in r for r in ok) else None,
                 predict_s_per_1k=float(np.mean([1000 * r["predict_s"] / max(r["n_eval"], 1) for r in ok])))
         board.append(entry)
     df = pd.DataFrame(board, columns=COLUMNS[1:])
@@ -79,20 +81,42 @@ def display_rows(board) -> list[list[str]]:
             f1 += f" ± {r['macro_f1_std']:.4f}"
         size = "" if r["size"] is None or np.isnan(r["size"]) else f"{int(r['size']):,} {r['size_unit']}"
         status = r["status"] + (f" ({r['note']})" if r["status"] != "ok" and r["note"] else "")
-        out.append([str(r["rank"]), r["model"], r["kind"], size, acc, f1, fmt_seconds(r["train_time_s"]),
-                    fmt_seconds(r["predict_s_per_1k"]), status])
+        n_train = "" if r["n_train"] is None or np.isnan(r["n_train"]) else f"{int(r['n_train']):,}"
+        epochs = _num(r.get("epochs"), ".3g")
+        out.append([str(r["rank"]), r["model"], r["kind"], size, acc, f1, n_train, epochs,
+                    fmt_seconds(r["train_time_s"]), fmt_seconds(r["predict_s_per_1k"]), status])
     return out
 
 
-HEADER = ["#", "model", "kind", "size", "accuracy", "macro-F1", "train time", "predict / 1k images", "status"]
+HEADER = ["#", "model", "kind", "size", "accuracy", "macro-F1", "trained on", "epochs", "train time",
+          "predict / 1k images", "status"]
+
+
+def settings_lines(meta: dict) -> list[str]:
+    """What was actually run: the images, the folds, the seed, and per model its subsample and (for
+    neural models) its recipe, epochs and batch size. A leaderboard never hides a --subsample or an
+    --epochs."""
+    lines = [f"{meta['source']}: {meta['n_labeled']:,} labeled images; {meta['split']}; seed {meta['seed']}; "
+             f"pixel scaling {meta['scale']}."]
+    for name, st in (meta.get("settings") or {}).items():
+        parts = [f"trained on {st['train_images']:,} images" +
+                 (f" (subsample {st['subsample']:,})" if st.get("subsample") else "")]
+        if st.get("recipe"):
+            parts.append(f"recipe {st['recipe']}, up to {st['epochs']} epochs, batch {st['batch_size']}, "
+                         f"{st['optimizer']}" + (f" lr {st['lr']:g}" if st.get("lr") else "") +
+                         (f", patience {st['patience']}" if st.get("patience") is not None else ", no early stopping"))
+        if st.get("time_limit"):
+            parts.append(f"time limit {st['time_limit']:g} s")
+        lines.append(f"{name}: {'; '.join(parts)}.")
+    return lines
 
 
 def markdown(board, meta: dict) -> str:
-    lines = [f"Leaderboard: {meta['source']}, {meta['n_labeled']:,} labeled images, {meta['split']}; "
-             f"scale {meta['scale']}.", "",
+    settings = settings_lines(meta)
+    lines = [f"Leaderboard: {settings[0]}", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in display_rows(board)]
-    lines += ["", FOOTNOTE]
+    lines += ["", "Settings:", ""] + [f"- {line}" for line in settings[1:]] + ["", FOOTNOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -100,6 +124,31 @@ FOOTNOTE = ("Every model is scored on the same evaluation images (the same folds
             "mean ± standard deviation over folds. Neural models pick their best epoch on those images, as a "
             "Keras validation_split does. Times are per fold: training (scaling and features included) and "
             "predicting 1,000 images.")
+
+
+def short_seconds(s: float) -> str:
+    """A tick label: 0.5 s, 20 s, 2 min, 1.5 h."""
+    if s < 60:
+        return f"{s:g} s"
+    if s < 3600:
+        return f"{s / 60:g} min"
+    return f"{s / 3600:g} h"
+
+
+def time_ticks(lo: float, hi: float, most: int = 4) -> list[float]:
+    """At most ``most`` round durations (1, 2, 5 x 10^k seconds; 1, 2, 5, 10, 20, 30 min; hours)
+    spread over [lo, hi] on a log scale; never fewer than two."""
+    nice = sorted({m * 10.0 ** e for e in range(-3, 2) for m in (1, 2, 5)} | {60.0, 120.0, 300.0, 600.0, 1200.0,
+                                                                              1800.0, 3600.0, 7200.0, 18000.0})
+    inside = [t for t in nice if lo <= t <= hi]
+    if len(inside) < 2:
+        below = [t for t in nice if t < lo] or [nice[0]]
+        above = [t for t in nice if t > hi] or [nice[-1]]
+        inside = sorted({below[-1], *inside, above[0]})
+    if len(inside) > most:
+        picks = np.unique(np.round(np.linspace(0, len(inside) - 1, most)).astype(int))
+        inside = [inside[i] for i in picks]
+    return inside
 
 
 def chart_svg(board) -> str:
@@ -119,12 +168,19 @@ def chart_svg(board) -> str:
     lo = max(0.0, float(done["accuracy"].min()) - 0.1) if len(done) else 0.0
     ax.set_xlim(lo, 1.0)
     ax.set_yticks(y, done["model"])
-    for yi, a in zip(y, done["accuracy"]):
-        ax.text(a + 0.003, yi, f"{a:.4f}", va="center", fontsize=8)
+    for yi, a, e in zip(y, done["accuracy"], err):
+        ax.text(a + e + 0.004, yi, f"{a:.4f}", va="center", fontsize=8)  # beside the error bar, not on it
     ax.set_xlabel("accuracy")
     ax2.barh(y, done["train_time_s"], color=colors)
     ax2.set_xscale("log")
-    ax2.set_xlabel("train time per fold (s, log scale)")
+    # at most four short labels (1 s, 5 s, 2 min): log scale's own minor labels ran into each other
+    times = done["train_time_s"].astype(float).to_numpy()
+    if len(times) and np.all(times > 0):
+        ticks = time_ticks(float(times.min()) / 1.3, float(times.max()) * 1.3)
+        ax2.set_xlim(ticks[0] / 1.3 if ticks[0] < times.min() else times.min() / 1.3, max(ticks[-1], times.max()) * 1.3)
+        ax2.set_xticks(ticks, [short_seconds(t) for t in ticks], fontsize=8)
+        ax2.set_xticks([], minor=True)
+    ax2.set_xlabel("train time per fold (log scale)")
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
@@ -143,14 +199,14 @@ def html_page(board, meta: dict) -> str:
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; font-size: 14px; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; }}
-td:nth-child(1), td:nth-child(4), td:nth-child(5), td:nth-child(6), td:nth-child(7), td:nth-child(8) {{
+td:nth-child(1), td:nth-child(4), td:nth-child(5), td:nth-child(6), td:nth-child(7), td:nth-child(8),
+td:nth-child(9), td:nth-child(10) {{
   text-align: right; font-variant-numeric: tabular-nums; }}
 th {{ background: #f3f3f3; }} .note {{ color: #555; font-size: 13px; }}
 svg {{ max-width: 100%; height: auto; }}
 </style></head><body>
 <h1>Leaderboard: {html.escape(meta['source'])}</h1>
-<p>{meta['n_labeled']:,} labeled images; {html.escape(meta['split'])}; pixel scaling
-{html.escape(str(meta['scale']))}. cnnlab {html.escape(str(env.get('cnnlab', '')))}, torch
+<p>{html.escape(settings_lines(meta)[0])} cnnlab {html.escape(str(env.get('cnnlab', '')))}, torch
 {html.escape(str(env.get('torch', '')))}, scikit-learn {html.escape(str(env.get('scikit_learn', '')))},
 {html.escape(str(env.get('machine', '')))}.</p>
 <figure id="chart">{chart_svg(board)}</figure>
@@ -158,6 +214,7 @@ svg {{ max-width: 100%; height: auto; }}
 <tbody>
 {rows}
 </tbody></table>
+<h2>Settings</h2><ul id="settings">{''.join(f'<li>{html.escape(line)}</li>' for line in settings_lines(meta)[1:])}</ul>
 <p class="note">{html.escape(FOOTNOTE)}</p>
 </body></html>
 """

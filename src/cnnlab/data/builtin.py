@@ -1,7 +1,9 @@
 """Built-in datasets: Fashion-MNIST and MNIST (IDX files) and scikit-learn's digits.
 
 Look-up order for the IDX sets: ``--data-dir`` / ``$CNNLAB_DATA`` -> the user cache directory
--> ``/usr/share/datasets/<name>`` (Debian's dataset packages) -> download from the official
+-> ``/usr/share/datasets/<name>`` (Debian's dataset packages) -> Keras' own cache
+(``~/.keras/datasets/``, or ``$KERAS_HOME/datasets``: the IDX files of
+``keras.datasets.fashion_mnist`` and MNIST's ``mnist.npz``) -> download from the official
 mirrors, checked against the published MD5 sums and written atomically into the cache.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_bytes
-from ..errors import DataError
+from ..errors import DataError, MissingDataError
 from .dataset import Dataset, Split, check_labels
 from .idx import read_idx
 from .registry import SourceKind, register_source
@@ -78,6 +80,25 @@ def system_dir() -> Path:
     return Path(os.environ.get("CNNLAB_SYSTEM_DATA", "/usr/share/datasets"))
 
 
+def keras_datasets_dir() -> Path:
+    """Where ``keras.datasets.*.load_data()`` keeps its downloads."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "datasets"
+
+
+# keras.datasets.mnist.load_data() keeps MNIST as one .npz (x_train, y_train, x_test, y_test); its sha256
+# as Keras publishes it
+KERAS_NPZ = {"mnist": ("mnist.npz", "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1")}
+
+
+def keras_npz(name: str) -> Path | None:
+    entry = KERAS_NPZ.get(name)
+    if entry is None:
+        return None
+    p = keras_datasets_dir() / entry[0]
+    return p if p.is_file() else None
+
+
 def _find_file(folder: Path, gz_name: str) -> Path | None:
     for candidate in (folder / gz_name, folder / gz_name[:-3]):
         if candidate.is_file():
@@ -90,7 +111,7 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[Path]:
     user = data_dir or os.environ.get("CNNLAB_DATA")
     if user:
         dirs += [Path(user) / name, Path(user)]
-    dirs += [cache_dir() / name, system_dir() / name]
+    dirs += [cache_dir() / name, system_dir() / name, keras_datasets_dir() / name]
     return dirs
 
 
@@ -171,6 +192,7 @@ def how_to_get(name: str) -> str:
     if spec.apt_package:
         ways.append(f"sudo apt-get install {spec.apt_package}")
     ways.append(f"cnnlab download {name} (needs internet)")
+    ways.append(f"keras.datasets.{name.replace('-', '_')}.load_data() once (cnnlab reads Keras' cache)")
     files = ", ".join(spec.files[p][0] for p in PARTS)
     ways.append(f"or copy {files} into {cache_dir() / name} or a folder given by --data-dir")
     return "; ".join(ways)
@@ -179,16 +201,21 @@ def how_to_get(name: str) -> str:
 def load_idx_set(name: str, data_dir: str | None = None, allow_download: bool = True,
                  labels: str = "en", quiet: bool = False) -> Dataset:
     paths = locate(name, data_dir)
+    if paths is None and keras_npz(name) is not None:
+        return load_keras_npz(name, keras_npz(name), labels)
     if paths is None:
-        looked = ", ".join(str(d) for d in candidate_dirs(name, data_dir)) + partial_folders(name, data_dir)
+        places = [str(d) for d in candidate_dirs(name, data_dir)]
+        if name in KERAS_NPZ:
+            places.append(str(keras_datasets_dir() / KERAS_NPZ[name][0]))
+        looked = ", ".join(places) + partial_folders(name, data_dir)
         offline = allow_download and os.environ.get("CNNLAB_OFFLINE", "") in ("", "0")
         if not offline:
-            raise DataError(f"{name} not found", f"looked in {looked}; downloads are off",
+            raise MissingDataError(f"{name} not found", f"looked in {looked}; downloads are off",
                             how_to_get(name))
         try:
             download(name, quiet=quiet)
         except DataError as e:
-            raise DataError(f"{name} not found and download failed", f"looked in {looked}; {e.where}",
+            raise MissingDataError(f"{name} not found and download failed", f"looked in {looked}; {e.where}",
                             how_to_get(name)) from None
         paths = locate(name, data_dir)
         assert paths is not None
@@ -210,6 +237,24 @@ def load_idx_set(name: str, data_dir: str | None = None, allow_download: bool = 
                    {"folder": str(paths["train_images"].parent)})
 
 
+def load_keras_npz(name: str, path: Path, labels: str = "en") -> Dataset:
+    """MNIST from the .npz file keras.datasets.mnist.load_data() downloaded, checked against Keras'
+    published sha256 (a changed or partial file is named, never used)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != KERAS_NPZ[name][1]:
+        raise DataError(f"Keras' {path.name} does not have the published checksum (a partial or changed download)",
+                        str(path), f"delete it and run keras.datasets.{name}.load_data() again, or cnnlab download "
+                        f"{name}")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    splits = {split: Split(np.ascontiguousarray(arrays[f"x_{split}"][..., None]),
+                           check_labels(arrays[f"y_{split}"], 10, str(path))) for split in ("train", "test")}
+    return Dataset(name, list(IDX_SETS[name].class_names[labels]), splits, {"folder": str(path)})
+
+
 def load_digits_set() -> Dataset:
     """scikit-learn's embedded 8x8 digits (1,797 images), scaled from 0..16 to 0..255."""
     from sklearn.datasets import load_digits
@@ -223,6 +268,8 @@ def load_digits_set() -> Dataset:
 def _found(name: str) -> tuple[bool, str]:
     """Whether the IDX set is here now, and where (or how to get it)."""
     found = locate(name)
+    if found is None and keras_npz(name) is not None:
+        return True, str(keras_npz(name))
     return (True, str(found["train_images"].parent)) if found else (False, "not found; " + how_to_get(name))
 
 

@@ -293,10 +293,12 @@ def format_report(report: dict, strict: bool = False) -> str:
     cl = report["classes"]
     lines = [f"check of {report['source']}: " + ", ".join(f"{k} {v:,}" for k, v in report["splits"].items())
              + f" images of {'x'.join(map(str, report['images']['shape']))}, {len(cl['names'])} classes"]
-    width = max(8, *(len(n) for n in cl["names"]))
-    lines.append(f"  {'class':<{width}}" + "".join(f"{k:>12}" for k in cl["counts"]))
+    from ..textwidth import ljust, width
+
+    columns = max(8, *(width(n) for n in cl["names"]))
+    lines.append(f"  {ljust('class', columns)}" + "".join(f"{k:>12}" for k in cl["counts"]))
     for i, name in enumerate(cl["names"]):
-        lines.append(f"  {name:<{width}}" + "".join(f"{v[i]:>12,}" for v in cl["counts"].values()))
+        lines.append(f"  {ljust(name, columns)}" + "".join(f"{v[i]:>12,}" for v in cl["counts"].values()))
     if cl["imbalance_ratio"]:
         lines.append(f"  imbalance ratio (largest / smallest training class): {cl['imbalance_ratio']:.2f}")
     ex = report["exact_duplicates"]

@@ -103,7 +103,7 @@ def as_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-        raise DataError(f"images have shape {x.shape}", where,
+        raise DataError(f"images have shape {tuple(x.shape)}", where,
                         "store images as (N, H, W) or (N, H, W, C) with C = 1 or 3")
     if x.shape[-1] == 4:
         x = x[..., :3]
@@ -120,6 +120,83 @@ def as_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
                             "store pixels as uint8 0..255 or floats in [0, 1]")
         x = np.rint(x).astype(np.uint8)
     return np.ascontiguousarray(x)
+
+
+def describe_value(x) -> str:
+    """A value as a message names it: its type and shape, never its contents (an array printed
+    whole in an error line can run to megabytes)."""
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        dtype = getattr(x, "dtype", None)
+        return f"a {type(x).__module__.split('.')[0]}.{type(x).__name__} of shape {tuple(shape)}" + \
+            (f" and dtype {dtype}" if dtype is not None else "")
+    if isinstance(x, (list, tuple)):
+        return f"a {type(x).__name__} of {len(x)} item(s)"
+    text = repr(x)
+    return f"a {type(x).__name__} ({text[:40] + '...' if len(text) > 40 else text})"
+
+
+def as_array(x, where: str) -> np.ndarray:
+    """Images or labels given as a NumPy array, a torch tensor or nested lists, as an array."""
+    from ..errors import ArgumentTypeError
+
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor (on any device)
+        x = x.detach().cpu().numpy()
+    if isinstance(x, (list, tuple)):
+        try:
+            x = np.asarray(x)
+        except ValueError:
+            raise DataError(f"the arrays in the list have different shapes ({describe_value(x)})", where,
+                            "stack images of one size into one array") from None
+    if not isinstance(x, np.ndarray):
+        raise ArgumentTypeError(f"expected an image array, got {describe_value(x)}", where,
+                                "pass a NumPy array (N, H, W[, C]) or one image (H, W[, C])")
+    if x.dtype == object:
+        raise DataError(f"the array holds Python objects ({describe_value(x)})", where,
+                        "pass a numeric array of pixels")
+    return x
+
+
+def model_batch(x, input_shape, where: str = "images") -> np.ndarray:
+    """Images for a model of ``input_shape`` (H, W, C) as a uint8 batch (N, H', W', C').
+
+    A batch is (N, H, W, C), or (N, H, W) for grayscale. One image without its batch axis is
+    answered as a batch of one when it can only be an image: (H, W), or (H, W, C) with C the
+    model's channel count (RGBA for an RGB model). A 3-D array that could be either one image or a
+    batch of grayscale images is never guessed: it is refused with the shapes the model takes."""
+    x = as_array(x, where)
+    h, w, c = (int(v) for v in input_shape)
+    expect = (f"a batch (N, {h}, {w}, {c})" + (f" or (N, {h}, {w})" if c == 1 else "") +
+              f", or one image ({h}, {w}" + (")" if c == 1 else f", {c})"))
+    if x.ndim == 2:  # one grayscale image (converted to the model's colour mode)
+        return as_uint8_images(x[None], where)
+    if x.ndim == 3:
+        last, as_batch = x.shape[-1], tuple(x.shape[1:]) == (h, w)
+        if last in (1, 3, 4) and not as_batch:
+            if last == c or (c == 3 and last == 4):
+                return as_uint8_images(x[None], where)
+            raise DataError(f"an array of shape {tuple(x.shape)} could be one {last}-channel image or "
+                            f"{x.shape[0]} images of {x.shape[1]}x{last}; the model takes {h}x{w}x{c} images",
+                            where, f"pass {expect}; add the batch axis with x[None]")
+        if as_batch and c == 3 and x.shape[0] == 3:
+            raise DataError(f"an array of shape {tuple(x.shape)} could be one image with its channels first or "
+                            f"3 grayscale images", where, f"pass {expect}: for one image, x.transpose(1, 2, 0)[None]")
+        if not as_batch and x.shape[2] <= 4:
+            raise DataError(f"an array of shape {tuple(x.shape)} is neither images of {h}x{w} nor one image",
+                            where, f"pass {expect}")
+        return as_uint8_images(x, where)
+    if x.ndim == 4:
+        if x.shape[-1] not in (1, 3, 4) and x.shape[1] in (1, 3):
+            raise DataError(f"images have shape {tuple(x.shape)}, channels first", where,
+                            f"pass channels last, {expect}: x.transpose(0, 2, 3, 1)")
+        return as_uint8_images(x, where)
+    raise DataError(f"an array of {x.ndim} dimension(s), shape {tuple(x.shape)}, is not images", where,
+                    f"pass {expect}")
+
+
+def label_form(raw: dict[str, tuple]) -> str:
+    """How labels were given in arrays ``{split: (x, y)}``: "one-hot" rows or "class indices"."""
+    return "one-hot" if any(np.ndim(y) == 2 for _, y in raw.values()) else "class indices"
 
 
 def labeled_splits(raw: dict[str, tuple], class_names: list[str] | None,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, warn
-from .dataset import Dataset, Split, check_labels, labeled_splits
+from ..errors import DataError, MissingDataError, warn
+from .dataset import Dataset, Split, check_labels, label_form, labeled_splits
 from .diskcache import read_any
 from .images import ReadResult, is_image_file, printable
 from .registry import SourceKind, register_source
@@ -54,10 +54,10 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image_file(p))
 
 
-def _note_skipped(r: ReadResult, where: str) -> list[tuple[str, str]]:
+def _note_skipped(r: ReadResult, where: str, source: str) -> list[tuple[str, str]]:
     if r.bad:
         warn(f"left out {len(r.bad)} unreadable image(s), first {r.bad[0][0]}: {r.bad[0][1]}", where,
-             "cnnlab check SOURCE lists them all")
+             f"cnnlab check {source} lists them all")
     return r.bad
 
 
@@ -70,7 +70,7 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: st
     """``root/<class>/*.png`` or ``root/{train,validation,test}/<class>/*.png``."""
     root = Path(path)
     if not root.is_dir():
-        raise DataError("folder not found", printable(root), "give a folder with one sub-folder per class")
+        raise MissingDataError("folder not found", printable(root), "give a folder with one sub-folder per class")
     layout = folder_layout(root)
     classes = [d.name for d in _class_dirs(layout["train"]) if images_in(d)]
     if not classes:
@@ -102,7 +102,7 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: st
         paths, labels = files[split]
         r = read_any(paths, size, mode, on_bad, cache, quiet)
         size, mode = r.size, r.color_mode  # later splits take the training split's size and mode
-        skipped[split] = _note_skipped(r, printable(layout[split]))
+        skipped[split] = _note_skipped(r, printable(layout[split]), f"folder:{printable(root)}")
         splits[split] = Split(r.x, np.asarray(labels, np.int64)[r.kept],
                               [printable(paths[i].relative_to(root)) for i in r.kept])
     info = {"folder": printable(root), "image_size": list(size), "color_mode": mode, **cache_info(splits)}
@@ -278,7 +278,7 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
     if len(keep) < len(paths):
         paths, ids, raw = [paths[i] for i in keep], [ids[i] for i in keep], [raw[i] for i in keep]
     r = read_any(paths, image_size, color_mode, on_bad, cache, quiet)
-    bad = _note_skipped(r, printable(p))
+    bad = _note_skipped(r, printable(p), f"csv:{printable(p)}")
     ids = [ids[i] for i in r.kept]
     names_from = None
     if class_names is None:
@@ -364,7 +364,7 @@ def load_npz(path: str, class_names: list[str] | None = None) -> Dataset:
                 raise DataError(f"x_{sfx} has no y_{sfx}", printable(p), f"add y_{sfx}")
             raw[split] = (arrays[f"x_{sfx}"], arrays[f"y_{sfx}"])
     names, splits = labeled_splits(raw, names, lambda split, xy: f"{printable(p)}, {xy}_{suffix[split]}")
-    return Dataset(f"npz:{path}", names, splits, {"npz": printable(p)})
+    return Dataset(f"npz:{path}", names, splits, {"npz": printable(p), "label_form": label_form(raw)})
 
 
 register_source(SourceKind(

@@ -145,11 +145,16 @@ def apply_label_language(ds: Dataset, labels: str, where: str) -> None:
             ds.class_names = [table[class_key(n)] for n in ds.class_names]
             return
     numeric = ds.class_names == [str(i) for i in range(len(ds.class_names))]
-    fix = ("if these are Fashion-MNIST's classes, pass --class-names fashion-mnist --labels ko"
-           if numeric and len(ds.class_names) == 10 else
-           "give the names with --class-names FILE (one per line), or leave out --labels")
+    api = not where.startswith("--")  # the Python API's argument, not the command line's flag
+    if numeric and len(ds.class_names) == 10:
+        fix = ("if these are Fashion-MNIST's classes, pass class_names='fashion-mnist', labels='ko'" if api else
+               "if these are Fashion-MNIST's classes, pass --class-names fashion-mnist --labels ko")
+    else:
+        fix = ("give the names with class_names=[...] (or a file, one per line), or leave out labels" if api else
+               "give the names with --class-names FILE (one per line), or leave out --labels")
     shown = ", ".join(ds.class_names[:10]) + (", ..." if len(ds.class_names) > 10 else "")
-    raise DataError(f"--labels {labels} translates the built-in Fashion-MNIST class names, but this data's "
+    flag = f"labels={labels!r}" if api else f"--labels {labels}"
+    raise DataError(f"{flag} translates the built-in Fashion-MNIST class names, but this data's "
                     f"classes are {shown}", where, fix)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import CnnlabError, MissingModelFileError, SpecError
 from .layers import LAYERS, lookup
 from .spec import INPUT_NAME, Spec, parse_spec
 
@@ -73,7 +73,8 @@ def read_keras(path: str | Path) -> KerasFile:
     p = Path(path)
     where = str(p)
     if not p.is_file():
-        raise SpecError("Keras model file not found", where, "give the .keras or .h5 file ModelCheckpoint saved")
+        raise MissingModelFileError("Keras model file not found", where,
+                                    "give the .keras or .h5 file ModelCheckpoint saved")
     try:
         if zipfile.is_zipfile(p):
             return _read_zip(p)
@@ -81,6 +82,8 @@ def read_keras(path: str | Path) -> KerasFile:
         if h5py.is_hdf5(p):
             with h5py.File(p, "r") as f:
                 return _read_legacy(f, where)
+    except CnnlabError:
+        raise
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise SpecError(f"cannot read the Keras file: {type(e).__name__}: {str(e).splitlines()[0]}", where,
                         "save the model again with model.save('model.keras')") from None
@@ -114,6 +117,11 @@ def _read_zip(p: Path) -> KerasFile:
     layers = (config.get("config") or {}).get("layers") or []
     if config.get("class_name") == "Sequential":
         layers = [layer for layer in layers if layer.get("class_name") != "InputLayer"]
+    else:  # the order Keras rebuilds the graph in decides where each layer's weights are
+        outs = (config.get("config") or {}).get("output_layers")
+        out = outs[0] if isinstance(outs, list) and outs and isinstance(outs[0], str) else \
+            outs[0][0] if isinstance(outs, list) and outs and isinstance(outs[0], list) and outs[0] else None
+        layers = keras_layer_order(layers, out) if isinstance(out, str) else layers
     keys = storage_keys([layer.get("class_name", "") for layer in layers])
     weights = {_layer_name(layer): stored.get(key, []) for layer, key in zip(layers, keys)}
     return KerasFile(config, weights, str(meta.get("keras_version", "")), str(p), meta.get("cnnlab"))
@@ -121,6 +129,65 @@ def _read_zip(p: Path) -> KerasFile:
 
 def _layer_name(layer: dict) -> str:
     return (layer.get("config") or {}).get("name") or layer.get("name")
+
+
+def _inbound_names(layer: dict) -> list[str]:
+    """The layers a config layer takes, from its first inbound node (Keras 3's keras_history)."""
+    nodes = layer.get("inbound_nodes") or []
+    if not nodes or not isinstance(nodes[0], dict):
+        return [n[0] for n in (nodes[0] if nodes and isinstance(nodes[0], list) else [])
+                if isinstance(n, list) and n and isinstance(n[0], str)]  # Keras 2: [[name, 0, 0, {}], ...]
+    names = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            hist = (v.get("config") or {}).get("keras_history") if v.get("class_name") == "__keras_tensor__" else None
+            if isinstance(hist, list) and hist and isinstance(hist[0], str):
+                names.append(hist[0])
+            else:
+                for x in v.values():
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(nodes[0].get("args", []))
+    return names
+
+
+def keras_layer_order(layers: list[dict], output: str) -> list[dict]:
+    """The layers of a functional config in the order Keras 3 gives them when it builds the model
+    (keras.src.ops.function.map_graph): by depth from the output, deepest first, ties in the order
+    a depth-first walk from the output meets them. Keras files each layer's weights by its place in
+    this order, not by name, so a file written in any other order puts weights into the wrong
+    layers when Keras loads it (two parallel branches swapped their convolutions)."""
+    by_name = {layer.get("name"): layer for layer in layers}
+    parents = {name: [p for p in _inbound_names(layer) if p in by_name] for name, layer in by_name.items()}
+    if output not in by_name:
+        return list(layers)
+    preorder: dict[str, int] = {}
+    postorder: list[str] = []
+    finished: set[str] = set()
+    preorder[output] = 0
+    stack = [(output, iter(parents[output]))]  # the recursive walk of _build_map, without recursion
+    while stack:
+        name, rest = stack[-1]
+        nxt = next(rest, None)
+        if nxt is None:
+            stack.pop()
+            finished.add(name)
+            postorder.append(name)
+        elif nxt not in finished and nxt not in {n for n, _ in stack}:
+            preorder.setdefault(nxt, len(preorder))
+            stack.append((nxt, iter(parents[nxt])))
+    depth: dict[str, int] = {}
+    for name in reversed(postorder):
+        d = depth.setdefault(name, 0)
+        for p in parents[name]:
+            depth[p] = max(d + 1, depth.get(p, 0))
+    unreached = len(layers)
+    return sorted(layers, key=lambda layer: (-depth.get(layer.get("name"), -1),
+                                             preorder.get(layer.get("name"), unreached)))
 
 
 def storage_keys(class_names: list[str]) -> list[str]:
@@ -348,12 +415,41 @@ def put_weights(spec: Spec, state: dict, weights: dict, where: str, strict: bool
     return state, loaded, missing
 
 
-def read_weights(path: str | Path) -> dict:
-    """Layer name -> arrays from any Keras file: a .keras model, a legacy .h5 model, or a
-    weights-only .h5 file such as Keras Applications downloads."""
+def keras3_weights(f, layers: list[tuple[str, str]] | None, where: str) -> dict:
+    """Layer name -> arrays of a Keras 3 weights file (``model.save_weights('x.weights.h5')``). Keras 3
+    keeps a layer's weights by its position among layers of its class (``layers/conv2d_1/vars``), not
+    by its name, so the names come from the model the file is for: ``layers`` lists (name, Keras
+    class) in Keras' order, the Input layer first."""
+    if layers is None:
+        raise SpecError("this is a Keras 3 weights file (model.save_weights), which keeps layers by position, "
+                        "not by name", where, "load it with --backbone NAME --weights FILE, or save the whole model "
+                        "(model.save('model.keras')) and use cnnlab import-keras")
+    group = f["layers"]
+    stored = {}
+    for key in group.keys():
+        sub = group[key]
+        if set(sub.keys()) - {"vars"}:
+            raise SpecError(f"the Keras 3 weights file holds a nested model ('{key}'), not the backbone itself",
+                            where, "save the backbone's own weights: keras.applications.NAME(include_top=False, "
+                            "...).save_weights('backbone.weights.h5')")
+        vs = sub.get("vars")
+        stored[key] = [np.asarray(vs[k]) for k in sorted(vs.keys(), key=int)] if vs is not None else []
+    keys = storage_keys([cls for _, cls in layers])
+    unknown = sorted(set(stored) - set(keys))
+    if unknown:
+        raise SpecError(f"the Keras 3 weights file has layers this model does not ({', '.join(unknown[:3])})", where,
+                        "give the weights of the same backbone and width, saved from the backbone itself "
+                        "(include_top=False)")
+    return {name: stored[key] for (name, _), key in zip(layers, keys) if key in stored}
+
+
+def read_weights(path: str | Path, layers: list[tuple[str, str]] | None = None) -> dict:
+    """Layer name -> arrays from any Keras file: a .keras model, a legacy .h5 model, a weights-only
+    .h5 file such as Keras Applications downloads, or a Keras 3 ``.weights.h5`` file (``layers``: the
+    model's (name, Keras class) in order, which that format needs; see keras3_weights)."""
     p = Path(path)
     if not p.is_file():
-        raise SpecError("weights file not found", str(p), "give the .h5 file Keras Applications downloads")
+        raise MissingModelFileError("weights file not found", str(p), "give the .h5 file Keras Applications downloads")
     if zipfile.is_zipfile(p):
         return read_keras(p).weights
     h5py = _h5py()
@@ -361,7 +457,12 @@ def read_weights(path: str | Path) -> dict:
         if not h5py.is_hdf5(p):
             raise SpecError("not an HDF5 or .keras file", str(p), "give the .h5 file Keras Applications downloads")
         with h5py.File(p, "r") as f:
-            return legacy_weights(f["model_weights"] if "model_weights" in f else f)
+            group = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in group.attrs and "layers" in f:
+                return keras3_weights(f, layers, str(p))
+            return legacy_weights(group)
+    except CnnlabError:
+        raise
     except (OSError, KeyError, ValueError) as e:
         raise SpecError(f"cannot read the weights file: {type(e).__name__}: {str(e).splitlines()[0]}", str(p),
                         "download it again") from None
@@ -422,6 +523,7 @@ def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> di
                                                         if LAYERS[info.type].merge else [None, *info.input_shape])},
                        "config": _keras_layer_config(info)})
         shapes[info.name] = list(info.output_shape)
+    layers = keras_layer_order(layers, spec.layers[-1].name)  # Keras' own order: see keras_layer_order
     return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
             "config": {"name": name, "trainable": True, "layers": layers,
                        "input_layers": [spec.input_name, 0, 0], "output_layers": [spec.layers[-1].name, 0, 0]}}

@@ -27,8 +27,14 @@ def weight_stats(model, bins: int = 50) -> dict[str, dict]:
     """Mean, std, range and a histogram of each layer's weights (recorded at train start)."""
     stats = {}
     for name, w in weights(model).items():
-        w = w.ravel().astype(np.float64)
-        counts, edges = np.histogram(w, bins=bins)
-        stats[name] = {"mean": float(w.mean()), "std": float(w.std()), "min": float(w.min()),
-                       "max": float(w.max()), "counts": counts.tolist(), "edges": edges.tolist()}
+        flat = w.ravel().astype(np.float64)
+        counts, edges = np.histogram(flat, bins=bins)
+        stats[name] = {"mean": float(flat.mean()), "std": float(flat.std()), "min": float(flat.min()),
+                       "max": float(flat.max()), "counts": counts.tolist(), "edges": edges.tolist()}
+        if w.ndim == 4 and not any("kernel" in v for v in stats.values()):
+            # the first convolution's kernels themselves: `plot kernels --untrained` draws them
+            stats[name]["kernel"] = w[:MAX_KERNELS].tolist()
     return stats
+
+
+MAX_KERNELS = 64  # first-layer kernels recorded and drawn

@@ -60,8 +60,12 @@ def _font_face(text: str) -> str:
     buf = io.BytesIO()
     subset.save_font(font, buf, opts)
     data = base64.b64encode(buf.getvalue()).decode()
+    # Hangul only (unicode-range), and first in every font-family list: with a local font such as
+    # DejaVu Sans ahead of it, Chromium shaped the first Hangul words it met while the embedded font
+    # was still loading with a fallback that has no Hangul, and kept those words as boxes (the first
+    # row of the report, the first bar of the serve page: "티셔츠" as □□□).
     return ("@font-face{font-family:'NanumGothicSubset';"
-            f"src:url(data:font/ttf;base64,{data}) format('truetype');}}")
+            f"src:url(data:font/ttf;base64,{data}) format('truetype');unicode-range:U+AC00-D7A3,U+3130-318F;}}")
 
 
 def _json_script(obj) -> str:
@@ -111,7 +115,7 @@ def _cell_thumbnails(x, y, probs, ids, names, rng) -> dict:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI','DejaVu Sans',NanumGothicSubset,sans-serif;
+body{font-family:NanumGothicSubset,system-ui,-apple-system,'Segoe UI','DejaVu Sans',sans-serif;
 margin:0;color:#222;background:#fafafa}
 header{background:#1f3b57;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
 header .meta{opacity:.85;font-size:14px;margin-top:6px}
@@ -216,10 +220,13 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
     figs["diagram"] = _png(viz.diagram(run))
     if run.history:
         figs["curves"] = _png(viz.curves(run))
+        figs["curves_twin"] = _png(viz.curves(run, twin=True))
     figs["mistakes"] = _png(viz.figures.misclassified(split.x, split.y, probs, names, max_mistakes, split.ids))
     has_conv = bool(conv_indices(run.model))
     if has_conv:
         figs["kernels"] = _png(viz.kernels(run))
+        if viz.initial_kernels(run) is not None:  # at initialisation, on the same colour scale
+            figs["kernels_untrained"] = _png(viz.kernels(run, untrained=True))
         sample = split.x[int(rng.integers(len(split.x)))]
         figs["feature_maps"] = _png(viz.feature_maps(run, sample), dpi=70)
         pick = rng.choice(len(split.x), size=min(8, len(split.x)), replace=False)
@@ -268,7 +275,7 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
 <section id="training"><h2>Training</h2>
 <p>{m.get('epochs_run', '?')} epochs; best epoch {best} ({html.escape(str(m.get('monitor', '')))});
 {html.escape(stop)}. Training time {m.get('train_time_s', 0):.1f} s.</p>
-{img('curves', 'loss and accuracy curves')}</section>
+{img('curves', 'loss and accuracy curves')}{img('curves_twin', 'loss and accuracy on two axes')}</section>
 <section id="results"><h2>Results</h2>
 <div class="kpi"><b>{acc:.4f}</b>{split_name} accuracy</div>
 <div class="kpi"><b>{ev['loss']:.4f}</b>{split_name} loss</div>
@@ -280,7 +287,9 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
 <section id="mistakes"><h2>Mistakes</h2><p class="note">The most confident misclassifications first.</p>
 {img('mistakes', 'most confident misclassifications')}</section>
 <section id="inside"><h2>Inside the network</h2>
-{'<h3>First-layer kernels</h3>' + img('kernels', 'first-layer kernels') if has_conv else ''}
+{'<h3>First-layer kernels: trained and at initialisation, on one colour scale</h3><div class="pair">'
+ + img('kernels', 'first-layer kernels, trained') + img('kernels_untrained', 'first-layer kernels, untrained')
+ + '</div>' if has_conv else ''}
 {'<h3>Feature maps of every convolutional layer</h3>' + img('feature_maps', 'feature maps') if has_conv else ''}
 <h3>Weights: trained against initial</h3>{img('histograms', 'weight histograms')}
 {'<h3>Grad-CAM</h3>' + img('gradcam', 'Grad-CAM heat-maps') if has_conv else ''}</section>

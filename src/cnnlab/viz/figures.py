@@ -63,6 +63,46 @@ def curves(history: list[dict], best_epoch: int | None = None, stop_reason: str 
     return fig
 
 
+def curves_twin(history: list[dict], best_epoch: int | None = None) -> Figure:
+    """Seed 003's figure: loss (left axis) and accuracy (right axis) on one plot, train solid and
+    validation dashed."""
+    fig = new_figure(7, 4)
+    ax_loss = fig.subplots()
+    ax_acc = ax_loss.twinx()
+    epochs = [h["epoch"] for h in history]
+    lines = []
+    for ax, key, color in ((ax_loss, "loss", TRAIN_COLOR), (ax_acc, "accuracy", VAL_COLOR)):
+        lines += ax.plot(epochs, [h.get(key) for h in history], "o-", color=color, label=f"train {key}")
+        if any(f"val_{key}" in h for h in history):
+            lines += ax.plot(epochs, [h.get(f"val_{key}") for h in history], "s--", color=color,
+                             label=f"validation {key}")
+        ax.set_ylabel(key, color=color)
+        ax.tick_params(axis="y", colors=color)
+    if best_epoch:
+        lines.append(ax_loss.axvline(best_epoch, color="gray", linestyle=":", label=f"best epoch {best_epoch}"))
+    ax_loss.set_xlabel("epoch")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
+    return fig
+
+
+def augmentation(images: np.ndarray, title: str = "") -> Figure:
+    """One image (first) and its augmented copies in a grid, as ``datagen.flow`` previews show them."""
+    rows, cols = _grid(len(images), 4 if len(images) > 9 else None)
+    fig = new_figure(1.7 * cols, 1.8 * rows + 0.3)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for i, (ax, img) in enumerate(zip(axes, images)):
+        ax.axis("on")
+        _show_image(ax, img)
+        ax.set_title("original" if i == 0 else f"augmented {i}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return fig
+
+
 def confusion(cm, class_names: list[str], normalize: bool = False) -> Figure:
     """Confusion matrix: rows true, columns predicted; counts in the cells."""
     cm = np.asarray(cm, dtype=float)
@@ -114,7 +154,8 @@ def class_counts(counts: dict[str, list[int]], class_names: list[str]) -> Figure
         ax.bar(pos + i * width - 0.4 + width / 2, c, width, label=split)
     ax.set_xticks(pos, class_names, rotation=45, ha="right")
     ax.set_ylabel("images")
-    ax.legend()
+    # above the axes, in one row: inside them it covered the tallest bars
+    ax.legend(ncol=max(len(counts), 1), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return fig
 
 
@@ -146,11 +187,15 @@ def _prob_bars(ax, probs, class_names, true=None, fontsize=9):
 
 
 def misclassified(x: np.ndarray, y: np.ndarray, probs: np.ndarray, class_names: list[str],
-                  n: int = 8, ids: list | None = None) -> Figure:
-    """The most confident mistakes first, each with its probability bars."""
+                  n: int = 8, ids: list | None = None, order: str = "confident", seed: int = 0) -> Figure:
+    """Mistakes with their probability bars: the most confident first (``order="confident"``), or
+    a seeded random sample of them (``order="random"``, as the notebooks draw them)."""
     pred = probs.argmax(1)
     wrong = np.nonzero(pred != y)[0]
-    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:n]
+    if order == "random":
+        wrong = np.sort(np.random.default_rng(seed).permutation(wrong)[:n])
+    else:
+        wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:n]
     rows = max(len(wrong), 1)
     fig = new_figure(8, 1.9 * rows)
     if len(wrong) == 0:
@@ -168,24 +213,32 @@ def misclassified(x: np.ndarray, y: np.ndarray, probs: np.ndarray, class_names: 
     return fig
 
 
-def kernels(weight: np.ndarray, max_kernels: int = 64) -> Figure:
-    """First-layer kernels (F, C, kh, kw) as small images (channel mean when C > 1)."""
+def kernels(weight: np.ndarray, max_kernels: int = 64, scale: float | None = None, label: str = "") -> Figure:
+    """First-layer kernels (F, C, kh, kw) as small images (channel mean when C > 1) on one
+    symmetric colour scale, ``±scale`` (default: the largest absolute weight), shown on a colour bar
+    so that two figures (trained, untrained) can be compared."""
     w = np.asarray(weight)[:max_kernels]
     img = w.mean(1) if w.shape[1] != 3 else np.moveaxis(w, 1, -1)
     rows, cols = _grid(len(w), 8 if len(w) > 16 else None)
-    fig = new_figure(1.1 * cols, 1.1 * rows + 0.4)
+    fig = new_figure(1.1 * cols + 0.9, 1.1 * rows + 0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    lim = float(np.abs(w).max()) or 1.0
+    lim = float(scale) if scale else (float(np.abs(w).max()) or 1.0)
     for ax in axes:
         ax.axis("off")
+    shown = None
     for i, ax in enumerate(axes[:len(w)]):
         k = img[i]
-        if k.ndim == 3:
-            ax.imshow((k - k.min()) / (np.ptp(k) or 1), interpolation="nearest")
+        if k.ndim == 3:  # RGB kernels: the same fixed scale, -lim -> 0, +lim -> 1 per colour
+            ax.imshow(np.clip((k / lim + 1) / 2, 0, 1), interpolation="nearest")
         else:
-            ax.imshow(k, cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
+            shown = ax.imshow(k, cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set_title(str(i), fontsize=7)
-    fig.suptitle(f"{len(w)} kernels {w.shape[2]}x{w.shape[3]} (blue negative, red positive)", fontsize=9)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=list(axes), shrink=0.8, ticks=[-lim, 0, lim])
+        bar.ax.set_yticklabels([f"-{lim:.3g}", "0", f"+{lim:.3g}"], fontsize=7)
+    what = f"{label} " if label else ""
+    fig.suptitle(f"{len(w)} {what}kernels {w.shape[2]}x{w.shape[3]}, colour scale ±{lim:.3g} "
+                 "(blue negative, red positive)", fontsize=9)
     return fig
 
 

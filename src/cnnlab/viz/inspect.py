@@ -10,14 +10,27 @@ from ..models.stats import weight_stats, weighted_layers, weights  # noqa: F401 
 
 
 def _input(run, images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> the normalised float batch the model sees."""
-    from ..data.dataset import as_uint8_images
+    """Images (a batch, or one image without its batch axis) -> the normalised float batch the
+    model sees."""
+    from ..data.dataset import model_batch
     from ..data.sources import conform
     from ..engine.inference import to_tensor
 
-    x = conform(as_uint8_images(np.asarray(images), "images"), run.image_size, run.color_mode)
+    x = conform(model_batch(images, run.image_shape), run.image_size, run.color_mode)
     device = next(run.model.parameters()).device
     return run.preprocessing.apply_tensor(to_tensor(x, device)).contiguous()
+
+
+def one_image(run, image) -> np.ndarray:
+    """One image (H, W, C) uint8 as the model sees it, from (H, W), (H, W, C) or a batch of one."""
+    from ..data.dataset import model_batch
+    from ..data.sources import conform
+    from ..errors import DataError
+
+    x = conform(model_batch(image, run.image_shape, "image"), run.image_size, run.color_mode)
+    if len(x) != 1:
+        raise DataError(f"expected one image, got a batch of {len(x)}", "image", "pass one image, e.g. x[0]")
+    return x[0]
 
 
 def conv_indices(model) -> list[int]:
@@ -28,7 +41,7 @@ def conv_indices(model) -> list[int]:
 def feature_maps(run, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(layer name, (C, H, W) activations) for every Conv2D layer, for one image (H, W, C)."""
     model = run.model.eval()
-    outs = model.features(_input(run, image[None]))
+    outs = model.features(_input(run, one_image(run, image)[None]))
     return [(model.spec.layers[i].name, outs[i][0].float().cpu().numpy()) for i in conv_indices(model)]
 
 
