@@ -125,6 +125,16 @@ def train_tiny_run(folder: Path, class_names: list[str] | None = None, test_per_
                         quiet=True, batch_size=16, class_names=names)
 
 
+def one_error_line(code: int, err: str, needle: str) -> str:
+    """A command that refused its input as cnnlab says it must: exit code 2 and one ``error:`` line
+    holding ``needle``, never an internal error or a traceback. Returns that line."""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err
+    assert len(errors) == 1 and "internal error" not in err and "Traceback" not in err, err
+    assert needle in errors[0], errors[0]
+    return errors[0]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

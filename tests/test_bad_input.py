@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from cnnlab.cli import main
-from conftest import TINY_SPEC, bars, train_tiny_run, write_folder
+from conftest import TINY_SPEC, bars, one_error_line, train_tiny_run, write_folder
 
 CASES = []
 
@@ -437,9 +437,5 @@ def test_bad_input_is_one_line_and_exit_2(build, tmp_path, base_run, capsys):
     argv, needle = build(tmp_path, base_run)
     runs = tmp_path / "runs"
     code = main(argv)
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 2, err
-    assert len(errors) == 1 and "internal error" not in err and "Traceback" not in err, err
-    assert needle in errors[0], errors[0]
+    one_error_line(code, capsys.readouterr().err, needle)
     assert not runs.exists() or not any(runs.iterdir()), "a run directory was left behind"

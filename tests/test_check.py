@@ -89,8 +89,9 @@ def test_cli_check_csv_lists_missing_ids_and_unlisted_files(tmp_path, capsys):
 
 def test_train_warns_about_leakage_and_strict_refuses_before_the_run_dir(tmp_path):
     src = f"npz:{leaky(tmp_path)}"
-    with pytest.warns(CnnlabWarning, match="exact copies of train images"):
+    with pytest.warns(CnnlabWarning, match="exact copies of train images") as caught:
         run = cnnlab.train(src, model=TINY_SPEC, epochs=1, runs_dir=str(tmp_path / "runs"), quiet=True, val_split=0)
+    assert any(f"cnnlab check {src} shows examples" in str(w.message) for w in caught)  # the source, named
     saved = json.loads((run.path / "check.json").read_text())
     assert saved["exact_duplicates"]["across"]["train/test"] == 2
     from cnnlab.report import build_report

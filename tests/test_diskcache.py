@@ -116,3 +116,44 @@ def test_an_unwritable_cache_is_one_line(photos, tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(blocked))
     with pytest.raises(CnnlabError, match="cannot create the decoded-image cache"):
         load_source(f"folder:{photos}", DataOptions(cache="disk"))
+
+
+def test_an_image_rewritten_with_its_old_size_and_time_is_decoded_again(photos, capsys):
+    """Same size, modification time set back (cp -p, touch -r): the change time still moves."""
+    from PIL import Image
+
+    opts = DataOptions(cache="disk", quiet=True)
+    load_source(f"folder:{photos}", opts)
+    f = next((photos / "vertical").iterdir())
+    before = os.stat(f)
+    import io
+
+    old = f.read_bytes()
+    for k in range(144):  # one pixel changed, in a PNG no longer than the old file (then padded to its size:
+        img = np.asarray(Image.open(f)).copy()  # readers stop at IEND)
+        img.flat[k] = 255 - img.flat[k]
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "PNG")
+        if len(buf.getvalue()) <= len(old):
+            break
+    f.write_bytes(buf.getvalue() + b"\0" * (len(old) - len(buf.getvalue())))
+    os.utime(f, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(f).st_size == before.st_size and os.stat(f).st_mtime_ns == before.st_mtime_ns
+    again = load_source(f"folder:{photos}", opts)
+    assert len(caches()) == 2  # a new cache, not the stale one
+    i = again["train"].ids.index(str(f.relative_to(photos)))
+    assert np.array_equal(again["train"].x[i][..., 0], img)
+
+
+def test_corrupted_cache_bytes_are_found_and_the_cache_rebuilt(photos, capsys):
+    opts = DataOptions(cache="disk", quiet=True)
+    first = load_source(f"folder:{photos}", opts)
+    (cache,) = caches()
+    data = bytearray((cache / diskcache.DATA_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle
+    (cache / diskcache.DATA_FILE).write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="decoded-image cache is damaged"):
+        again = load_source(f"folder:{photos}", opts)
+    assert np.array_equal(np.asarray(again["train"].x), np.asarray(first["train"].x))  # decoded afresh
+    assert diskcache.verify_chunks(cache / diskcache.DATA_FILE, 144, __import__("json").loads(
+        (cache / diskcache.META_FILE).read_text())["chunks"]) is None

@@ -240,5 +240,6 @@ def test_python_api_example_top_to_bottom(world):
 
     assert callable(cnnlab.predict) and callable(cnnlab.train) and callable(cnnlab.evaluate)
     assert namespace["probs"].shape == (8, 10) and len(namespace["rows"]) == 1 + 24
+    assert namespace["one"].shape == (1, 10) and namespace["arrays_run"].config["optimizer"] == "adam"
     assert isinstance(namespace["rows"][0]["top1_prob"], float)
     assert list(namespace["board"]["model"]) and namespace["ds"].class_names[0] == "티셔츠"

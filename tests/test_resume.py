@@ -123,3 +123,39 @@ def test_resume_point_never_runs_code_from_the_file(npz_path, tmp_path):
     with pytest.raises(cnnlab.CnnlabError, match="cannot read resume.pt"):
         cnnlab.resume(run)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_run_stopped_mid_epoch_by_its_time_limit_resumes_bit_for_bit(npz_path, tmp_path):
+    whole = cnnlab.train(f"npz:{npz_path}", runs_dir=str(tmp_path / "whole"), **OPTIONS)
+
+    class TimeUp(cnnlab.Callback):  # what --time-limit does: a stop after a batch inside an epoch
+        def on_batch_end(self, state, step):
+            if state.epoch == 3 and step == 2:
+                state.request_stop("time limit for the test", "time_limit")
+
+    part = cnnlab.train(f"npz:{npz_path}", runs_dir=str(tmp_path / "part"), callbacks=[TimeUp()], **OPTIONS)
+    assert part.metrics["status"] == "time_limit" and len(part.history) == 3  # the partial epoch is validated
+    done = cnnlab.resume(part)
+    assert done.metrics["resumed_after_epochs"] == [2]  # from the last whole epoch, not the partial one
+    same_weights(whole.path / "model.safetensors", done.path / "model.safetensors")
+    same_weights(whole.path / "best.safetensors", done.path / "best.safetensors")
+    assert without_times(done.history) == without_times(whole.history)
+
+
+def test_a_run_interrupted_in_its_first_epoch_resumes_from_the_start(npz_path, tmp_path, capsys):
+    whole = cnnlab.train(f"npz:{npz_path}", runs_dir=str(tmp_path / "whole"), **OPTIONS)
+
+    class CtrlC(cnnlab.Callback):
+        def on_batch_end(self, state, step):
+            if state.epoch == 1 and step == 2 and state.resumed_from is None:
+                raise KeyboardInterrupt
+
+    with pytest.raises(cnnlab.CnnlabError, match="before an epoch finished") as e:
+        cnnlab.train(f"npz:{npz_path}", runs_dir=str(tmp_path / "part"), callbacks=[CtrlC()], **OPTIONS)
+    assert "cnnlab train --resume" in str(e.value)
+    (part,) = (tmp_path / "part").iterdir()
+    assert (part / "resume.pt").is_file()
+    assert main(["train", "--resume", str(part), "--no-report"]) == 0
+    assert "after epoch 0 of 5" in capsys.readouterr().err
+    same_weights(whole.path / "model.safetensors", part / "model.safetensors")
+    assert without_times(read_history(part / "history.csv")) == without_times(whole.history)

@@ -400,3 +400,166 @@ def test_the_keras_export_check_reads_weights_in_keras_order_and_refuses_a_wrong
     with pytest.raises(CnnlabError, match="differs from the run"):
         export_keras(branchy_run, tmp_path / "bad.keras")
     assert not (tmp_path / "bad.keras").exists() and not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- full disks, relative paths, serve
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 400 KB file system (tmpfs) where the machine lets this process mount one, else None."""
+    import subprocess
+
+    where = tmp_path / "tiny-disk"
+    where.mkdir()
+    if os_geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(where)],
+                                           capture_output=True).returncode != 0:
+        yield None
+        return
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)
+
+
+def os_geteuid() -> int:
+    import os
+
+    return os.geteuid() if hasattr(os, "geteuid") else -1
+
+
+@pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
+def test_a_library_failing_on_a_full_disk_is_the_os_error_it_is(tmp_path, writer):
+    """safetensors and torch.save report a full disk in their own words ("...(os error 28)",
+    "unexpected pos"); atomic writes turn them into the OSError, with no temporary file left."""
+    import errno
+
+    from cnnlab import atomic
+
+    messages = {"safetensors": "Error while serializing: I/O error: No space left on device (os error 28)",
+                "torch.save": "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"}
+
+    def fail(tmp):
+        raise RuntimeError(messages[writer])
+
+    target = tmp_path / "best.safetensors"
+    import shutil as _shutil
+
+    real = _shutil.disk_usage
+    _shutil.disk_usage = lambda p: real(p)._replace(free=1000)  # the disk that "unexpected pos" met
+    try:
+        with pytest.raises(OSError) as e:
+            atomic.write_with(target, fail)
+    finally:
+        _shutil.disk_usage = real
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert not list(tmp_path.iterdir())
+
+
+def test_training_onto_a_real_full_disk_is_one_line(tiny_disk, tmp_path, capsys):
+    if tiny_disk is None:
+        pytest.skip("no tmpfs can be mounted here")
+    from cnnlab.cli import main
+    from conftest import TINY_SPEC
+
+    big = dict(TINY_SPEC, layers=[*TINY_SPEC["layers"][:3], {"type": "Dense", "units": 400, "activation": "relu"},
+                                  TINY_SPEC["layers"][4]])  # about 460 KB of weights: the disk fills while saving
+    import yaml
+
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(big))
+    x, y = bars(10)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
+    code = main(["train", f"npz:{tmp_path / 'b.npz'}", "-m", str(tmp_path / "big.yaml"), "--epochs", "2", "--quiet",
+                 "--no-report", "--runs-dir", str(tiny_disk / "runs")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "No space left on device" in lines[0] and "internal" not in err, err
+    assert not [p for p in tiny_disk.rglob("*") if ".tmp" in p.name]  # no half-written file
+
+
+def test_export_images_onto_a_full_disk_leaves_nothing(tiny_disk, tmp_path, capsys):
+    if tiny_disk is None:
+        pytest.skip("no tmpfs can be mounted here")
+    from cnnlab.cli import main
+
+    x = np.random.default_rng(0).integers(0, 256, (400, 28, 28, 1), dtype=np.uint8)  # noise: PNGs do not shrink
+    np.savez(tmp_path / "n.npz", x_train=x, y_train=np.arange(400) % 2)
+    assert main(["export-images", f"npz:{tmp_path / 'n.npz'}", str(tiny_disk / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No space left on device") and "out" in err and ".tmp" not in err, err
+    assert list(tiny_disk.iterdir()) == []  # no images/train/ left behind
+
+
+def test_a_run_trained_on_a_relative_folder_evaluates_from_another_directory(tmp_path, monkeypatch):
+    from conftest import TINY_SPEC, write_folder
+
+    x, y = bars(10)
+    work = tmp_path / "project"
+    write_folder(work / "photos", x, y, ["a", "b", "c"])
+    monkeypatch.chdir(work)
+    run = cnnlab.train("folder:photos", model=TINY_SPEC, epochs=1, runs_dir=str(tmp_path / "runs"), quiet=True,
+                       test_split=0.3)
+    assert run.config["source"] == f"folder:{work / 'photos'}"
+    monkeypatch.chdir(tmp_path)
+    ev = cnnlab.evaluate(run.path, save=False)
+    assert ev["n"] == len(run.dataset["test"]) if run.dataset is not None else ev["n"] > 0
+
+
+def test_serve_with_a_damaged_onnx_model_answers_409_not_500(tiny_run, tmp_path):
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve import create_app
+
+    run_dir = tmp_path / "runs" / tiny_run.path.name
+    shutil.copytree(tiny_run.path, run_dir)
+    (run_dir / "model.onnx").write_bytes(b"not onnx at all")
+    client = TestClient(create_app([run_dir.parent], engine="onnx"))
+    import base64
+    import io
+
+    from PIL import Image
+
+    x, _ = bars(1)
+    buf = io.BytesIO()
+    Image.fromarray(x[0, ..., 0]).save(buf, "PNG")
+    r = client.post("/api/predict", json={"image": base64.b64encode(buf.getvalue()).decode()})
+    assert r.status_code == 409 and "cannot read the ONNX model" in r.json()["error"], r.text
+
+
+def test_an_lstm_model_is_named_for_what_it_is(tmp_path, capsys):
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    from cnnlab.cli import main
+
+    inp = keras.Input((12, 12))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.LSTM(4)(inp))
+    keras.Model(inp, out).save(tmp_path / "lstm.keras")
+    assert main(["import-keras", str(tmp_path / "lstm.keras"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "LSTM" in err and "nested model" not in err and err.count("\n") == 1, err
+
+
+def test_the_report_and_the_study_leaderboard_state_what_was_run(tiny_run, tmp_path):
+    from cnnlab.report import build_report
+
+    page = build_report(tiny_run).read_text(encoding="utf-8")
+    assert "Trained on 48 images, validated on 12; up to 2 epochs (recipe keras), batch 16, adam lr default, seed " \
+           "42, pixel scaling 255." in page
+    x, y = bars(20)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
+    space = {"epochs": 1, "lr": {"choice": [0.01, 0.001]}}
+    from conftest import TINY_SPEC
+
+    spec_path = tmp_path / "tiny.yaml"
+    import yaml
+
+    spec_path.write_text(yaml.safe_dump(TINY_SPEC))
+    cnnlab.tune(f"npz:{tmp_path / 'b.npz'}", space, trials=1, out=tmp_path / "s", quiet=True, model=str(spec_path),
+                seed=3)
+    for name in ("leaderboard.md", "leaderboard.html"):
+        text = (tmp_path / "s" / name).read_text(encoding="utf-8")
+        assert "trials train on 38 images and are scored on 10 validation images (val_split 0.2, seed 3" in text, name

@@ -21,7 +21,7 @@ from .data.split import prepare_splits
 from .errors import ArgumentTypeError, ConfigError, DataError
 from .evaluation import evaluate_probs
 from .models import SpecModel, build_module, spec_from
-from .runs import Run, RunDir, load_run
+from .runs import Run, RunDir, as_run
 from .training import load_data
 from .training import train as _train
 
@@ -47,10 +47,11 @@ def summary(model: str | dict = TrainConfig.model, input_shape: tuple | None = N
     return spec_from(model, input_shape, num_classes).summary()
 
 
-def train(source=TrainConfig.source, model: str | dict = TrainConfig.model, *,
+def train(source=TrainConfig.source, model: str | dict | None = None, *,
           config: str | Path | None = None, callbacks: list | tuple = (), validation_data=None, test_data=None,
           **options) -> Run:
-    """Train and return the run (its directory is ``run.path``). ``source``: a source name, a
+    """Train and return the run (its directory is ``run.path``). ``model``: a preset (default
+    fashion-cnn), a spec file or a spec mapping; or leave it out and give ``backbone``. ``source``: a source name, a
     loaded Dataset, or arrays ``(x_train, y_train)`` / ``((x_train, y_train), (x_test, y_test))``.
     With arrays, ``validation_data=(x_val, y_val)`` and ``test_data=(x_test, y_test)`` (Keras'
     names) give those splits; a split not given is held out of the training arrays (``val_split``,
@@ -85,9 +86,12 @@ def train(source=TrainConfig.source, model: str | dict = TrainConfig.model, *,
         apply_label_language(dataset, options["labels"], "labels")
     src = dataset.source if dataset is not None else source
     spec = model if isinstance(model, dict) else None
+    if model is not None and not isinstance(model, (str, Path, dict)):
+        raise ArgumentTypeError(f"expected a preset name, a spec file or a spec mapping, got {describe_value(model)}",
+                                "model", "pass e.g. model='fashion-cnn' or a dict with input_shape and layers")
     explicit_none = [k for k, v in options.items() if v is None]  # e.g. patience=None: no early stopping
-    cfg = make_config(config, source=src, model=spec.get("name", "spec") if spec else model,
-                      explicit_none=explicit_none, **options)
+    cfg = make_config(config, source=src, model=spec.get("name", "spec") if spec else
+                      (str(model) if model is not None else None), explicit_none=explicit_none, **options)
     return _train(cfg, spec_override=spec, dataset=dataset, callbacks=callbacks)
 
 
@@ -100,6 +104,8 @@ def resume(run: Run | str | Path, data=None, *, callbacks: list | tuple = (), **
 
     if isinstance(data, (tuple, list)):
         data = arrays_dataset(data, None, "data")
+    if not isinstance(run, (Run, str, Path)):
+        as_run(run)  # the one TypeError for what is not a run
     return _resume(run.path if isinstance(run, Run) else run, data, callbacks, **session)
 
 
@@ -132,12 +138,7 @@ def as_labels(y) -> np.ndarray:
 
 
 def _as_run(run: Run | str | Path) -> Run:
-    if isinstance(run, Run):
-        return run
-    if not isinstance(run, (str, Path)):
-        raise ArgumentTypeError(f"expected a run, got {describe_value(run)}", "run",
-                                "pass the run cnnlab.train returned, or its directory (a str or Path)")
-    return load_run(run)
+    return as_run(run)
 
 
 def _run_config(run: Run) -> TrainConfig:

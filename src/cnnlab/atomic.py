@@ -6,8 +6,10 @@ A reader never sees a half-written file, and an interrupted write leaves the old
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +35,38 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
             pass
         if isinstance(e, OSError) and e.filename in (tmp, None) and e.errno is not None:
             raise OSError(e.errno, e.strerror, str(path)) from None
+        if isinstance(getattr(e, "where", None), str) and tmp in e.where:  # a CnnlabError about the file
+            e.where = e.where.replace(tmp, str(path))  # names the file asked for, never our temporary one
+            e.args = (e.line(),)
+        code = storage_errno(e, path.parent) if isinstance(e, Exception) and not isinstance(e, OSError) else None
+        if code is not None:  # a library's own error for a full or read-only disk: the OSError it is
+            raise OSError(code, os.strerror(code), str(path)) from None
         raise
     return path
+
+
+# What libraries say when the file system fails them: safetensors' SafetensorError carries the OS's
+# text ("No space left on device (os error 28)"); torch.save's zip writer says only "unexpected pos"
+# when a write came up short.
+_STORAGE_TEXTS = {"no space left on device": errno.ENOSPC, "os error 28": errno.ENOSPC,
+                  "disk quota exceeded": errno.EDQUOT, "os error 122": errno.EDQUOT,
+                  "read-only file system": errno.EROFS, "os error 30": errno.EROFS,
+                  "permission denied": errno.EACCES, "os error 13": errno.EACCES}
+
+
+def storage_errno(e: Exception, folder: Path) -> int | None:
+    """The errno a library's exception stands for, when it is a file-system failure; else None."""
+    text = str(e).lower()
+    for words, code in _STORAGE_TEXTS.items():
+        if words in text:
+            return code
+    if "unexpected pos" in text:  # a short write: a full disk, unless the disk has room (then I/O)
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = 0
+        return errno.ENOSPC if free < (64 << 20) else errno.EIO
+    return None
 
 
 def _umask() -> int:

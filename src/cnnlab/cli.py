@@ -14,10 +14,22 @@ from .commands.plot import PLOTS  # noqa: F401  (the figure kinds; tests and scr
 from .errors import CnnlabError
 
 
+class UsageError(CnnlabError, ValueError):
+    """A command line argparse cannot read (an unknown option, a missing value, a choice it lacks)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as cnnlab's one line (``error: <what> (<command>): <fix>``, exit 2)
+    instead of the usage text and a line of its own form."""
+
+    def error(self, message: str):
+        raise UsageError(message, self.prog, f"see {self.prog} --help")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="cnnlab", description="Train, evaluate and explain convolutional "
+    p = Parser(prog="cnnlab", description="Train, evaluate and explain convolutional "
                                 "image classifiers (Keras vocabulary, PyTorch engine).")
     p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors (default: off)")
@@ -50,7 +62,13 @@ def _repeats_rank0(e: CnnlabError) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        if "--debug" in argv:
+            raise
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
     args.argv = argv  # the command as typed: --nproc starts processes of it
     if args.command is None:
         parser.print_help()
@@ -62,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as e:
         if args.debug:
             raise
-        if not _repeats_rank0(e):
+        if not _repeats_rank0(e) and not getattr(e, "reported", False):  # reported: a process printed it
             print(f"error: {e.line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -48,13 +48,15 @@ def _weights_source_ok(v: str) -> bool:
     return Path(v).is_dir() or (Path(v).suffix.lower() == ".safetensors" and Path(v).is_file())
 
 
-def _backbone_ok(v: str) -> bool:
+def _backbone_ok(v: str):
+    """A backbone name and width; a wrong one says parse_backbone's own words (did you mean, the
+    widths it has)."""
     from .models.backbones import parse_backbone
 
     try:
         parse_backbone(v)
-    except CnnlabError:
-        return False
+    except CnnlabError as e:
+        return e.what, e.fix
     return True
 
 
@@ -297,5 +299,11 @@ def make_config(file: str | Path | None = None, *, flags: tuple | list = (), ori
     for k in given:
         files.pop(k, None)
     files.update(origins or {})
+    if values.get("backbone") and values.get("model") is not None:
+        places = Places(flags, files)
+        table = keys_of(TrainConfig)
+        raise ConfigError(f"both a model ({values['model']}) and a backbone ({values['backbone']}) are given",
+                          f"{places.where(table['model'])} and {places.where(table['backbone'])}",
+                          "give one: --backbone builds its own model for the data")
     recipe = applied_recipe(values) or values.get("recipe")  # recorded by name in config.yaml
     return TrainConfig(**{**recipe_defaults(values), **values, "recipe": recipe}).validate(Places(flags, files))

@@ -40,6 +40,11 @@ class SpecError(CnnlabError, ValueError):
     """A model spec is invalid or does not fit the data."""
 
 
+class ShapeError(SpecError):
+    """A layer does not fit the shape it receives (a pooling larger than its input, merged branches of
+    different shapes): the spec may fit other images, or other values of a searched setting."""
+
+
 class RunError(CnnlabError, ValueError):
     """A run directory is missing or incomplete."""
 

@@ -11,8 +11,6 @@ every export is checked against the run's own predictions before it is kept.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -56,8 +54,21 @@ class RawImageModel(torch.nn.Module):
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, 1)
 
 
+def weights_digest(model) -> str:
+    """A short hash of a model's weights and buffers (names, shapes and values): which weights an
+    exported file was made from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def metadata(run: Run) -> dict[str, str]:
-    return {"class_names": json.dumps(run.class_names, ensure_ascii=False),
+    return {"weights_digest": weights_digest(run.model), "class_names": json.dumps(run.class_names, ensure_ascii=False),
             "image_size": json.dumps(list(run.image_size)), "color_mode": run.color_mode,
             "input": "uint8 images (N, H, W, C), pixel values 0..255",
             "output": ("probability of the second class (N, 1)" if run.spec.head == "binary"
@@ -84,10 +95,11 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
     c = 3 if run.color_mode == "rgb" else 1
     wrapper = RawImageModel(run)
     example = torch.zeros(2, h, w, c, dtype=torch.uint8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    if check_images is None:
+        check_images = sample_images(run, h, w, c)
+    found = {}
+
+    def write_checked(tmp: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, (example,), tmp, input_names=["images"], output_names=["probabilities"],
@@ -100,17 +112,17 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
         proto.producer_name = "cnnlab"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        if check_images is None:
-            check_images = sample_images(run, h, w, c)
-        diff, agree = verify(tmp, run, check_images)
-        if diff > TOLERANCE or not agree:
-            raise CnnlabError(f"the exported model differs from the run by {diff:.2g} (argmax agrees: {agree})",
-                              str(out), "report it; the run itself is unchanged")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        found["diff"], agree = verify(tmp, run, check_images)
+        if found["diff"] > TOLERANCE or not agree:
+            raise CnnlabError(f"the exported model differs from the run by {found['diff']:.2g} (argmax agrees: "
+                              f"{agree})", str(out), "report it; the run itself is unchanged")
+
+    if out.is_dir():
+        raise CnnlabError("the output is a folder", str(out), "give a file name, e.g. --out model.onnx")
+    from . import atomic
+
+    atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
+    diff = found["diff"]
     return {"path": out, "max_abs_diff": diff, "checked_images": len(check_images), "opset": opset}
 
 
@@ -127,11 +139,37 @@ def sample_images(run: Run, h: int, w: int, c: int, n: int = 256) -> np.ndarray:
 
 
 def session(path: str | Path):
-    """An ONNX Runtime session on the CPU."""
+    """An ONNX Runtime session on the CPU; a file ONNX Runtime cannot read (empty, truncated, not
+    ONNX) is a RunError naming it."""
     _, ort = require_onnx()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own InvalidProtobuf, Fail, NoSuchFile, ...
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise RunError(f"cannot read the ONNX model ({first})", str(path),
+                       "the file is damaged or not an ONNX model: delete it, and cnnlab export RUN writes it "
+                       "again") from None
+
+
+def check_identity(sess, run: Run, path: Path) -> None:
+    """The exported file is this run's: made from the same weights, with the same classes and image
+    size. A model.onnx copied from another run (another class count) once answered with the wrong
+    classes."""
+    meta = sess.get_modelmeta().custom_metadata_map
+    fix = "delete it, or export this run again: cnnlab export RUN"
+    if meta.get("weights_digest") != weights_digest(run.model):
+        other = meta.get("run_id")
+        names = meta.get("class_names")
+        try:
+            k = len(json.loads(names)) if names else None
+        except ValueError:
+            k = None
+        what = f"run {other}" if other else "a model cnnlab did not export"
+        extra = f" ({k} classes; this run has {len(run.class_names)})" if k is not None and \
+            k != len(run.class_names) else ""
+        raise RunError(f"{path.name} was exported from {what}{extra}, not from this run's weights", str(path), fix)
 
 
 def onnx_proba(sess, x: np.ndarray, binary: bool, batch_size: int = 256) -> np.ndarray:
@@ -178,8 +216,14 @@ def snippet(run: Run, path: Path) -> str:
 
 def use_onnx(run: Run) -> Run:
     """Let ``run`` predict with ONNX Runtime on its exported model (RUN/model.onnx, exported now when
-    missing or older than the weights)."""
-    sess = session(onnx_file(run))
+    missing or older than the weights); a model.onnx of other weights is refused."""
+    path = onnx_file(run)
+    sess = session(path)
+    meta = sess.get_modelmeta().custom_metadata_map
+    if "weights_digest" not in meta and meta.get("run_id") == run.path.name:  # exported by cnnlab before 0.2
+        export_onnx(run, path)
+        sess = session(path)
+    check_identity(sess, run, path)
     binary = run.spec.head == "binary"
     run.engine = lambda x, batch_size=256: onnx_proba(sess, x, binary, batch_size)
     return run
@@ -193,8 +237,12 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     from .data.preprocess import Preprocessing
     from .engine.inference import predict_proba
     from .models.kerasfiles import keras_proba, parse_keras_spec, read_keras, write_keras
+    from .runs import as_run
 
+    run = as_run(run)
     out = Path(out) if out else run.path / "model.keras"
+    if out.is_dir():
+        raise CnnlabError("the output is a folder", str(out), "give a file name, e.g. --out model.keras")
     h, w = run.image_size
     c = 3 if run.color_mode == "rgb" else 1
     prep = run.preprocessing

@@ -45,6 +45,15 @@ def import_keras(path: str | Path, *, data: str | None = None, class_names: str 
     model.load_state_dict(torch_state(spec, model.state_dict(), kf.weights, str(path)))
     model.eval()
     ours = kf.cnnlab or {}  # a file cnnlab exported: its scaling and classes come back as they were
+    if "preprocessing" in ours and scale is not None and scale != ours["preprocessing"].get("mode"):
+        raise SpecError(f"the file carries its own pixel scaling ({ours['preprocessing'].get('mode')}, exported by "
+                        f"cnnlab); --scale {scale} would change what the model computes", "--scale",
+                        "leave out --scale: the exported scaling is restored")
+    if scale is not None and scale != "none" and spec.layers[0].type == "Rescaling":
+        from .errors import warn
+
+        warn(f"the model starts with a Rescaling layer, and --scale {scale} scales the pixels before it too",
+             "--scale", "leave out --scale (or --scale none) unless the notebook scaled twice")
     mode = scale or (ours["preprocessing"]["mode"] if "preprocessing" in ours else default_scale(spec))
     if mode not in IMPORT_SCALES and "preprocessing" not in ours:
         raise SpecError(f"unknown scale '{mode}'", "--scale", f"use one of {', '.join(IMPORT_SCALES)}")
@@ -67,6 +76,13 @@ def import_keras(path: str | Path, *, data: str | None = None, class_names: str 
         names = list(ours["class_names"])
     else:
         names = _class_names(cfg, spec)
+    if data is None and labels != "en":  # translate the names, or say why not (never ignore --labels)
+        from .data.dataset import Dataset
+        from .data.sources import apply_label_language
+
+        named = Dataset("keras", list(names), {})
+        apply_label_language(named, labels, "--labels")
+        names = named.class_names
     if len(names) != spec.num_classes:
         raise SpecError(f"{len(names)} class names for a model with {spec.num_classes} classes", "--class-names",
                         f"give {spec.num_classes} names, one per line")

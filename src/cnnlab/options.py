@@ -84,8 +84,9 @@ class Interval(Constraint):
 
 @dataclass(frozen=True)
 class Rule(Constraint):
-    """A check that is neither a choice nor a range: ``test(value)`` is True, or a text that
-    completes the message (e.g. "two positive integers")."""
+    """A check that is neither a choice nor a range: ``test(value)`` is True when the value is good;
+    else False (the message says "<key> must be <description>"), or (what, fix) for a message of
+    its own (e.g. "unknown backbone 'x'", "did you mean ...")."""
 
     test: Callable
     description: str
@@ -263,6 +264,10 @@ def check_value(k: Key, v, places: Places | None = None) -> None:
     c = k.option.check
     if v is None or c is None or c.ok(v):
         return
+    if isinstance(c, Rule):
+        said = c.test(v)  # a rule may say what exactly is wrong: (what, fix)
+        if isinstance(said, tuple) and len(said) == 2:
+            raise ConfigError(said[0], where, said[1])
     if isinstance(c, Choice):
         close = difflib.get_close_matches(str(v), [str(x) for x in c.values], 1)
         hint = f"did you mean {close[0]}? " if close else ""
@@ -284,8 +289,9 @@ def check_names(d: dict, cls, where: str) -> None:
     for name in d:
         if name not in valid:
             close = difflib.get_close_matches(name, valid, 1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ConfigError(f"unknown key '{name}'", where, f"{hint}valid keys: {', '.join(valid)}")
+            raise ConfigError(f"unknown key '{name}'", where,
+                              f"did you mean '{close[0]}'?" if close else
+                              "cnnlab train --help lists the keys (a flag --some-key is the key some_key)")
 
 
 # ---------------------------------------------------------------------------- command line

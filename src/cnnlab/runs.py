@@ -242,6 +242,28 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.spec.name!r}, test_accuracy={acc})"
 
 
+def check_resume_point(state: dict, where: str) -> None:
+    """The fields a resume point's reader relies on, by type and range (what each is in
+    engine.loop.training_state); the weights and random states are checked as they are loaded."""
+    def bad(what: str):
+        return RunError(f"resume.pt is damaged: {what}", where, "train again")
+
+    epoch = state["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise bad(f"its epoch is {type(epoch).__name__} {str(epoch)[:40]!r}, not a whole number >= 0")
+    history = state["history"]
+    if not isinstance(history, list) or len(history) != epoch or not all(isinstance(h, dict) for h in history):
+        raise bad(f"its history is not the {epoch} epoch record(s) its epoch says")
+    best = state.get("best_epoch")
+    if best is not None and (not isinstance(best, int) or isinstance(best, bool) or not 1 <= best <= epoch):
+        raise bad(f"its best epoch {str(best)[:40]!r} is not one of its {epoch} epochs")
+    for key in ("model", "optimizer", "rng"):
+        if not isinstance(state[key], dict):
+            raise bad(f"its {key} is a {type(state[key]).__name__}, not a mapping")
+    if "best_model" in state and not isinstance(state["best_model"], dict):
+        raise bad("its best weights are not a mapping")
+
+
 def _damaged(what: str, path: Path) -> RunError:
     return RunError(what, str(path), "the run directory is damaged; train again")
 
@@ -367,11 +389,16 @@ class RunDir:
                            "one completed or never finished an epoch: train again")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
-            raise RunError(f"cannot read {self.RESUME}: {str(e).splitlines()[0]}", str(path),
+        except OSError as e:
+            raise RunError(f"cannot read {self.RESUME}: {e.strerror or e}", str(path), "check the file") from None
+        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, IndexError, KeyError, TypeError,
+                AttributeError, UnicodeDecodeError) as e:  # garbage, text, empty: torch.load raises any of these
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise RunError(f"cannot read {self.RESUME}: {first}", str(path),
                            "the file is damaged; train again") from None
         if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "rng", "history"} <= set(state):
             raise RunError(f"{self.RESUME} is not a resume point", str(path), "train again")
+        check_resume_point(state, str(path))
         return state
 
     def discard_resume(self) -> None:
@@ -504,6 +531,19 @@ class RunDir:
                  f"continue it: cnnlab train --resume {p}" if (p / self.RESUME).is_file() else
                  "train again for a complete run")
         return run
+
+
+def as_run(run) -> Run:
+    """A loaded run from a Run or its directory; anything else is a TypeError naming what it got."""
+    if isinstance(run, Run):
+        return run
+    if not isinstance(run, (str, Path)):
+        from .data.dataset import describe_value
+        from .errors import ArgumentTypeError
+
+        raise ArgumentTypeError(f"expected a run, got {describe_value(run)}", "run",
+                                "pass the run cnnlab.train returned, or its directory (a str or Path)")
+    return load_run(run)
 
 
 def load_run(path: str | Path, device: str = "cpu", weights: str | None = None) -> Run:

@@ -61,9 +61,34 @@ class Tracker:
         else:
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             self.uri = uri or f"sqlite:///{(base / 'mlflow.db').resolve()}"
+        self._client = None
+        self.check()
+
+    def check(self) -> None:
+        """Open the store now, before any run or study folder exists: a URI that cannot be used
+        (not a folder, read-only, not a tracking URI) is a ConfigError naming it."""
+        fix = ("give a writable folder with --track-uri" if self.kind == "tensorboard" else
+               "give a database URI such as sqlite:///runs/mlflow.db, or an http(s):// MLflow server")
+        try:
+            if self.kind == "tensorboard":
+                folder = Path(self.uri)
+                if folder.exists() and not folder.is_dir():
+                    raise ValueError(f"{folder} is a file, not a folder")
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".cnnlab-write-test-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+                return
+            if not self.uri.startswith(("sqlite:///", "postgresql", "mysql", "mssql", "http://", "https://",
+                                        "databricks")):
+                raise ValueError(f"'{self.uri}' is not a database or server URI (MLflow's file store is retired)")
             if self.uri.startswith("sqlite:///"):
                 Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._client = None
+            self.experiment_id()
+        except Exception as e:  # OSError, MlflowException, SQLAlchemy's errors: all mean "cannot use it"
+            first = (getattr(e, "strerror", None) or str(e).strip().splitlines()[0] if str(e).strip()
+                     else type(e).__name__)[:200]
+            raise ConfigError(f"cannot use the {self.kind} store: {first}", f"--track-uri {self.uri}", fix) from None
 
     # ---------------------------------------------------------------- MLflow plumbing
     def client(self):

@@ -82,12 +82,13 @@ def data_check(cfg: TrainConfig, ds: Dataset, progress_out: Progress) -> dict:
     t0 = time.perf_counter()
     report = check_dataset(ds)
     found = findings(report, cfg.strict)
+    shows = ("cnnlab.data.check.check_dataset(dataset) lists them" if ds.source == "arrays"  # no command reads them
+             else f"cnnlab check {ds.source} shows examples")
     for level, msg in found:
         if level == "error":
-            raise DataError(msg, ds.source, f"remove the copies from one split (cnnlab check {ds.source} shows "
-                            "examples), or train without --strict")
+            raise DataError(msg, ds.source, f"remove the copies from one split ({shows}), or train without --strict")
         if level == "warning":
-            warn(msg, ds.source, f"cnnlab check {ds.source} shows examples")
+            warn(msg, ds.source, shows)
     n_warn = sum(level == "warning" for level, _ in found)
     progress_out.message(f"data check: {n_warn or 'no'} warning(s) in {time.perf_counter() - t0:.1f} s "
                          "(--no-check skips it)")
@@ -440,6 +441,9 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     rd = RunDir(path)
     if not rd.path.is_dir():
         raise MissingRunError("run directory not found", str(rd.path), "give a run directory (runs/...)")
+    if not (rd / RunDir.CONFIG).is_file():
+        raise RunError("not a cnnlab run (no config.yaml)", str(rd.path),
+                       "give a run directory that cnnlab train wrote")
     dist = join_processes_for_resume()
     where, why = rd.state() if dist.is_main else ("stopped", "")
     if where == "training":
@@ -451,6 +455,14 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     state = rd.read_resume()
     stored = rd.read_config()
     cfg = TrainConfig.from_stored(stored)
+    if state["epoch"] >= cfg.epochs:
+        raise RunError(f"resume.pt is damaged: it says epoch {state['epoch']} finished, but the run has "
+                       f"{cfg.epochs} epochs", str(rd / RunDir.RESUME), "train again")
+    keys = {"loss", "accuracy"} | ({"val_loss", "val_accuracy"} if "validation" in (rd.read_data().get("splits") or {})
+                                   else set())
+    if any(not keys <= set(h) or not all(isinstance(h[k], (int, float)) for k in keys) for h in state["history"]):
+        raise RunError("resume.pt is damaged: an epoch record lacks its loss or accuracy", str(rd / RunDir.RESUME),
+                       "train again")
     for k, v in session.items():
         if v is not None or k == "time_limit":
             setattr(cfg, k, v)
@@ -483,7 +495,11 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
             model.freeze(i)
     weights = rd.read_optional(RunDir.CLASS_WEIGHTS)
     weights = [float(weights[n]) for n in ds.class_names] if weights else None
-    best = load_weights(rd / RunDir.BEST) if (rd / RunDir.BEST).is_file() and state.get("best_epoch") else None
+    # the best weights as of the resume point (best.safetensors may hold a later, partial epoch's)
+    best = state.get("best_model") or (state["model"] if state.get("best_epoch") and
+                                       state["best_epoch"] == state["epoch"] else None)
+    if best is None and state.get("best_epoch") and (rd / RunDir.BEST).is_file():  # a point from before 0.2
+        best = load_weights(rd / RunDir.BEST)
     Progress(cfg.epochs, 1, quiet=not dist.is_main).message(
         f"resuming {rd.path} after epoch {state['epoch']} of {cfg.epochs}"
         + (f" (best epoch so far: {state['best_epoch']})" if state.get("best_epoch") else ""))
@@ -491,6 +507,8 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
     if dist.is_main:
         rd.reopen()
+        if best is not None:
+            rd.checkpoint(best)
     return _guarded(rd if dist.is_main else None, dist,
                     lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
                                       in_memory=dataset is not None, check=None, weights=weights,
@@ -581,10 +599,30 @@ def data_record(ds: Dataset, in_memory: bool) -> dict:
         **{k: v for k, v in ds.info.items() if k not in ("image_size", "color_mode")}}
 
 
+def stored_config(cfg: TrainConfig) -> dict:
+    """config.yaml's keys, with every path absolute: a run evaluated, reported or resumed from another
+    working directory still finds its data and files."""
+    import os
+
+    from .data.sources import absolute_source
+
+    d = cfg.to_dict()
+    for k in ("source", "val_source", "test_source"):
+        d[k] = absolute_source(d[k])
+    for k in ("data_dir", "init_from", "weights"):
+        if d.get(k):
+            d[k] = os.path.abspath(d[k])
+    if d.get("class_names") and os.path.isfile(d["class_names"]):
+        d["class_names"] = os.path.abspath(d["class_names"])
+    if d.get("class_weight") not in (None, "none", "balanced") and os.path.isfile(d["class_weight"]):
+        d["class_weight"] = os.path.abspath(d["class_weight"])
+    return d
+
+
 def _start(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, in_memory: bool,
            check: dict | None, weights: list[float] | None, progress_out: Progress) -> None:
     """The run directory's files that exist before the first step."""
-    rd.start(config=cfg.to_dict(), spec=spec.to_dict(), preprocessing=prep.to_dict(),
+    rd.start(config=stored_config(cfg), spec=spec.to_dict(), preprocessing=prep.to_dict(),
              classes={"class_names": ds.class_names, "labels": cfg.labels}, weights_init=weight_stats(model),
              check=check, data=data_record(ds, in_memory))
     progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {rd.path}")
@@ -621,7 +659,11 @@ def _evaluate_and_finish(rd: RunDir, cfg: TrainConfig, ds: Dataset, result, metr
     if run is None and result.best_epoch is not None:
         run = load_run(run_dir, device=str(device))
     if run is None:
-        raise TrainingError("training ended before an epoch finished", str(run_dir), "train again")
+        resumable = (run_dir / RunDir.RESUME).is_file()
+        in_memory = (rd.read_optional(RunDir.DATA) or {}).get("in_memory")
+        raise TrainingError(f"training ended before an epoch finished ({result.stop_reason})", str(run_dir),
+                            (f"continue it: cnnlab train --resume {run_dir}" + (" (from Python: cnnlab.resume(RUN, "
+                             "data))" if in_memory else "")) if resumable else "train again")
     run.metrics = metrics
     run.dataset = ds  # figures and the report reuse it instead of reloading
     return run

@@ -110,8 +110,30 @@ def launch_processes(args) -> int:
 
     if not 1 <= args.nproc <= 256:
         raise ConfigError(f"nproc must be from 1 to 256, got {args.nproc}", "--nproc", "use e.g. --nproc 2")
-    if not args.resume:
-        check_global_batch(config_from_args(args).batch_size, args.nproc)
+    if not args.resume:  # what can be checked here is checked once, before N processes start
+        import os
+        from pathlib import Path
+
+        import torch
+
+        from ..data.sources import parse_source
+        from ..models import spec_from
+
+        cfg = config_from_args(args)
+        check_global_batch(cfg.batch_size, args.nproc)
+        cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        have = torch.cuda.device_count() if cuda else (os.cpu_count() or 1)
+        if args.nproc > have:
+            raise ConfigError(f"{args.nproc} processes for {have} {'GPU' if cuda else 'CPU core'}(s)", "--nproc",
+                              f"use --nproc {have} or fewer: each process needs a {'GPU' if cuda else 'core'}")
+        if cfg.backbone is None:
+            spec_from(cfg.model)
+        for src in (cfg.source, cfg.val_source, cfg.test_source):
+            kind, path = parse_source(src) if src else (None, None)
+            if path is not None and not Path(path).exists():
+                from ..errors import MissingDataError
+
+                raise MissingDataError(f"{kind} not found", path, "check the path")
     argv = list(args.argv)
     i = next(i for i, a in enumerate(argv) if a == "--nproc" or a.startswith("--nproc="))
     del argv[i:i + (1 if "=" in argv[i] else 2)]

@@ -214,6 +214,14 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
     if ds["train"].y is None:
         raise DataError("the data has no labels", cfg.source, "compare needs a labeled source")
     pool, folds = make_folds(ds, cv, cfg.val_split, cfg.seed)
+    # per neural model: its preset's own recipe fills what the options leave open; every spec is
+    # checked against the data before the first model trains (and before the output folder exists)
+    model_cfgs = {name: make_config(config, source=source, model=name, explicit_none=explicit_none, **options)
+                  for name in names if name not in BASELINES}
+    from ..training import resolve_spec
+
+    for name in model_cfgs:
+        resolve_spec(name, ds.input_shape, ds.num_classes)
     out = Path(out) if out else new_run_dir(cfg.runs_dir, f"compare-{cfg.source.split(':')[0]}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -231,9 +239,6 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
         f"results in {out}")
     if cfg.check:
         warn_pool_duplicates(pool, ds)
-    # per neural model: its preset's own recipe fills what the options leave open
-    model_cfgs = {name: make_config(config, source=source, model=name, explicit_none=explicit_none, **options)
-                  for name in names if name not in BASELINES}
     rows: list[dict] = []
     try:
         interrupted = False

@@ -228,6 +228,11 @@ def check_source(cfg, near: bool = True) -> dict:
     from .split import prepare_splits
 
     kind, path = parse_source(cfg.source)
+    if kind in ("folder", "csv") and not Path(path).exists():
+        from ..errors import MissingDataError
+
+        raise MissingDataError(f"{'folder' if kind == 'folder' else 'table'} not found", path,
+                               "check the path (cnnlab check folder:PATH or csv:FILE)")
     opts = cfg.data_options()
     opts.quiet, opts.on_bad_image = True, "skip"
     scan = scan_files(kind, path, opts) if kind in ("folder", "csv") else None

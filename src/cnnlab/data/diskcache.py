@@ -148,12 +148,44 @@ class DiskImages:
         return out
 
 
+def chunk_digest(data) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+VERIFY_ALL_BYTES = 4 << 30  # caches up to this size are checked whole on reuse; larger ones by sample
+VERIFY_SAMPLE = 32
+
+
+def verify_chunks(path: Path, row_bytes: int, chunks: list) -> str | None:
+    """Whether the cache's bytes are those it was built with: each chunk's digest, recorded at
+    build time, against the file now (every chunk of a cache up to VERIFY_ALL_BYTES, else the first,
+    the last and a seeded sample). None when they match, else what differs."""
+    starts = np.cumsum([0] + [int(n) for n, _ in chunks])
+    total = int(starts[-1]) * row_bytes
+    picks = range(len(chunks))
+    if total > VERIFY_ALL_BYTES and len(chunks) > VERIFY_SAMPLE:
+        rng = np.random.default_rng(len(chunks))
+        picks = sorted({0, len(chunks) - 1, *rng.choice(len(chunks), VERIFY_SAMPLE - 2, replace=False).tolist()})
+    with open(path, "rb") as f:
+        for k in picks:
+            f.seek(int(starts[k]) * row_bytes)
+            want = int(chunks[k][0]) * row_bytes
+            data = f.read(want)
+            if len(data) != want or chunk_digest(data) != chunks[k][1]:
+                return f"images {int(starts[k]):,} to {int(starts[k + 1]) - 1:,} changed since it was written"
+    return None
+
+
 def files_key(paths: list[Path], size, color_mode: str, on_bad: str) -> str:
-    h = hashlib.sha256(f"{tuple(size)}|{color_mode}|{on_bad}|v1\n".encode())
+    """The cache's name: the files' paths, sizes, modification and change times, the image size,
+    colour mode and bad-file rule. The change time (ctime) moves whenever a file is rewritten, also
+    when its modification time is set back (``touch -r``, ``cp -p``), which no one can fake."""
+    h = hashlib.sha256(f"{tuple(size)}|{color_mode}|{on_bad}|v2\n".encode())
     for p in paths:
         try:
             st = os.stat(p)
-            h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n"
+                     .encode("utf-8", "surrogateescape"))
         except OSError:
             h.update(f"{os.path.abspath(p)}\0missing\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
@@ -169,14 +201,21 @@ def read_cached(paths: list[Path], size: tuple[int, int], color_mode: str, on_ba
     folder = root / files_key(paths, size, color_mode, on_bad)
     meta_path = folder / META_FILE
     if meta_path.is_file():
+        problem = "its files are incomplete"
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             x = DiskImages(folder / DATA_FILE, (size[0], size[1], channels), n_file=meta["n"])
             if os.path.getsize(folder / DATA_FILE) == meta["n"] * x.row_bytes:
-                return ReadResult(x, tuple(size), color_mode, np.asarray(meta["kept"], np.int64),
-                                  [tuple(b) for b in meta["bad"]])
+                problem = verify_chunks(folder / DATA_FILE, x.row_bytes, meta["chunks"])
+                if problem is None:
+                    return ReadResult(x, tuple(size), color_mode, np.asarray(meta["kept"], np.int64),
+                                      [tuple(b) for b in meta["bad"]])
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        from ..errors import warn
+
+        warn(f"the decoded-image cache is damaged ({problem}); decoding the images again", printable(folder),
+             "nothing to do: the cache is rebuilt now")
         shutil.rmtree(folder, ignore_errors=True)  # damaged: build it again
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -187,7 +226,7 @@ def read_cached(paths: list[Path], size: tuple[int, int], color_mode: str, on_ba
         raise DataError(f"cannot create the decoded-image cache: {e.strerror}", str(root),
                         "set $CNNLAB_CACHE to a writable folder with room for the decoded images, "
                         "or use --cache memory") from None
-    kept, bad, t0, last = [], [], time.perf_counter(), 0.0
+    kept, bad, chunks, t0, last = [], [], [], time.perf_counter(), 0.0
     try:
         with open(tmp / DATA_FILE, "wb") as f:
             for i in range(0, len(paths), CHUNK):
@@ -201,7 +240,9 @@ def read_cached(paths: list[Path], size: tuple[int, int], color_mode: str, on_ba
                 if r is None:
                     bad += [(printable(p), "cannot be read as an image") for p in part]
                     continue
-                f.write(np.ascontiguousarray(r.x).data)
+                data = np.ascontiguousarray(r.x).data
+                f.write(data)
+                chunks.append([len(r.x), chunk_digest(data)])
                 kept += (r.kept + i).tolist()
                 bad += r.bad
                 now = time.perf_counter()
@@ -212,7 +253,7 @@ def read_cached(paths: list[Path], size: tuple[int, int], color_mode: str, on_ba
                           file=sys.stderr, flush=True)
                     last = now
         (tmp / META_FILE).write_text(json.dumps({"n": len(kept), "kept": kept, "bad": bad, "size": list(size),
-                                                  "color_mode": color_mode}), encoding="utf-8")
+                                                  "color_mode": color_mode, "chunks": chunks}), encoding="utf-8")
         try:
             os.replace(tmp, folder)
         except OSError:  # another process built it meanwhile

@@ -24,7 +24,34 @@ def _save_png(path: Path, arr) -> None:
 
 
 def export_images(ds: Dataset, out: str | Path, limit: int | None = None) -> dict[str, int]:
+    """The dataset's images and labels under ``out``, which must not exist or be empty. Everything is
+    written into a temporary folder beside it and renamed into place at the end, so a full disk or a
+    Ctrl-C leaves no half-exported folder."""
+    import shutil
+    import tempfile
+
+    from ..errors import ConfigError
+
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError("the output folder is not empty" if out.is_dir() else "the output is a file", str(out),
+                          "give a new folder: cnnlab export-images SOURCE NEW_FOLDER")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        counts = _write_all(ds, tmp, limit)
+        if out.is_dir():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename and str(tmp) in str(e.filename):
+            raise OSError(e.errno, e.strerror, str(out)) from None  # name the folder asked for, not ours
+        raise
+    return counts
+
+
+def _write_all(ds: Dataset, out: Path, limit: int | None) -> dict[str, int]:
     counts = {}
     workers = min(8, (os.cpu_count() or 2) * 2)
     for split, s in ds.splits.items():

@@ -61,6 +61,18 @@ def _note_skipped(r: ReadResult, where: str, source: str) -> list[tuple[str, str
     return r.bad
 
 
+def check_no_class_emptied(before: list, after: list, names: list[str], where: str) -> None:
+    """``--on-bad-image skip`` must not leave a class that had images with none: the model would
+    learn a class it never sees."""
+    had, left = set(before), set(after)
+    emptied = [names[c] if isinstance(c, (int, np.integer)) and 0 <= c < len(names) else str(c)
+               for c in sorted(had - left, key=str)]
+    if emptied:
+        raise DataError(f"every image of class {', '.join(emptied[:3])} is unreadable, so skipping them leaves the "
+                        "class empty", where, "fix or replace those files (cnnlab check lists them), or remove the "
+                        "class")
+
+
 def _bad_list(bad: list[tuple[str, str]], limit: int = 1000) -> list[dict]:
     return [{"path": p, "reason": r} for p, r in bad[:limit]]
 
@@ -103,7 +115,11 @@ def load_folder(path: str, image_size=None, color_mode: str = "auto", on_bad: st
         r = read_any(paths, size, mode, on_bad, cache, quiet)
         size, mode = r.size, r.color_mode  # later splits take the training split's size and mode
         skipped[split] = _note_skipped(r, printable(layout[split]), f"folder:{printable(root)}")
-        splits[split] = Split(r.x, np.asarray(labels, np.int64)[r.kept],
+        kept_labels = np.asarray(labels, np.int64)[r.kept]
+        if split == "train":
+            check_no_class_emptied(list(labels), kept_labels.tolist(), [printable(c) for c in classes],
+                                   printable(layout[split]))
+        splits[split] = Split(r.x, kept_labels,
                               [printable(paths[i].relative_to(root)) for i in r.kept])
     info = {"folder": printable(root), "image_size": list(size), "color_mode": mode, **cache_info(splits)}
     if any(skipped.values()):
@@ -300,6 +316,8 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
         if require_labels:
             raise DataError(f"label column '{label_col}' is empty", printable(p), "fill in the labels")
         return Dataset(f"csv:{path}", class_names or [], {"test": Split(r.x, None, ids)}, info)
+    if bad:
+        check_no_class_emptied(raw, [raw[i] for i in r.kept], [], printable(p))
     raw = [raw[i] for i in r.kept]
     if all(v.lstrip("-").isdigit() for v in raw):
         y = np.asarray([int(v) for v in raw], np.int64)

@@ -8,6 +8,7 @@ path to a folder, .csv or .npz file works too).
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,6 +88,20 @@ def parse_source(source: str) -> tuple[str, str | None]:
     hint = f"did you mean {close[0]}? " if close else ""
     raise DataError(f"unknown data source '{source}'", "SOURCE",
                     f"{hint}use {_names_hint()} (cnnlab datasets lists them)")
+
+
+def absolute_source(source: str | None) -> str | None:
+    """A source with its path made absolute (``folder:photos/`` -> ``folder:/home/me/photos``), so a
+    run stored with it still finds its data from another working directory."""
+    if not source or source in SOURCES:
+        return source
+    try:
+        kind, path = parse_source(source)
+    except DataError:
+        return source
+    if path is None:
+        return source
+    return f"{kind}:{os.path.abspath(os.path.expanduser(path))}"
 
 
 def resolve_class_names(opts: DataOptions) -> list[str] | None:

@@ -70,6 +70,8 @@ class TrainState:
     dist: object = None  # engine.distributed.Dist: this process's rank among data-parallel processes
     scaler: object = None  # torch.amp.GradScaler with float16 on CUDA
     run_dir: str | None = None  # the run directory being written (None in a process that writes none)
+    partial_epoch: bool = False  # the last epoch stopped before its last batch (a time limit, a signal)
+    best_state: dict | None = None  # the best epoch's weights so far (BestCheckpoint keeps them)
 
     def request_stop(self, reason: str, status: str = "stopped") -> None:
         if not self.stop:
@@ -112,12 +114,13 @@ class BestCheckpoint(Callback):
     def on_train_begin(self, state):
         if state.best_epoch is not None and state.history:  # resumed: the best so far stays the best
             self.best_value = state.history[state.best_epoch - 1][self.monitor]
+        state.best_state = self.best_state
 
     def on_epoch_end(self, state, logs):
         state.note = ""
         if is_improvement(logs[self.monitor], self.best_value, self.mode, self.min_delta):
             self.best_value, state.best_epoch = logs[self.monitor], state.epoch
-            self.best_state = copy.deepcopy(state.model.state_dict())
+            self.best_state = state.best_state = copy.deepcopy(state.model.state_dict())
             state.note = f" - {self.monitor} improved"
             if self.save is not None:
                 self.save(state.epoch, self.best_state)
@@ -191,10 +194,16 @@ class ResumePoint(Callback):
     def __init__(self, save: Callable[[dict], None] | None, extra: Callable[[TrainState], dict] | None = None):
         self.save, self.extra = save, extra
 
+    def on_train_begin(self, state):
+        if state.epoch == 0:  # a point before the first epoch: a run stopped in epoch 1 resumes too
+            self.on_epoch_end(state, {})
+
     def on_epoch_end(self, state, logs):
         from .distributed import SINGLE
         from .loop import training_state
 
+        if state.partial_epoch:  # stopped mid-epoch: the last whole epoch's point is where to go on from
+            return
         point = training_state(state, state.dist or SINGLE)
         if self.save is not None:
             self.save({**point, **(self.extra(state) if self.extra else {})})

@@ -247,6 +247,9 @@ def launch(nproc: int, argv: list[str]) -> None:
         rank, failure = min(e.failures.items(), key=lambda kv: (kv[1].exitcode >= 0, kv[1].timestamp))
         code = failure.exitcode
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        raise TrainingError(f"training process {rank} of {nproc} {how}", "--nproc",
-                            "its own error, if it printed one, is above; a stopped run continues from its last "
-                            "finished epoch with cnnlab train --resume RUN --nproc " + str(nproc)) from None
+        error = TrainingError(f"training process {rank} of {nproc} {how}", "--nproc",
+                              "its own error, if it printed one, is above; a stopped run continues from its last "
+                              "finished epoch with cnnlab train --resume RUN --nproc " + str(nproc))
+        # exit code 2: the process said what was wrong in its one error line; a second line adds nothing
+        error.reported = any(f.exitcode == 2 for f in e.failures.values())
+        raise error from None

@@ -7,6 +7,7 @@ augmented (pixel units 0..255) and normalised with the training split's statisti
 from __future__ import annotations
 
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -203,6 +204,34 @@ def set_rng_states(states: dict, generators: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def load_resume_point(resume: dict, model, opt, scaler, state: TrainState, dist: Dist) -> None:
+    """Weights, optimizer state and random states from a resume point into this run; a point that
+    does not fit (another model or optimizer, damaged random states) is a RunError, never a crash
+    in the middle of an epoch."""
+    from ..errors import RunError
+
+    part = "weights"
+    try:
+        model.load_state_dict(resume["model"])
+        part = "optimizer state"
+        opt.load_state_dict(resume["optimizer"])
+        params = [p for group in opt.param_groups for p in group["params"]]
+        for i, st in opt.state.items():  # torch loads mis-shaped moments and fails only at the step
+            p = i if isinstance(i, torch.Tensor) else params[i] if isinstance(i, int) else None
+            for v in (st.values() if isinstance(st, dict) else ()):
+                if isinstance(v, torch.Tensor) and v.ndim and p is not None and v.shape != p.shape:
+                    raise ValueError(f"a moment of shape {tuple(v.shape)} for a weight of shape {tuple(p.shape)}")
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        part = "random states"
+        set_rng_states(resume["rng_ranks"][dist.rank] if "rng_ranks" in resume else resume["rng"], state.generators)
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        where = os.path.join(state.run_dir, "resume.pt") if state.run_dir else "resume.pt"
+        raise RunError(f"resume.pt's {part} cannot be loaded into this run ({first})", where,
+                       "the file is damaged or from another run: train again") from None
+
+
 def training_state(state: TrainState, dist: Dist = SINGLE) -> dict:
     """What resuming after ``state.epoch`` needs: weights, optimizer state, random states, the
     history (early stopping reads it) and the best epoch. The schedule's position follows from the
@@ -220,6 +249,8 @@ def training_state(state: TrainState, dist: Dist = SINGLE) -> dict:
     out = {"epoch": state.epoch, "model": cpu(state.model.state_dict()),
            "optimizer": cpu(state.optimizer.state_dict()), "rng": rng,
            "history": list(state.history), "best_epoch": state.best_epoch}
+    if state.best_state is not None and state.best_epoch != state.epoch:  # else the best is "model"
+        out["best_model"] = cpu(state.best_state)
     if state.scaler is not None:  # fp16 on CUDA: the loss scale in use
         out["scaler"] = state.scaler.state_dict()
     if dist.active:  # each rank draws its own augmentation and dropout: keep every rank's states
@@ -273,12 +304,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                        generators={"order": cpu_g, "augment": g}, dist=dist, scaler=scaler,
                        run_dir=run_dir)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        set_rng_states(resume["rng_ranks"][dist.rank] if "rng_ranks" in resume else resume["rng"],
-                       state.generators)
+        load_resume_point(resume, model, opt, scaler, state, dist)
         state.epoch = state.resumed_from = resume["epoch"]
         state.history, state.best_epoch = list(resume["history"]), resume["best_epoch"]
     call(callbacks, "on_train_begin", state)
@@ -335,6 +361,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                     call(callbacks, "on_batch_end", state, step + 1)
                 agree_stop(state, dist)
                 if state.stop:  # e.g. the time limit: this partial epoch is still validated
+                    state.partial_epoch = step + 1 < steps
                     break
             if state.status == "nan_loss":
                 break

@@ -98,18 +98,24 @@ def _read_zip(p: Path) -> KerasFile:
         if "config.json" not in names:
             raise SpecError("the .keras file has no config.json", str(p),
                             "save the model again with model.save('model.keras')")
-        config = json.loads(z.read("config.json"))
-        meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
+        config = _json(z.read("config.json"), str(p), "config.json")
+        meta = _json(z.read("metadata.json"), str(p), "metadata.json") if "metadata.json" in names else {}
+        meta = meta if isinstance(meta, dict) else {}
         blob = z.read("model.weights.h5") if "model.weights.h5" in names else None
+    check_config(config, str(p))
+    if blob is None:
+        raise SpecError("the .keras file has no weights (no model.weights.h5 in it)", str(p),
+                        "save the trained model with model.save('model.keras')")
     stored: dict = {}
+    nested: set = set()  # weight groups with groups of their own: a nested model, or an LSTM's cell
     if blob is not None:
         with h5py.File(io.BytesIO(blob), "r") as f:
             layers = f.get("layers")
             for key in (layers.keys() if layers is not None else ()):
                 group = layers[key]
                 if set(group.keys()) - {"vars"}:
-                    raise SpecError(f"layer '{key}' holds layers of its own (a nested model)", str(p),
-                                    "cnnlab imports one flat Sequential or functional model")
+                    nested.add(key)
+                    continue
                 vs = group.get("vars")
                 stored[key] = [np.asarray(vs[k]) for k in sorted(vs.keys(), key=int)] if vs is not None else []
     # Keras 3 files each layer's weights under its class name made unique in layer order
@@ -123,8 +129,56 @@ def _read_zip(p: Path) -> KerasFile:
             outs[0][0] if isinstance(outs, list) and outs and isinstance(outs[0], list) and outs[0] else None
         layers = keras_layer_order(layers, out) if isinstance(out, str) else layers
     keys = storage_keys([layer.get("class_name", "") for layer in layers])
+    for layer, key in zip(layers, keys):
+        if key in nested:  # say what the layer is: "a nested model" for an LSTM misled
+            cls = layer.get("class_name")
+            if cls in ("Functional", "Sequential", "Model"):
+                raise SpecError(f"layer '{_layer_name(layer)}' is a {cls} model inside the model", str(p),
+                                "cnnlab imports one flat Sequential or functional model: save the inner model "
+                                "on its own, or rebuild the model flat")
+            raise SpecError(f"layer '{_layer_name(layer)}' is a {cls}, which cnnlab does not compute", str(p),
+                            f"cnnlab imports image models of the layers {', '.join(LAYERS)}")
     weights = {_layer_name(layer): stored.get(key, []) for layer, key in zip(layers, keys)}
-    return KerasFile(config, weights, str(meta.get("keras_version", "")), str(p), meta.get("cnnlab"))
+    ours = meta.get("cnnlab") if isinstance(meta.get("cnnlab"), dict) else None
+    return KerasFile(config, weights, str(meta.get("keras_version", "")), str(p), ours)
+
+
+def _json(data: bytes, where: str, member: str):
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise SpecError(f"{member} is nested too deeply to be a model config", where,
+                        "save the model again with model.save('model.keras')") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"{member} is not JSON: {str(e).splitlines()[0][:120]}", where,
+                        "save the model again with model.save('model.keras')") from None
+
+
+def check_config(config, where: str) -> None:
+    """A model config's structure, before anything reads it: an object with a ``config`` object whose
+    ``layers`` is a list of layer objects (a damaged file is one line, never an AttributeError)."""
+    fix = "the file's config.json is damaged: save the model again with model.save('model.keras')"
+    if not isinstance(config, dict):
+        raise SpecError(f"the model config is a JSON {type(config).__name__}, not an object", where, fix)
+    inner = config.get("config")
+    if not isinstance(inner, dict):
+        raise SpecError("the model config has no 'config' object", where, fix)
+    layers = inner.get("layers")
+    if not isinstance(layers, list):
+        raise SpecError(f"the model config's layers are a {type(layers).__name__}, not a list", where, fix)
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict) or not isinstance(layer.get("config", {}), dict):
+            raise SpecError(f"layer {i} of the model config is a {type(layer).__name__}, not a layer object"
+                            if not isinstance(layer, dict) else f"layer {i}'s config is not an object", where, fix)
+
+
+def check_weights(weights: dict, where: str) -> None:
+    """Weights that a model could use: finite numbers (NaN or infinite values would predict NaN)."""
+    for name, arrays in weights.items():
+        for k, a in enumerate(arrays):
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                raise SpecError(f"layer '{name}' weight {k} holds NaN or infinite values", where,
+                                "the model diverged before it was saved: save a checkpoint from before that")
 
 
 def _layer_name(layer: dict) -> str:
@@ -228,7 +282,8 @@ def _read_legacy(f, where: str) -> KerasFile:
         raise SpecError("the HDF5 file holds weights but no model", where,
                         "save the whole model (model.save('model.h5') or .keras), not save_weights; "
                         "for a backbone's weights use --backbone NAME --weights FILE.h5")
-    config = json.loads(_text(f.attrs["model_config"]))
+    config = _json(_text(f.attrs["model_config"]).encode(), where, "model_config")
+    check_config(config, where)
     weights = legacy_weights(f["model_weights"] if "model_weights" in f else f)
     return KerasFile(config, weights, _text(f.attrs.get("keras_version", "")), where)
 
@@ -559,8 +614,16 @@ def write_keras(path: Path, spec: Spec, state: dict, scaling: tuple[list, list] 
 
 
 def parse_keras_spec(kf: KerasFile, name: str | None = None) -> Spec:
-    fold = bool(kf.cnnlab and kf.cnnlab.get("preprocessing"))
-    return parse_spec(spec_from_keras(kf.config, kf.path, name, fold), kf.path)
+    fold = bool(kf.cnnlab and isinstance(kf.cnnlab, dict) and kf.cnnlab.get("preprocessing"))
+    check_weights(kf.weights, kf.path)
+    try:
+        mapping = spec_from_keras(kf.config, kf.path, name, fold)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+        if isinstance(e, CnnlabError):
+            raise
+        raise SpecError(f"the model config is damaged ({type(e).__name__}: {str(e)[:120]})", kf.path,
+                        "save the model again with model.save('model.keras')") from None
+    return parse_spec(mapping, kf.path)
 
 
 def keras_proba(kf: KerasFile, spec: Spec, images: np.ndarray, prep) -> np.ndarray:

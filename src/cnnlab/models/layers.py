@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import SpecError
+from ..errors import ShapeError, SpecError
 
 REQUIRED = object()  # marks an argument without a default
 
@@ -111,7 +111,7 @@ def conv_output(args: dict, shape: tuple, where: str) -> tuple[int, int]:
     h = out_len(shape[0], dh * (kh - 1) + 1, sh, args["padding"])
     w = out_len(shape[1], dw * (kw - 1) + 1, sw, args["padding"])
     if h <= 0 or w <= 0:
-        raise SpecError(f"kernel_size {[kh, kw]} on a {shape[0]}x{shape[1]} input gives an "
+        raise ShapeError(f"kernel_size {[kh, kw]} on a {shape[0]}x{shape[1]} input gives an "
                         f"output of size {max(h, 0)}x{max(w, 0)}", where,
                         "use padding: same, a smaller kernel_size, fewer pooling layers "
                         "before it, or a larger --image-size")
@@ -163,7 +163,7 @@ class Conv2D(_Convolution):
         positive_int(f, "filters", where, "32")
         positive_int(g, "groups", where, "1")
         if shape[2] % g or f % g:
-            raise SpecError(f"groups={g} does not divide the {shape[2]} input channels and {f} filters", where,
+            raise ShapeError(f"groups={g} does not divide the {shape[2]} input channels and {f} filters", where,
                             "use a groups value that divides both, e.g. groups: 1")
         h, w = conv_output(args, shape, where)
         params = kh_kw(args) * (shape[2] // g) * f + (f if args["use_bias"] else 0)
@@ -191,7 +191,7 @@ class _Pooling(LayerKind):
         h = out_len(shape[0], ph, sh, args["padding"])
         w = out_len(shape[1], pw, sw, args["padding"])
         if h <= 0 or w <= 0:
-            raise SpecError(f"pool_size {[ph, pw]} on a {shape[0]}x{shape[1]} input gives an "
+            raise ShapeError(f"pool_size {[ph, pw]} on a {shape[0]}x{shape[1]} input gives an "
                             f"output of size {max(h, 0)}x{max(w, 0)}", where,
                             "remove this pooling layer, use padding: same, or a larger --image-size")
         return (h, w, shape[2]), 0, 0
@@ -319,7 +319,7 @@ class Dense(LayerKind):
         u = args["units"]
         positive_int(u, "units", where, "128")
         if len(shape) == 2:
-            raise SpecError(f"Dense on a 2-D input {tuple(shape)}", where,
+            raise ShapeError(f"Dense on a 2-D input {tuple(shape)}", where,
                             "add Flatten before it, or give input_shape a channel axis")
         return (*shape[:-1], u), shape[-1] * u + (u if args["use_bias"] else 0), 0
 
@@ -533,7 +533,7 @@ class _Merge(LayerKind):
         for s in shapes[1:]:
             if len(s) != len(out) or any(a != b and 1 not in (a, b) for a, b in zip(out, s)):
                 got = " and ".join(str(tuple(v)) for v in shapes)
-                raise SpecError(f"{self.name} needs inputs of one shape but gets {got}", where,
+                raise ShapeError(f"{self.name} needs inputs of one shape but gets {got}", where,
                                 "make the branches agree (e.g. a 1x1 Conv2D to the same filters, the same strides)")
             out = [max(a, b) if 1 in (a, b) else a for a, b in zip(out, s)]
         return tuple(out), 0, 0
@@ -603,7 +603,7 @@ class Concatenate(LayerKind):
         a = ax - 1 if ax > 0 else rank + ax
         if any(len(s) != rank or any(s[i] != shapes[0][i] for i in range(rank) if i != a) for s in shapes):
             got = " and ".join(str(tuple(v)) for v in shapes)
-            raise SpecError(f"Concatenate on axis {ax} needs the other axes equal but gets {got}", where,
+            raise ShapeError(f"Concatenate on axis {ax} needs the other axes equal but gets {got}", where,
                             "pool or pad the branches to one height and width (or concatenate on another axis)")
         out = list(shapes[0])
         out[a] = sum(s[a] for s in shapes)
@@ -637,11 +637,11 @@ class Reshape(LayerKind):
         known = math.prod(v for v in t if v != -1)
         if -1 in t:
             if n % known:
-                raise SpecError(f"target_shape {t} does not divide the input's {n} values {tuple(shape)}", where,
+                raise ShapeError(f"target_shape {t} does not divide the input's {n} values {tuple(shape)}", where,
                                 "choose sizes whose product divides it")
             t[t.index(-1)] = n // known
         if math.prod(t) != n:
-            raise SpecError(f"target_shape {t} holds {math.prod(t)} values but the input {tuple(shape)} has {n}",
+            raise ShapeError(f"target_shape {t} holds {math.prod(t)} values but the input {tuple(shape)} has {n}",
                             where, "choose sizes whose product is the input's")
         return tuple(t), 0, 0
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SpecError
+from ..errors import ShapeError, SpecError
 from .layers import ALIASES, LAYERS, REQUIRED, LayerKind, lookup
 
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "leaky_relu", "sigmoid", "tanh", "softmax",
@@ -155,12 +155,24 @@ def _plain(args: dict) -> dict:
 
 # ----------------------------------------------------------------------------- parsing
 
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5", ".onnx", ".safetensors", ".pt", ".pth")
+
+
 def load_spec_file(path: str | Path) -> dict:
     path = Path(path)
+    if path.suffix.lower() in KERAS_SUFFIXES or path.name.endswith(".weights.h5"):
+        fix = (f"import it as a run first: cnnlab import-keras {path}, then train from it with --init-from RUN"
+               if path.suffix.lower() in (".keras", ".h5", ".hdf5") else
+               "give a spec (YAML or JSON with input_shape and layers), a preset, or start from a run's weights "
+               "with --init-from RUN")
+        raise SpecError(f"a model file ({path.suffix}) is not a spec", str(path), fix)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"cannot read spec: {e.strerror}", str(path), "check the path") from None
+    except UnicodeDecodeError:
+        raise SpecError("the spec is not text (a binary file?)", str(path),
+                        "give a YAML or JSON spec with input_shape and layers") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -213,7 +225,7 @@ def _infer(kind: LayerKind, args: dict, shape: tuple, where: str) -> tuple[tuple
     if kind.needs_image and len(shape) != 3:
         fix = ("give input_shape a channel axis, e.g. [28, 28, 1]" if len(shape) == 2
                else "put it before Flatten / Dense")
-        raise SpecError(f"{kind.name} needs an (H, W, C) input but gets {tuple(shape)}", where, fix)
+        raise ShapeError(f"{kind.name} needs an (H, W, C) input but gets {tuple(shape)}", where, fix)
     return kind.infer(args, shape, where)
 
 
@@ -414,7 +426,7 @@ def parse_spec(data: dict, where: str = "spec") -> Spec:
     spec = Spec(input_shape, infos, str(data.get("name") or "model"), input_name)
     last = infos[-1]
     if len(last.output_shape) != 1:
-        raise SpecError(f"the model's output has shape {tuple(last.output_shape)}",
+        raise ShapeError(f"the model's output has shape {tuple(last.output_shape)}",
                         f"{where}, layer {last.index} ({last.type})",
                         "end with Flatten or GlobalAveragePooling2D and a Dense layer")
     if not LAYERS[last.type].can_end:

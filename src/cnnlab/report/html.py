@@ -68,6 +68,18 @@ def _font_face(text: str) -> str:
             f"src:url(data:font/ttf;base64,{data}) format('truetype');unicode-range:U+AC00-D7A3,U+3130-318F;}}")
 
 
+def settings_text(run) -> str:
+    """What was run, in one sentence: the images trained on, the epochs, recipe and seed."""
+    c, splits = run.config, run.data.get("splits") or {}
+    if run.metrics.get("status") == "imported":
+        return f"Imported from {run.metrics.get('imported', {}).get('file', '?')}; not trained here."
+    lr = c.get("lr")
+    val = f", validated on {splits['validation']:,}" if splits.get("validation") else ", no validation split"
+    return (f"Trained on {splits.get('train', 0):,} images{val}; up to {c.get('epochs')} epochs "
+            f"(recipe {c.get('recipe') or 'keras'}), batch {c.get('batch_size')}, {c.get('optimizer')} "
+            f"lr {'default' if lr is None else lr}, seed {c.get('seed')}, pixel scaling {c.get('scale')}.")
+
+
 def _json_script(obj) -> str:
     """JSON safe inside a <script> element."""
     return json.dumps(obj, ensure_ascii=False).replace("</", "<\\/")
@@ -273,6 +285,7 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
 <section id="model"><h2>Model</h2>{_table(['layer', 'type', 'output shape', 'params'], summary_rows, 'summary')}
 {img('diagram', 'layer diagram')}</section>
 <section id="training"><h2>Training</h2>
+<p id="settings">{html.escape(settings_text(run))}</p>
 <p>{m.get('epochs_run', '?')} epochs; best epoch {best} ({html.escape(str(m.get('monitor', '')))});
 {html.escape(stop)}. Training time {m.get('train_time_s', 0):.1f} s.</p>
 {img('curves', 'loss and accuracy curves')}{img('curves_twin', 'loss and accuracy on two axes')}</section>

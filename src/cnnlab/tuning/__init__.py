@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .search import Search, make_search, open_study, run_worker, trial_data
+from .search import Search, check_points, make_search, open_study, run_worker, trial_data
 from .space import example_space
 
 __all__ = ["TuneResult", "example_space", "tune"]
@@ -46,11 +46,21 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
     if jobs > 1 and options.get("threads") is None:
         options["threads"] = max(1, (os.cpu_count() or 1) // jobs)  # the workers share the cores
     s = make_search(source, space, trials=trials, **options)
+    loaded = trial_data(s)  # before any file exists: a search without validation data leaves nothing
+    check_points(s, loaded[1])
     out = Path(s.out)
+    made_out = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if s.time_limit:
         s.deadline = time.time() + s.time_limit
-    study = open_study(s, worker=False)  # made here, before the workers start
+    try:
+        study = open_study(s, worker=False)  # made here, before the workers start
+    except BaseException:
+        if made_out:  # a storage that does not open, a study of other settings: no folder left behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     interrupted = False
     procs = []
     data = None  # every split of the source, as worker 0 loaded it
@@ -62,7 +72,7 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
             procs = [ctx.Process(target=_worker, args=(s,), name=f"cnnlab-tune-{k}") for k in range(1, jobs)]
             for p in procs:
                 p.start()
-        data = run_worker(s)
+        data = run_worker(s, loaded)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -77,7 +87,13 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
     if failed:
         print(f"warning: {len(failed)} worker(s) ended with an error; the study holds what they finished",
               file=sys.stderr)
-    meta = {"study": s.study, "source": source, "metric": s.metric, "storage": s.storage}
+    base, trial_ds = s.base_config(), loaded[1]
+    meta = {"study": s.study, "source": source, "metric": s.metric, "storage": s.storage,
+            "settings": f"trials train on {len(trial_ds['train']):,} images and are scored on "
+                        f"{len(trial_ds['validation']):,} validation images (val_split {base.val_split:g}, seed "
+                        f"{base.seed}, pixel scaling {base.scale}); {s.trials} trial(s) asked for"
+                        + (f", {s.time_limit:g} s in all" if s.time_limit else "")
+                        + (f", {s.trial_time_limit:g} s each" if s.trial_time_limit else "")}
     result = TuneResult(s.study, out, s.storage, s.metric, interrupted=interrupted)
     if refit and not interrupted:
         result.refit = refit_best(s, study, data)

@@ -68,7 +68,7 @@ def markdown(rows: list[dict], params: list[str], meta: dict) -> str:
     head = [c if c != "value" else meta["metric"] for c in cols]
     lines = [f"# Study {meta['study']}: {meta['source']}", "",
              f"{meta['counts']}; {meta['metric']} on the validation split (the test split is never read by a "
-             "trial).", "",
+             "trial).", *([f"Settings: {meta['settings']}."] if meta.get("settings") else []), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_cell(r.get(c), c).replace("|", "/") for c in cols) + " |" for r in rows]
     if meta.get("refit"):
@@ -133,6 +133,7 @@ figure {{ display: inline-block; margin: 1em 1em 0 0; }} img {{ max-width: 100%;
 <h1>Study {html.escape(meta['study'])}: {html.escape(meta['source'])}</h1>
 <p>{html.escape(meta['counts'])}; {html.escape(meta['metric'])} on the validation split. The test split is never
 read by a trial. Storage {html.escape(meta['storage'])}.</p>
+{f'<p id="settings">Settings: {html.escape(meta["settings"])}.</p>' if meta.get("settings") else ""}
 {refit}
 {''.join(figs)}
 <table id="leaderboard"><thead><tr>{head}</tr></thead>

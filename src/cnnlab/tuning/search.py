@@ -33,7 +33,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CnnlabError, ConfigError
+from ..errors import CnnlabError, ConfigError, ShapeError
 from .space import draw, first_values, load_space, optuna_suggest
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
@@ -99,7 +99,7 @@ def open_study(s: Search, worker: bool = True):
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     seed = s.base_config().seed
-    mine = {"space": s.space, "metric": s.metric}
+    mine = {"space": s.space, "metric": s.metric, "settings": study_settings(s)}
     gate = s.gate()
     gate.acquire()
     try:
@@ -126,8 +126,17 @@ def open_study(s: Search, worker: bool = True):
             study.sampler = optuna.samplers.TPESampler(seed=seed + n)
     finally:
         gate.release()
-    if made is not None and made != json.loads(json.dumps(mine)):
-        what = "search space" if made.get("space") != json.loads(json.dumps(s.space)) else "metric"
+    mine = json.loads(json.dumps(mine))
+    if made is not None and "settings" in made:
+        differ = [k for k in STUDY_SETTINGS if made["settings"].get(k) != mine["settings"].get(k)]
+        if differ:
+            k = differ[0]
+            raise ConfigError(f"the study '{s.study}' was made with {k} {made['settings'].get(k)!r}; this search has "
+                              f"{mine['settings'].get(k)!r}, so its trials would not be comparable", s.storage,
+                              f"continue it with the same {'--' + k.replace('_', '-')}, or start a new --study")
+    if made is not None and {k: made.get(k) for k in ("space", "metric")} != \
+            {k: mine.get(k) for k in ("space", "metric")}:
+        what = "search space" if made.get("space") != mine["space"] else "metric"
         raise ConfigError(f"the study '{s.study}' was made with another {what}", s.storage,
                           "give the same --space and --metric to continue it, or a new --study name")
     return study
@@ -284,15 +293,16 @@ def trial_data(s: Search):
     return ds, Dataset(ds.source, ds.class_names, {k: ds.splits[k] for k in ("train", "validation")}, dict(ds.info))
 
 
-def run_worker(s: Search):
+def run_worker(s: Search, data=None):
     """One worker: trials until the study holds --trials of them or the time is up. Returns the
-    data it loaded (every split), for a refit in the same process."""
+    data it loaded (every split), for a refit in the same process. ``data``: trial_data(s), when
+    already loaded."""
     from ..training import set_threads
 
     if s.threads:
         set_threads(s.threads)
+    full, ds = data or trial_data(s)
     study = open_study(s)
-    full, ds = trial_data(s)
     gate = s.gate()
     objective = objective_for(s, ds, gate)
     try:
@@ -319,6 +329,51 @@ def check_search(s: Search) -> None:
                   explicit_none=tuple(k for k, v in keys.items() if v is None))
 
 
+def check_points(s: Search, ds) -> None:
+    """Every value the space can draw, checked on the data before the study exists: each choice and
+    both ends of each range (one node at a time) must give valid settings, a spec without unknown
+    layers or arguments, and a model within the parameter and memory limits. A typo in a layer or a
+    range up to a billion filters is one line now, not a study of failed trials. A layer that does
+    not fit its input's shape (a 20-pixel pooling) may fit with other drawn values: a trial that
+    draws it fails with its reason, and the search goes on."""
+    import torch
+
+    from ..training import check_training_memory, resolve_spec
+    from .space import points_to_check
+
+    for path, value, suggest in points_to_check(s.space):
+        where = f"{s.space_where}: {path}"
+        try:
+            drawn, model = draw(s.space, suggest)
+            keys = {**drawn, **({"model": model} if isinstance(model, str) else {})}
+            cfg = s.base_config(origins={k: s.space_where for k in keys}, **keys,
+                                explicit_none=tuple(k for k, v in keys.items() if v is None))
+            if cfg.backbone:
+                from ..models.backbones import backbone_spec
+
+                model = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes, pretrained=cfg.weights is not None)
+            spec = resolve_spec(trial_spec(model, ds) or cfg.model, ds.input_shape, ds.num_classes)
+            check_training_memory(spec, cfg.batch_size, torch.device("cpu"))
+        except ShapeError:
+            continue  # this value may fit other values of the other nodes: a trial that draws a misfit fails alone
+        except CnnlabError as e:
+            if e.where and str(e.where).startswith(f"{s.space_where}: "):
+                raise  # a setting's value: the message names its key in the space already
+            raise type(e)(e.what, f"{where} = {json.dumps(value, default=str)[:80]}" +
+                          (f"; {e.where}" if e.where else ""), e.fix) from None
+
+
+STUDY_SETTINGS = ("source", "val_source", "test_source", "val_split", "test_split", "seed", "scale", "image_size",
+                  "color_mode", "labels", "class_names")
+
+
+def study_settings(s: Search) -> dict:
+    """What makes two trials comparable: the data, its split and scaling. A study continued with
+    other values would rank trials scored on different images."""
+    cfg = s.base_config()
+    return json.loads(json.dumps({k: getattr(cfg, k) for k in STUDY_SETTINGS}))
+
+
 def make_search(source: str, space: str | dict, *, trials: int = 20, time_limit: float | None = None,
                 trial_time_limit: float | None = None, storage: str | None = None, study: str | None = None,
                 out: str | Path | None = None, metric: str = "val_accuracy", config: str | None = None,
@@ -328,9 +383,13 @@ def make_search(source: str, space: str | dict, *, trials: int = 20, time_limit:
 
     if metric not in METRICS:
         raise ConfigError(f"unknown metric '{metric}'", "--metric", f"use one of {', '.join(METRICS)}")
-    for name, v in (("--trials", trials), ("--time-limit", time_limit), ("--trial-time-limit", trial_time_limit)):
-        if v is not None and (isinstance(v, bool) or v <= 0):
-            raise ConfigError(f"{name} must be above 0, got {v!r}", name, f"use e.g. {name} 20")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ConfigError(f"trials must be a whole number of at least 1, got {trials!r}", "--trials",
+                          "use e.g. --trials 20")
+    for name, v in (("--time-limit", time_limit), ("--trial-time-limit", trial_time_limit)):
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0
+                              or v != v or v == float("inf")):
+            raise ConfigError(f"{name} must be a number of seconds above 0, got {v!r}", name, f"use e.g. {name} 600")
     if isinstance(space, dict):
         from .space import check_space
 

@@ -42,6 +42,7 @@ from ..config import check_keys, read_yaml_keys
 from ..errors import ConfigError
 
 KINDS = ("choice", "uniform", "loguniform", "int")
+MAX_REPEAT = 64  # copies of a repeated block: more is a typo, and would build thousands of layers
 NODE_EXTRAS = {"name", "step", "log"}
 # set by the study (data and where runs go) or per worker (threads, device), never searched
 NOT_SEARCHED = ("source", "val_source", "test_source", "val_split", "test_split", "runs_dir", "name", "quiet",
@@ -84,6 +85,7 @@ def check_space(space: dict, where: str) -> None:
                           "in place of a value")
     for path, node in _nodes(space, ""):
         check_node(node, f"{where}: {path}")
+    check_start({**space, "start": starts}, where)
 
 
 def _nodes(v, path: str):
@@ -135,6 +137,12 @@ def check_node(node: dict, where: str) -> None:
         raise ConfigError(f"{kind} takes no log", where, "use loguniform for a log scale")
     elif "step" in node and kind == "loguniform":
         raise ConfigError("loguniform takes no step", where, "use uniform with step, or no step")
+    elif "step" in node:
+        step = node["step"]
+        if not isinstance(step, (int, float)) or isinstance(step, bool) or not math.isfinite(step) or step <= 0 \
+                or step > arg[1] - arg[0]:
+            raise ConfigError(f"step must be a number above 0 and at most high - low, got {step!r}", where,
+                              "write e.g. {uniform: [0.1, 0.5], step: 0.05}")
 
 
 def primitive(v) -> bool:
@@ -181,8 +189,8 @@ def _repeat(block: dict, path: str, suggest: Suggest, names: dict, copy: int | N
         raise ConfigError(f"a repeat block takes 'repeat' and a list of 'layers'{', not ' + extra[0] if extra else ''}",
                           path, "write {repeat: {int: [1, 3]}, layers: [...]}")
     n = _draw(block["repeat"], f"{path}.repeat", suggest, names, copy)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ConfigError(f"repeat must be a whole number of at least 0, got {n!r}", f"{path}.repeat",
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_REPEAT:
+        raise ConfigError(f"repeat must be a whole number from 0 to {MAX_REPEAT}, got {n!r}", f"{path}.repeat",
                           "write e.g. repeat: {int: [1, 3]}")
     out = []
     for k in range(1, n + 1):
@@ -213,6 +221,96 @@ def first_values(name: str, kind: str, node: dict):
     """A stand-in suggest for checking a space before the study: the first choice, the low end."""
     arg = node[kind]
     return arg[0] if kind in ("choice", "int") else float(arg[0])
+
+
+def candidates(kind: str, node: dict) -> list:
+    """The values a check of the space tries for one node: every choice, both ends of a range."""
+    arg = node[kind]
+    if kind == "choice":
+        return list(arg)
+    if kind == "int":
+        step = node.get("step", 1)
+        return [arg[0], arg[0] + (arg[1] - arg[0]) // step * step]
+    return [float(arg[0]), float(arg[1])]
+
+
+def repeat_nodes(v) -> set[int]:
+    """The ids of the nodes that count a repeated block's copies."""
+    found: set[int] = set()
+    if isinstance(v, dict):
+        if "repeat" in v and is_node(v["repeat"]):
+            found.add(id(v["repeat"]))
+        for item in v.values():
+            found |= repeat_nodes(item)
+    elif isinstance(v, list):
+        for item in v:
+            found |= repeat_nodes(item)
+    return found
+
+
+def points_to_check(space: dict):
+    """(node path, value, suggest) for each value a check of the space tries: every choice and both
+    ends of every range, one node at a time; the other nodes at their first value, a repeated
+    block at its most copies (so the nodes inside it are drawn)."""
+    counts = repeat_nodes(space)
+    for path, target in _nodes({k: v for k, v in space.items() if k != "start"}, ""):
+        kind = next(k for k in KINDS if k in target)
+        for value in candidates(kind, target):
+            def suggest(name, kind, node, target=target, value=value):
+                if node is target:
+                    return value
+                return candidates(kind, node)[-1] if id(node) in counts else first_values(name, kind, node)
+
+            yield path, value, suggest
+
+
+def check_value_in_node(name: str, kind: str, node: dict, value, where: str) -> None:
+    """A start point's value must be one the node could draw."""
+    arg = node[kind]
+    if kind == "choice":
+        if not any(json.dumps(value, sort_keys=True) == json.dumps(c, sort_keys=True) for c in arg):
+            raise ConfigError(f"{name}: {value!r} is not one of the choices {arg!r}", where,
+                              "give one of the node's choices, or add it to them")
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and arg[0] <= value <= arg[1]
+    if kind == "int":
+        step = node.get("step", 1)
+        ok = ok and isinstance(value, int) and (value - arg[0]) % step == 0
+    if not ok:
+        kind_words = "a whole number " if kind == "int" else "a number "
+        raise ConfigError(f"{name}: {value!r} is not {kind_words}in [{arg[0]}, {arg[1]}]"
+                          + (f" on steps of {node['step']}" if "step" in node else ""), where,
+                          "give a value the search could draw")
+
+
+def start_suggest(point: dict, seen: dict, where: str) -> Suggest:
+    """A suggest that answers a start point's values (each checked against its node) and the first
+    value elsewhere; ``seen`` collects the names the walk met."""
+
+    def suggest(name: str, kind: str, node: dict):
+        seen[name] = (kind, node)
+        if name in point:
+            check_value_in_node(name, kind, node, point[name], where)
+            return point[name]
+        return first_values(name, kind, node)
+
+    return suggest
+
+
+def check_start(space: dict, where: str) -> None:
+    """Every start point names parameters of the space (a typo is an error, with the names there
+    are) and gives each a value its node could draw."""
+    import difflib
+
+    for i, point in enumerate(space.get("start", [])):
+        seen: dict = {}
+        draw(space, start_suggest(point, seen, f"{where}: start.{i}"))
+        unknown = [k for k in point if k not in seen]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(seen), 1)
+            raise ConfigError(f"start point {i} names '{unknown[0]}', which is not a parameter of the space",
+                              f"{where}: start.{i}", (f"did you mean '{close[0]}'? " if close else "") +
+                              f"the parameters are {', '.join(seen)}")
 
 
 def example_space() -> str:
