@@ -58,10 +58,22 @@ model = keras.Sequential([
     layers.Flatten(), layers.Dense(100, activation="relu"), layers.Dropout(0.4),
     layers.Dense(10, activation="softmax")])
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+# argv[3]: a fixed number of epochs without early stopping (benchmarks/contention.py); else the notebook's
+fixed = int(sys.argv[3]) if len(sys.argv) > 3 else None
 stop = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
-hist = model.fit(x, y, epochs=20, batch_size=32, validation_split=0.2, callbacks=[stop], verbose=0)
+
+class EpochTimes(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        times.append(time.perf_counter() - self.t0)
+
+times = []
+hist = model.fit(x, y, epochs=fixed or 20, batch_size=32, validation_split=0.2,
+                 callbacks=[EpochTimes()] + ([] if fixed else [stop]), verbose=0)
 loss, acc = model.evaluate(xt, yt, verbose=0)
-print(json.dumps({"test_accuracy": float(acc), "epochs": len(hist.history["loss"]),
+print(json.dumps({"test_accuracy": float(acc), "epochs": len(hist.history["loss"]), "epoch_s": times,
                   "keras": keras.__version__, "backend": keras.backend.backend()}))
 '''
 

@@ -135,7 +135,8 @@ class TrainConfig(DataOptions, AugmentOptions):
     precision: str = key("auto", "training precision: auto (bfloat16 autocast where the hardware does bf16 natively: a "
                          "CPU with AVX-512 BF16 or AMX, a CUDA card with bf16; else float32), fp32, bf16, fp16; "
                          "weights, BatchNorm statistics and the loss stay float32", Choice(PRECISIONS))
-    threads: int | None = key(None, "CPU threads (none: torch's default)", Interval(1), example="2")
+    threads: int | None = key(None, "CPU threads; none: the cores other processes leave free, measured while "
+                              "training (all of them on an idle machine)", Interval(1), example="2")
     time_limit: float | None = key(None, "stop training after S seconds (the best epoch so far is kept; none: "
                                    "no limit)", Interval(0, open_lo=True), metavar="S", example="300")
     class_weight: str = key("none", "weight the loss per class: balanced (n / (K * count)), or a file with one "

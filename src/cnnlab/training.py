@@ -150,8 +150,11 @@ def on_device(x, device):
 
 
 def set_threads(threads: int | None) -> int:
-    if threads:
-        torch.set_num_threads(threads)
+    """``threads`` intra-op threads, or PyTorch's own count for this machine (a thread governor of an
+    earlier run in this process may have lowered it)."""
+    from .engine.threads import default_threads
+
+    torch.set_num_threads(threads or default_threads())
     return torch.get_num_threads()
 
 
@@ -165,6 +168,9 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     interrupted. status.json says 'running' from the directory's first second.
     """
     t_wall = time.perf_counter()
+    from .engine.threads import LoadMeter
+
+    load_meter = LoadMeter()  # other processes' load while the data loads: the first thread count
     cfg.validate()
     dist = join_processes(cfg)
     threads = set_threads(cfg.threads)
@@ -219,7 +225,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     return _guarded(rd, dist, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out,
                                                 t_wall, in_memory=dataset is not None, check=check, weights=weights,
                                                 user_callbacks=callbacks, dist=dist, init_report=init_report,
-                                                phase_frozen=phase_frozen))
+                                                phase_frozen=phase_frozen, load_meter=load_meter))
 
 
 def check_loss(loss: str, ds: Dataset, spec: Spec) -> None:
@@ -526,7 +532,7 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
               threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None,
               weights: list[float] | None, user_callbacks: list | tuple, resume: dict | None = None,
               best_state: dict | None = None, dist: Dist | None = None, init_report: dict | None = None,
-              phase_frozen: list[int] | None = None) -> Run | None:
+              phase_frozen: list[int] | None = None, load_meter=None) -> Run | None:
     from .engine.distributed import SINGLE
 
     dist = dist or SINGLE
@@ -554,6 +560,12 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     if cfg.time_limit is not None:
         callbacks.append(TimeLimit(cfg.time_limit))
     callbacks.append(ResumePoint(rd.save_resume if main else None, bookkeeping))
+    governor = None
+    if cfg.threads is None and device.type == "cpu":  # the free cores, measured (engine/threads.py)
+        from .engine.threads import ThreadGovernor
+
+        governor = ThreadGovernor(meter=load_meter)
+        callbacks.append(governor)
     if phase_frozen and (resume is None or resume["epoch"] < cfg.head_epochs):
         from .engine.optim import DEFAULT_LR, make_optimizer
 
@@ -575,6 +587,8 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
                "train_time_s": round(result.train_time_s, 3)}
     if resumes:
         metrics["resumed_after_epochs"] = resumes
+    if governor is not None and governor.changes:  # the load changed the thread count: when, and to what
+        metrics["threads_changed"] = [{"epoch": e, "step": s, "threads": t} for e, s, t in governor.changes]
     if init_report:
         metrics["init_from"] = init_report
     if dist.active:
