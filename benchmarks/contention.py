@@ -19,7 +19,6 @@ before the run is checked (a benchmark beside another busy process is not a figu
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keras_race import KERAS_SCRIPT, cpu, scratch_venv  # noqa: E402
+from keras_race import KERAS_SCRIPT, cpu, race_arguments, scratch_venv  # noqa: E402
 
 # cnnlab-all: every core pinned, as the default was before the governor (the cliff it removes)
 ARMS = {"cnnlab": [], "cnnlab-1": ["--threads", "1"], "cnnlab-all": ["--threads", str(os.cpu_count() or 1)]}
@@ -65,14 +64,9 @@ def run_arm(arm: str, work: Path, seed: int, epochs: int, py, script: Path, data
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = race_arguments(__doc__, ["cnnlab", "cnnlab-1", "keras"])
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--arms", nargs="+", default=["cnnlab", "cnnlab-1", "keras"])
     ap.add_argument("--competitors", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--venv", default=".keras-race-venv")
-    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
     name, flags = cpu()
     print(f"CPU: {name}; flags: {', '.join(flags)}; {os.cpu_count()} cores; load average before: {loadavg():.2f}")

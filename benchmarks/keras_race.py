@@ -112,14 +112,19 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     return time.perf_counter() - t0, out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def race_arguments(doc: str, arms: list[str]) -> argparse.ArgumentParser:
+    """The options every race against Keras takes (this script and contention.py)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--arms", nargs="+", default=["keras", *CNNLAB_ARMS])
+    ap.add_argument("--arms", nargs="+", default=arms)
     ap.add_argument("--venv", default=".keras-race-venv")
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = race_arguments(__doc__, ["keras", *CNNLAB_ARMS]).parse_args()
     name, flags = cpu()
     print(f"CPU: {name}; flags: {', '.join(flags)}; {os.cpu_count()} cores")
     from cnnlab.models import PRESETS
