@@ -33,6 +33,8 @@ def test_report_is_one_self_contained_file(korean_run):
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing fetched from the network
     assert "@font-face" in text and "NanumGothicSubset" in text  # Hangul travels with the page
     assert "가로" in text and "confusion" in text and 'data-cell="0,0"' in text
+    # seed 002's and 003's figures: kernels before and after training side by side, twin-axis curves
+    assert 'alt="first-layer kernels, untrained"' in text and 'alt="loss and accuracy on two axes"' in text
     assert path.stat().st_size < 8_000_000
 
 
