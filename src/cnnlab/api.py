@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig, make_config
-from .data.dataset import Dataset, Split, as_array, describe_value, label_form, labeled_splits, model_batch
+from .data.dataset import Dataset, Split, as_array, as_labels, describe_value, label_form, labeled_splits, model_batch
 from .data.sources import DataOptions, load_source
 from .data.split import prepare_splits
 from .errors import ArgumentTypeError, ConfigError, DataError
 from .evaluation import evaluate_probs
 from .models import SpecModel, build_module, spec_from
-from .runs import Run, RunDir, as_run
+from .runs import Run, RunDir, as_run, run_path
 from .training import load_data
 from .training import train as _train
 
@@ -104,9 +104,7 @@ def resume(run: Run | str | Path, data=None, *, callbacks: list | tuple = (), **
 
     if isinstance(data, (tuple, list)):
         data = arrays_dataset(data, None, "data")
-    if not isinstance(run, (Run, str, Path)):
-        as_run(run)  # the one TypeError for what is not a run
-    return _resume(run.path if isinstance(run, Run) else run, data, callbacks, **session)
+    return _resume(run_path(run), data, callbacks, **session)
 
 
 def compare(source: str = TrainConfig.source, models=None, *,
@@ -127,18 +125,6 @@ def compare(source: str = TrainConfig.source, models=None, *,
 
 def _is_array(x) -> bool:
     return isinstance(x, np.ndarray) or (hasattr(x, "detach") and hasattr(x, "shape"))  # NumPy or torch
-
-
-def as_labels(y) -> np.ndarray:
-    """Labels as an array: a torch tensor, a list, or one label (for one image) too."""
-    if hasattr(y, "detach") and hasattr(y, "cpu"):
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y)
-    return y.reshape(1) if y.ndim == 0 else y
-
-
-def _as_run(run: Run | str | Path) -> Run:
-    return as_run(run)
 
 
 def _run_config(run: Run) -> TrainConfig:
@@ -280,7 +266,7 @@ def evaluate(run: Run | str | Path, source=None, split: str = "test", save: bool
     """Loss, accuracy, classification report and confusion matrix; saved in the run directory
     (``ev["saved_to"]``). ``source``: None (the run's own data), a source string, or arrays
     ``(x, y)``."""
-    run = _as_run(run)
+    run = as_run(run)
     part = evaluation_split(run, source, split)
     ev = evaluate_probs(run.predict_proba(part.x), part.y, run.class_names)
     ev["split"] = "all" if isinstance(source, (tuple, list)) else split
@@ -296,7 +282,7 @@ def predict(run: Run | str | Path, inputs, top_k: int | None = None):
     from .data.images import printable
     from .prediction import collect_inputs, predict_paths, rows_for
 
-    run = _as_run(run)
+    run = as_run(run)
     paths = isinstance(inputs, (list, tuple)) and [isinstance(i, (str, Path)) for i in inputs]
     if _is_array(inputs) or (paths and not any(paths)):  # an array, or lists / arrays of pixels
         return run.predict_proba(inputs)

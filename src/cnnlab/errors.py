@@ -74,6 +74,13 @@ class CnnlabWarning(UserWarning):
     that did not finish, skipped images). The CLI prints ``warning: <what> (<where>): <fix>``."""
 
 
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception from a library as a message quotes it: its first line, cut to ``limit``
+    characters (its type's name when it says nothing)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 def warn(what: str, where: str | None = None, fix: str | None = None) -> None:
     import warnings
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CnnlabError, RunError
-from .runs import Run
+from . import atomic
+from .errors import CnnlabError, RunError, first_line
+from .runs import Run, as_run
 
 ONNX_HINT = "pip install 'cnnlab[onnx]' (onnx and onnxruntime)"
 TOLERANCE = 1e-5  # the largest probability difference an export may show against the run
@@ -119,8 +120,6 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
 
     if out.is_dir():
         raise CnnlabError("the output is a folder", str(out), "give a file name, e.g. --out model.onnx")
-    from . import atomic
-
     atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
     diff = found["diff"]
     return {"path": out, "max_abs_diff": diff, "checked_images": len(check_images), "opset": opset}
@@ -147,8 +146,7 @@ def session(path: str | Path):
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own InvalidProtobuf, Fail, NoSuchFile, ...
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise RunError(f"cannot read the ONNX model ({first})", str(path),
+        raise RunError(f"cannot read the ONNX model ({first_line(e)})", str(path),
                        "the file is damaged or not an ONNX model: delete it, and cnnlab export RUN writes it "
                        "again") from None
 
@@ -233,11 +231,9 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     """Write ``out`` (default RUN/model.keras): a Keras 3 functional model that takes raw pixel
     values (the run's scaling is a leading Rescaling layer), with the class names in its
     metadata.json. The file is read back and checked against the run before it is kept."""
-    from . import atomic
     from .data.preprocess import Preprocessing
     from .engine.inference import predict_proba
     from .models.kerasfiles import keras_proba, parse_keras_spec, read_keras, write_keras
-    from .runs import as_run
 
     run = as_run(run)
     out = Path(out) if out else run.path / "model.keras"

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import atomic
 from .data.preprocess import Preprocessing
-from .errors import MissingRunError, RunError, warn
+from .errors import MissingRunError, RunError, first_line, warn
 from .models import Spec, SpecModel, build_module, parse_spec
 
 
@@ -242,15 +242,18 @@ class Run:
         return f"Run({str(self.path)!r}, model={self.spec.name!r}, test_accuracy={acc})"
 
 
-def check_resume_point(state: dict, where: str) -> None:
+def check_resume_point(state: dict, where: str, epochs: int | None = None, record_keys: tuple = ()) -> None:
     """The fields a resume point's reader relies on, by type and range (what each is in
-    engine.loop.training_state); the weights and random states are checked as they are loaded."""
+    engine.loop.training_state); the weights and random states are checked as they are loaded.
+    With the run's settings: ``epochs`` bounds the epoch, every epoch record holds ``record_keys``."""
     def bad(what: str):
         return RunError(f"resume.pt is damaged: {what}", where, "train again")
 
     epoch = state["epoch"]
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise bad(f"its epoch is {type(epoch).__name__} {str(epoch)[:40]!r}, not a whole number >= 0")
+    if epochs is not None and epoch >= epochs:
+        raise bad(f"it says epoch {epoch} finished, but the run has {epochs} epochs")
     history = state["history"]
     if not isinstance(history, list) or len(history) != epoch or not all(isinstance(h, dict) for h in history):
         raise bad(f"its history is not the {epoch} epoch record(s) its epoch says")
@@ -262,6 +265,8 @@ def check_resume_point(state: dict, where: str) -> None:
             raise bad(f"its {key} is a {type(state[key]).__name__}, not a mapping")
     if "best_model" in state and not isinstance(state["best_model"], dict):
         raise bad("its best weights are not a mapping")
+    if any(not all(isinstance(h.get(k), (int, float)) for k in record_keys) for h in history):
+        raise bad("an epoch record lacks its loss or accuracy")
 
 
 def _damaged(what: str, path: Path) -> RunError:
@@ -393,8 +398,7 @@ class RunDir:
             raise RunError(f"cannot read {self.RESUME}: {e.strerror or e}", str(path), "check the file") from None
         except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, IndexError, KeyError, TypeError,
                 AttributeError, UnicodeDecodeError) as e:  # garbage, text, empty: torch.load raises any of these
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise RunError(f"cannot read {self.RESUME}: {first}", str(path),
+            raise RunError(f"cannot read {self.RESUME}: {first_line(e)}", str(path),
                            "the file is damaged; train again") from None
         if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "rng", "history"} <= set(state):
             raise RunError(f"{self.RESUME} is not a resume point", str(path), "train again")
@@ -533,17 +537,22 @@ class RunDir:
         return run
 
 
-def as_run(run) -> Run:
-    """A loaded run from a Run or its directory; anything else is a TypeError naming what it got."""
+def run_path(run) -> Path:
+    """A run's directory, from a Run or a str or Path; anything else is a TypeError naming what it got."""
     if isinstance(run, Run):
-        return run
+        return run.path
     if not isinstance(run, (str, Path)):
         from .data.dataset import describe_value
         from .errors import ArgumentTypeError
 
         raise ArgumentTypeError(f"expected a run, got {describe_value(run)}", "run",
                                 "pass the run cnnlab.train returned, or its directory (a str or Path)")
-    return load_run(run)
+    return Path(run)
+
+
+def as_run(run) -> Run:
+    """A loaded run from a Run or its directory (run_path says what else is refused)."""
+    return run if isinstance(run, Run) else load_run(run_path(run))
 
 
 def load_run(path: str | Path, device: str = "cpu", weights: str | None = None) -> Run:

@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 KINDS = ("tensorboard", "mlflow")
 EPOCH_KEYS = {"loss": "loss/train", "accuracy": "accuracy/train", "val_loss": "loss/validation",
@@ -86,9 +86,8 @@ class Tracker:
                 Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.experiment_id()
         except Exception as e:  # OSError, MlflowException, SQLAlchemy's errors: all mean "cannot use it"
-            first = (getattr(e, "strerror", None) or str(e).strip().splitlines()[0] if str(e).strip()
-                     else type(e).__name__)[:200]
-            raise ConfigError(f"cannot use the {self.kind} store: {first}", f"--track-uri {self.uri}", fix) from None
+            said = getattr(e, "strerror", None) or first_line(e, 200)
+            raise ConfigError(f"cannot use the {self.kind} store: {said}", f"--track-uri {self.uri}", fix) from None
 
     # ---------------------------------------------------------------- MLflow plumbing
     def client(self):

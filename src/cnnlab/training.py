@@ -170,7 +170,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     t_wall = time.perf_counter()
     from .engine.threads import LoadMeter
 
-    load_meter = LoadMeter()  # other processes' load while the data loads: the first thread count
+    # other processes' load while the data loads: the governor's first thread count (engine/threads.py)
+    load_meter = LoadMeter() if cfg.threads is None else None
     cfg.validate()
     dist = join_processes(cfg)
     threads = set_threads(cfg.threads)
@@ -441,7 +442,7 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     and history, so it ends as the uninterrupted run would have. ``session``: any of SESSION_KEYS.
     A run trained on in-memory data (the API's arrays) needs the same ``dataset`` again."""
     from .errors import RunError
-    from .runs import load_weights
+    from .runs import check_resume_point, load_weights
 
     t_wall = time.perf_counter()
     rd = RunDir(path)
@@ -461,14 +462,10 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     state = rd.read_resume()
     stored = rd.read_config()
     cfg = TrainConfig.from_stored(stored)
-    if state["epoch"] >= cfg.epochs:
-        raise RunError(f"resume.pt is damaged: it says epoch {state['epoch']} finished, but the run has "
-                       f"{cfg.epochs} epochs", str(rd / RunDir.RESUME), "train again")
-    keys = {"loss", "accuracy"} | ({"val_loss", "val_accuracy"} if "validation" in (rd.read_data().get("splits") or {})
-                                   else set())
-    if any(not keys <= set(h) or not all(isinstance(h[k], (int, float)) for k in keys) for h in state["history"]):
-        raise RunError("resume.pt is damaged: an epoch record lacks its loss or accuracy", str(rd / RunDir.RESUME),
-                       "train again")
+    data = rd.read_data()
+    validated = "validation" in (data.get("splits") or {})
+    check_resume_point(state, str(rd / RunDir.RESUME), cfg.epochs,
+                       ("loss", "accuracy", *(("val_loss", "val_accuracy") if validated else ())))
     for k, v in session.items():
         if v is not None or k == "time_limit":
             setattr(cfg, k, v)
@@ -481,7 +478,6 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     threads = set_threads(cfg.threads)
     device = process_device(cfg, dist)
     progress_out = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
-    data = rd.read_data()
     if data.get("in_memory") and dataset is None:
         raise RunError("this run was trained on in-memory data", str(rd.path),
                        "resume it from Python with the same data: cnnlab.resume(run, data)")

@@ -136,12 +136,22 @@ def describe_value(x) -> str:
     return f"a {type(x).__name__} ({text[:40] + '...' if len(text) > 40 else text})"
 
 
+def from_torch(x):
+    """A torch tensor (on any device) as a NumPy array; anything else as it is."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") and hasattr(x, "cpu") else x
+
+
+def as_labels(y) -> np.ndarray:
+    """Labels as an array: a torch tensor, a list, or one label (for one image) too."""
+    y = np.asarray(from_torch(y))
+    return y.reshape(1) if y.ndim == 0 else y
+
+
 def as_array(x, where: str) -> np.ndarray:
-    """Images or labels given as a NumPy array, a torch tensor or nested lists, as an array."""
+    """Images given as a NumPy array, a torch tensor or nested lists, as an array."""
     from ..errors import ArgumentTypeError
 
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor (on any device)
-        x = x.detach().cpu().numpy()
+    x = from_torch(x)
     if isinstance(x, (list, tuple)):
         try:
             x = np.asarray(x)

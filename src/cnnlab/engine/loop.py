@@ -208,7 +208,7 @@ def load_resume_point(resume: dict, model, opt, scaler, state: TrainState, dist:
     """Weights, optimizer state and random states from a resume point into this run; a point that
     does not fit (another model or optimizer, damaged random states) is a RunError, never a crash
     in the middle of an epoch."""
-    from ..errors import RunError
+    from ..errors import RunError, first_line
 
     part = "weights"
     try:
@@ -226,9 +226,8 @@ def load_resume_point(resume: dict, model, opt, scaler, state: TrainState, dist:
         part = "random states"
         set_rng_states(resume["rng_ranks"][dist.rank] if "rng_ranks" in resume else resume["rng"], state.generators)
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         where = os.path.join(state.run_dir, "resume.pt") if state.run_dir else "resume.pt"
-        raise RunError(f"resume.pt's {part} cannot be loaded into this run ({first})", where,
+        raise RunError(f"resume.pt's {part} cannot be loaded into this run ({first_line(e, 200)})", where,
                        "the file is damaged or from another run: train again") from None
 
 
