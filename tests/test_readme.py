@@ -74,7 +74,22 @@ def enter(mp, root: Path) -> None:
     mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
     mp.setenv("CNNLAB_OFFLINE", "1")
     mp.setenv("MPLBACKEND", "Agg")
+    mp.setenv("CNNLAB_WEIGHTS_MIRROR", (root / "keras-mirror").as_uri())  # Keras Applications' files, Keras-written
     mp.chdir(root)
+
+
+def keras_mirror(folder: Path) -> None:
+    """The MobileNetV2 0.35 weights file for 96-pixel images, as Keras Applications lays it out,
+    written by Keras itself (random weights: no network here)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    from test_backbones import _applications_weights
+
+    folder.mkdir()
+    model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None)
+    _applications_weights(model, folder / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +105,7 @@ def built_world(tmp_path_factory):
     for f in (root / "more" / "x").iterdir():
         f.rename(root / "more" / f.name)
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8)).save(root / "shoe.png")
+    keras_mirror(root / "keras-mirror")
     (root / "my.yaml").write_text("model: fashion-cnn\nbatch_size: 64\nrotation_range: 10\n")
     from cnnlab.tuning import example_space
 

@@ -43,3 +43,18 @@ def test_flip_tta_requires_flip_training():
     with pytest.raises(ConfigError, match="horizontal-flip"):
         make_config(tta="flip")
     assert make_config(tta="flip", horizontal_flip=True).tta == "flip"
+
+
+def test_a_recipes_mirrors_can_be_turned_off_and_its_mirrored_test_pass_goes_with_them():
+    from cnnlab.cli import build_parser
+    from cnnlab.options import given
+    from cnnlab.config import TrainConfig
+
+    best = make_config(model="best")
+    assert best.horizontal_flip and best.tta == "flip"
+    off = make_config(model="best", horizontal_flip=False)
+    assert not off.horizontal_flip and off.tta == "none" and off.random_crop == best.random_crop
+    with pytest.raises(ConfigError, match="horizontal-flip"):  # asked for both ways: said, not guessed
+        make_config(model="best", horizontal_flip=False, tta="flip")
+    args = build_parser().parse_args(["train", "--model", "best", "--no-horizontal-flip"])
+    assert given(args, TrainConfig)["horizontal_flip"] is False

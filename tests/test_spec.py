@@ -263,3 +263,23 @@ def test_input_layer_first_and_rescaling():
                     + layers[2:]})
     with pytest.raises(SpecError, match="scale='x'"):
         parse_spec({"input_shape": [8, 8, 1], "layers": [dict(layers[0], scale="x")] + layers[1:]})
+
+
+def test_flops_per_image_are_the_notebook_cnns_multiply_adds(capsys):
+    """fashion-cnn: conv 28x28x32x(3x3x1), conv 14x14x64x(3x3x32), Dense 3136x100, 100x10; 2 FLOPs each."""
+    from cnnlab.models.flops import count_flops
+
+    macs = 28 * 28 * 32 * 9 + 14 * 14 * 64 * 9 * 32 + 3136 * 100 + 100 * 10
+    flops = count_flops(parse_spec(preset_spec("fashion-cnn")))
+    assert flops.forward == 2 * macs
+    # backward: input gradients for all but the first layer, weight gradients for all
+    assert flops.train == 3 * flops.forward - 2 * 28 * 28 * 32 * 9
+    assert flops.per_run(60_000, 2, 10_000, 2) == flops.train * 120_000 + flops.forward * 20_000
+    # a frozen layer needs no weight gradient: the fast preset's whitening layer
+    fast = count_flops(parse_spec(preset_spec("fast")))
+    assert fast.train < 3 * fast.forward - 2 * 28 * 28 * 16 * 9
+    assert main(["summary", "fashion-cnn", "--flops"]) == 0
+    assert f"FLOPs per image: {2 * macs:,} predicting" in capsys.readouterr().out
+    assert main(["summary", "deep-mlp", "--flops", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["flops_per_image"]["forward"] == 2 * (
+        784 * 1000 + 1000 * 800 + 800 * 500 + 500 * 300 + 300 * 200 + 200 * 100 + 100 * 50 + 50 * 10)

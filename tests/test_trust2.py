@@ -404,29 +404,6 @@ def test_the_keras_export_check_reads_weights_in_keras_order_and_refuses_a_wrong
 
 # ---------------------------------------------------------------- full disks, relative paths, serve
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 400 KB file system (tmpfs) where the machine lets this process mount one, else None."""
-    import subprocess
-
-    where = tmp_path / "tiny-disk"
-    where.mkdir()
-    if os_geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(where)],
-                                           capture_output=True).returncode != 0:
-        yield None
-        return
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], capture_output=True)
-
-
-def os_geteuid() -> int:
-    import os
-
-    return os.geteuid() if hasattr(os, "geteuid") else -1
-
-
 @pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
 def test_a_library_failing_on_a_full_disk_is_the_os_error_it_is(tmp_path, writer):
     """safetensors and torch.save report a full disk in their own words ("...(os error 28)",
@@ -563,3 +540,18 @@ def test_the_report_and_the_study_leaderboard_state_what_was_run(tiny_run, tmp_p
     for name in ("leaderboard.md", "leaderboard.html"):
         text = (tmp_path / "s" / name).read_text(encoding="utf-8")
         assert "trials train on 38 images and are scored on 10 validation images (val_split 0.2, seed 3" in text, name
+
+
+def test_mirrored_digits_are_warned_and_the_recipe_line_says_the_mirrors(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    args = ["train", "digits", "--model", "fashion-cnn", "--epochs", "1", "--runs-dir", str(tmp_path),
+            "--no-report", "--no-check"]
+    assert main(args + ["--horizontal-flip", "--tta", "flip"]) == 0
+    err = capsys.readouterr().err
+    assert "mirrored images and a mirrored pass at test time" in err
+    assert "warning: this run trains on mirrored images" in err and "a mirrored digit is another digit" in err
+    assert "--no-horizontal-flip" in err
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "mirrored" not in err.replace(str(tmp_path), "")

@@ -48,6 +48,12 @@ def _weights_source_ok(v: str) -> bool:
     return Path(v).is_dir() or (Path(v).suffix.lower() == ".safetensors" and Path(v).is_file())
 
 
+def _weights_ok(v) -> bool:
+    from .models.pretrained import is_remote
+
+    return isinstance(v, str) and (is_remote(v) or Path(v).is_file())
+
+
 def _backbone_ok(v: str):
     """A backbone name and width; a wrong one says parse_backbone's own words (did you mean, the
     widths it has)."""
@@ -96,10 +102,11 @@ class TrainConfig(DataOptions, AugmentOptions):
                                "head: GlobalAveragePooling2D, Dropout 0.2, Dense; NAME:WIDTH picks a width (alpha)",
                                Rule(_backbone_ok, "a backbone name, optionally :WIDTH"), metavar="NAME[:WIDTH]",
                                example="mobilenet_v2:0.35")
-    weights: str | None = key(None, "with --backbone: its pretrained weights, a Keras .h5 file (e.g. Keras "
-                              "Applications' ..._no_top.h5; no hub is reached)",
-                              Rule(lambda v: Path(v).is_file(), "an existing .h5 or .keras file"), metavar="FILE.h5",
-                              example="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    weights: str | None = key(None, "with --backbone: its pretrained weights: imagenet (Keras Applications' file, "
+                              "downloaded once into the cache and checked against Keras' published hash), a URL "
+                              "(https://, http://, file://; #sha256=HEX checks it), or a Keras .h5 file",
+                              Rule(_weights_ok, "imagenet, a URL, or an existing .h5 or .keras file"),
+                              metavar="imagenet|URL|FILE.h5", example="imagenet")
     freeze_until: str | None = key(None, "freeze the layers up to and including this one (by name, as cnnlab "
                                    "summary shows them); frozen BatchNorm runs in inference mode", metavar="LAYER",
                                    example="max_pooling2d_1")
@@ -307,4 +314,7 @@ def make_config(file: str | Path | None = None, *, flags: tuple | list = (), ori
                           f"{places.where(table['model'])} and {places.where(table['backbone'])}",
                           "give one: --backbone builds its own model for the data")
     recipe = applied_recipe(values) or values.get("recipe")  # recorded by name in config.yaml
-    return TrainConfig(**{**recipe_defaults(values), **values, "recipe": recipe}).validate(Places(flags, files))
+    defaults = recipe_defaults(values)
+    if values.get("horizontal_flip") is False and "tta" not in values:
+        defaults.pop("tta", None)  # a recipe's mirrored test pass goes with its mirrored training images
+    return TrainConfig(**{**defaults, **values, "recipe": recipe}).validate(Places(flags, files))

@@ -342,7 +342,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[
         names = [k.flag] + ([o.short] if o.short else []) + ["--" + a.replace("_", "-") for a in o.aliases]
         section = sections[o.group]
         if k.is_bool:
-            action = "store_false" if k.default is True else "store_true"
+            # off by default: --no-NAME too, for a recipe that turns it on (the best preset mirrors images)
+            action = "store_false" if k.default is True else argparse.BooleanOptionalAction
             section.add_argument(*names, dest=k.name, action=action, default=argparse.SUPPRESS,
                                  help=f"{text} (default: {o.default_text or ('on' if k.default else 'off')})")
             continue

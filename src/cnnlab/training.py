@@ -197,6 +197,9 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if held_out:
         progress_out.message(held_out)
     progress_out.message(recipe_line(cfg))
+    if cfg.horizontal_flip and ds.source in ("mnist", "digits") and dist.is_main:
+        warn(f"this run trains on mirrored images (horizontal_flip, recipe {cfg.recipe}), but a mirrored digit is "
+             "another digit or none", ds.source, "add --no-horizontal-flip")
     if "validation" not in ds.splits and cfg.patience is not None and dist.is_main:
         warn(f"there is no validation split, so early stopping (patience {cfg.patience}) and the best checkpoint "
              "watch the training loss", "--val-split 0",
@@ -213,7 +216,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
     init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else \
-        backbone_weights(model, spec, cfg.weights, progress_out) if cfg.weights else None
+        backbone_weights(model, spec, weights_file(cfg, ds.input_shape), progress_out) if cfg.weights else None
     freeze_until(model, spec, cfg.freeze_until, progress_out)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
     if not any(p.requires_grad for p in model.parameters()):
@@ -256,6 +259,8 @@ def recipe_line(cfg: TrainConfig) -> str:
         "no early stopping"
     extra = f", {cfg.schedule} schedule" if cfg.schedule != "constant" else ""
     extra += f", label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else ""
+    extra += ", mirrored images" if cfg.horizontal_flip else ""
+    extra += " and a mirrored pass at test time" if cfg.tta == "flip" else ""
     return (f"recipe {cfg.recipe}: up to {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} "
             f"lr {'default' if cfg.lr is None else format(cfg.lr, 'g')}{extra}, {stop}")
 
@@ -344,6 +349,16 @@ def initial_weights(model, spec: Spec, source: str, progress_out: Progress,
                          + (f"; re-initialised {', '.join(fresh)} (new output)" if fresh else "")
                          + (f"; not in the source: {', '.join(missing)}" if missing else ""))
     return {"source": str(source), "loaded": loaded, "reinitialised": fresh, "not_in_source": missing}
+
+
+def weights_file(cfg: TrainConfig, input_shape: tuple) -> str:
+    """``--weights``' local file: ``imagenet`` and URLs are fetched into the cache (once)."""
+    from .models.backbones import parse_backbone
+    from .models.pretrained import resolve_weights
+
+    backbone, width = parse_backbone(cfg.backbone)
+    size = input_shape[0] if input_shape[0] == input_shape[1] else None
+    return str(resolve_weights(cfg.weights, backbone.name, width, size, quiet=cfg.quiet))
 
 
 def backbone_weights(model, spec: Spec, path: str, progress_out: Progress) -> dict:
@@ -619,8 +634,10 @@ def stored_config(cfg: TrainConfig) -> dict:
     d = cfg.to_dict()
     for k in ("source", "val_source", "test_source"):
         d[k] = absolute_source(d[k])
+    from .models.pretrained import is_remote
+
     for k in ("data_dir", "init_from", "weights"):
-        if d.get(k):
+        if d.get(k) and not (k == "weights" and is_remote(d[k])):
             d[k] = os.path.abspath(d[k])
     if d.get("class_names") and os.path.isfile(d["class_names"]):
         d["class_names"] = os.path.abspath(d["class_names"])

@@ -13,6 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
                    help="adapt a preset to this input shape: H W C")
     s.add_argument("--classes", type=int, default=None, help="adapt a preset to this many classes")
+    s.add_argument("--flops", action="store_true",
+                   help="also count FLOPs per image: predicting, and one training step (builds the model)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=handle)
 
@@ -22,5 +24,15 @@ def handle(args) -> int:
 
     shape = tuple(args.input_shape) if args.input_shape else None
     spec = spec_from(args.model, shape, args.classes)
-    print(json.dumps(spec.summary_dict(), indent=2) if args.json else spec.summary())
+    out = spec.summary_dict() if args.json else spec.summary()
+    if args.flops:
+        from ..models.flops import count_flops
+
+        flops = count_flops(spec)
+        if args.json:
+            out["flops_per_image"] = {"forward": flops.forward, "train": flops.train}
+        else:
+            out += (f"\n FLOPs per image: {flops.forward:,} predicting, {flops.train:,} in a training step "
+                    "(multiply-adds count 2)")
+    print(json.dumps(out, indent=2) if args.json else out)
     return 0

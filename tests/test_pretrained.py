@@ -1,0 +1,243 @@
+"""Issue 28, item 1: `--weights imagenet` and `--weights URL` download as Keras does (file names and
+published hashes from Keras' source), with a progress bar, Range resume, hash check, a cache that a
+second use reads without a request, a mirror, `cnnlab download weights`, and one error line per
+failure with no partial file left. The server is a real HTTP server on 127.0.0.1 serving files that
+Keras itself writes."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+
+from cnnlab.cli import main  # noqa: E402
+from cnnlab.models import pretrained  # noqa: E402
+from conftest import bars, free_port, one_error_line  # noqa: E402
+from test_backbones import _applications_weights, loads_and_computes_what_keras_computes  # noqa: E402
+
+MOBILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+
+
+class Files(http.server.ThreadingHTTPServer):
+    """Serves ``files`` (name -> bytes) with Range requests; ``modes[name]``: 'ok', '404', '500',
+    'truncate' (every answer stops halfway), 'truncate-once' (the first does), 'no-range'."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.modes: dict[str, str] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        srv: Files = self.server
+        name = self.path.lstrip("/")
+        srv.requests.append((name, self.headers.get("Range")))
+        mode = srv.modes.get(name, "ok")
+        if name not in srv.files or mode == "404":
+            return self.send_error(404, "Not Found")
+        if mode == "500":
+            return self.send_error(500, "Internal Server Error")
+        body, start = srv.files[name], 0
+        rng = self.headers.get("Range")
+        if rng and mode != "no-range":
+            start = int(rng.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        part = body[start:]
+        if mode == "truncate" or (mode == "truncate-once" and sum(r[0] == name for r in srv.requests) == 1):
+            part = part[:len(part) // 2]
+            self.wfile.write(part)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(part)
+
+
+@pytest.fixture
+def server():
+    srv = Files()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, server):
+    """An empty cache, Keras' own cache out of reach, and Keras' base URLs mirrored to the server."""
+    monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", server.url)
+    return tmp_path / "home" / "weights"
+
+
+@pytest.fixture
+def keras_mobilenet(tmp_path):
+    """Keras Applications' MobileNetV2 0.35 (include_top=False), written as its download is laid out."""
+    keras.utils.set_random_seed(3)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    path = tmp_path / "keras-written.h5"
+    _applications_weights(model, path)
+    return model, path.read_bytes()
+
+
+def train_args(tmp_path, weights):
+    x, y = bars(8, size=32, channels=3)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
+    return ["train", f"npz:{tmp_path / 'b.npz'}", "--backbone", "mobilenet_v2:0.35", "--weights", weights,
+            "--epochs", "1", "--batch-size", "8", "--runs-dir", str(tmp_path / "runs"), "--no-report", "--no-check"]
+
+
+def leftovers(home) -> list[str]:
+    return sorted(p.name for p in home.iterdir() if not p.name.endswith(".lock")) if home.is_dir() else []
+
+
+def test_weights_imagenet_downloads_keras_file_once_and_the_second_run_reads_the_cache(
+        server, home, keras_mobilenet, tmp_path, capsys):
+    model, data = keras_mobilenet
+    server.files[MOBILE] = data  # Keras' name: alpha 0.35, and 224 for a size it has no file for (32)
+    assert main(train_args(tmp_path, "imagenet")) == 0
+    err = capsys.readouterr().err
+    assert f"{MOBILE}: 100.0%" in err and "/s" in err and "loaded 104 layers" in err
+    assert server.requests == [(MOBILE, None)]
+    assert leftovers(home) == [MOBILE]
+    assert main(train_args(tmp_path, "imagenet")) == 0
+    assert len(server.requests) == 1  # the cache answered
+    run = sorted((tmp_path / "runs").iterdir())[-1]
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["weights"] == "imagenet"
+    assert json.loads((run / "metrics.json").read_text())["init_from"]["source"] == str(home / MOBILE)
+    loads_and_computes_what_keras_computes(model, home / MOBILE)
+
+
+def test_weights_url_with_a_hash_fragment_is_checked_and_cached(server, home, keras_mobilenet, tmp_path, capsys):
+    _, data = keras_mobilenet
+    server.files["w.h5"] = data
+    good = f"{server.url}w.h5#sha256={hashlib.sha256(data).hexdigest()}"
+    assert main(train_args(tmp_path, good)) == 0
+    assert main(train_args(tmp_path, f"{server.url}w.h5#md5={hashlib.md5(data).hexdigest()}")) == 0
+    assert len(server.requests) == 1
+    code = main(train_args(tmp_path, f"{server.url}w.h5#sha256={'0' * 64}"))
+    line = one_error_line(code, capsys.readouterr().err, f"has sha256 {hashlib.sha256(data).hexdigest()}, but "
+                          f"{'0' * 64} was published")
+    assert "nothing was kept" in line
+    assert not any(p.name.endswith(".part") for p in home.iterdir())
+    code = main(train_args(tmp_path, f"{server.url}w.h5#sha1=abc"))
+    one_error_line(code, capsys.readouterr().err, "is not a hash")
+
+
+def test_a_partial_file_is_resumed_with_a_range_request(server, home, keras_mobilenet):
+    _, data = keras_mobilenet
+    server.files[MOBILE] = data
+    home.mkdir(parents=True)
+    (home / (MOBILE + ".part")).write_bytes(data[:1000])  # a download a killed process left
+    path = pretrained.get_file(pretrained.keras_file("mobilenet_v2", 0.35, 32), quiet=True)
+    assert path.read_bytes() == data and server.requests == [(MOBILE, "bytes=1000-")]
+    assert leftovers(home) == [MOBILE]
+
+
+def test_a_body_cut_short_is_asked_for_again_from_where_it_stopped(server, home, keras_mobilenet, capsys):
+    _, data = keras_mobilenet
+    server.files[MOBILE] = data
+    server.modes[MOBILE] = "truncate-once"
+    assert main(["download", "weights", "mobilenet_v2:0.35"]) == 0
+    assert (home / MOBILE).read_bytes() == data
+    assert server.requests == [(MOBILE, None), (MOBILE, f"bytes={len(data) // 2}-")]
+    assert "resumed at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode,needle", [
+    ("404", "answered HTTP 404 Not Found"),
+    ("500", "answered HTTP 500 Internal Server Error"),
+    ("truncate", "(truncated, 4 tries)"),
+    ("html", "the file is not HDF5"),
+])
+def test_each_failure_is_one_line_and_leaves_no_partial_file(server, home, mode, needle, capsys):
+    server.files[MOBILE] = b"<html>Sign in to continue</html>" if mode == "html" else b"\x89HDF\r\n\x1a\n" + bytes(5000)
+    server.modes[MOBILE] = mode
+    code = main(["download", "weights", "mobilenet_v2:0.35"])
+    line = one_error_line(code, capsys.readouterr().err, needle)
+    assert "HDF5" in line or "cnnlab download weights" in line  # how to place it by hand
+    assert leftovers(home) == []
+
+
+def test_no_network_names_the_url_and_how_to_place_the_file_by_hand(home, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", f"http://127.0.0.1:{free_port()}/keras")
+    code = main(train_args(tmp_path, "imagenet"))
+    line = one_error_line(code, capsys.readouterr().err, f"cannot reach http://127.0.0.1:")
+    assert f"/keras/{MOBILE}" in line and f"put it at {home / MOBILE}" in line
+    assert leftovers(home) == [] and not any((tmp_path / "runs").glob("*"))
+
+
+def test_a_hash_mismatch_against_keras_published_hash_gives_both(server, home, capsys):
+    server.files["vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"] = b"\x89HDF\r\n\x1a\n" + bytes(100)
+    code = main(["download", "weights", "vgg16"])
+    got = hashlib.md5(b"\x89HDF\r\n\x1a\n" + bytes(100)).hexdigest()
+    one_error_line(code, capsys.readouterr().err, f"has md5 {got}, but 6d6bbae143d832006294945121d1f1fc was published")
+    assert leftovers(home) == []
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(server, tiny_disk, monkeypatch, capsys):
+    if tiny_disk is None:
+        pytest.skip("no tmpfs can be mounted here")
+    monkeypatch.setenv("CNNLAB_HOME", str(tiny_disk))
+    monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", server.url)
+    server.files[MOBILE] = b"\x89HDF\r\n\x1a\n" + bytes(2_000_000)
+    code = main(["download", "weights", "mobilenet_v2:0.35"])
+    one_error_line(code, capsys.readouterr().err, "cannot write")
+    assert leftovers(tiny_disk / "weights") == []
+
+
+def test_keras_file_names_and_hashes_are_keras_own():
+    """The names and hashes in keras/src/applications, as keras' own modules hold them."""
+    from keras.src.applications import convnext, efficientnet, resnet, vgg16
+
+    f = pretrained.keras_file("vgg16")
+    assert f.url == vgg16.WEIGHTS_PATH_NO_TOP and f.digest.hex == "6d6bbae143d832006294945121d1f1fc"
+    assert pretrained.keras_file("resnet50", include_top=True).digest.hex == resnet.WEIGHTS_HASHES["resnet50"][0]
+    eff = pretrained.keras_file("efficientnet_b0")
+    assert eff.url == efficientnet.BASE_WEIGHTS_PATH + "efficientnetb0_notop.h5"
+    assert eff.digest.hex == efficientnet.WEIGHTS_HASHES["b0"][1]
+    conv = pretrained.keras_file("convnext_tiny")
+    assert conv.url == convnext.BASE_WEIGHTS_PATH + "convnext_tiny_notop.h5" and conv.digest.algorithm == "sha256"
+    assert conv.digest.hex == convnext.WEIGHTS_HASHES["convnext_tiny"][1]
+    assert pretrained.keras_file("mobilenet_v2", 0.5, 160, include_top=True).name == \
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_160.h5"
+
+
+def test_download_list_and_two_processes_share_one_download(server, home, keras_mobilenet, capsys):
+    _, data = keras_mobilenet
+    server.files[MOBILE] = data
+    env = {**os.environ}
+    cmd = [sys.executable, "-m", "cnnlab", "download", "weights", "mobilenet_v2:0.35"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert [r for r in server.requests if r[0] == MOBILE] == [(MOBILE, None)]  # the second found it in place
+    assert main(["download", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert MOBILE in out and f"{len(data) / 1e6:,.1f} MB" in out and "1 file(s)" in out
