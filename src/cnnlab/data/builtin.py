@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes
 from ..errors import DataError, MissingDataError
 from .dataset import Dataset, Split, check_labels
 from .idx import read_idx
@@ -143,18 +139,16 @@ def mirrors(name: str) -> list[str]:
     return urls + list(IDX_SETS[name].mirrors)
 
 
-def _get(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (http/https only)
-        return r.read()
-
-
 def download(name: str, dest: Path | None = None, timeout: float = 30.0,
              quiet: bool = False) -> Path:
-    """Download the four IDX files into ``dest`` (the cache by default), checking MD5 sums.
+    """Download the four IDX files into ``dest`` (the cache by default), checking MD5 sums, from
+    the first mirror that has each (``$CNNLAB_MIRROR`` first).
 
-    Each file is verified before it is renamed into place, so a failed or corrupt download
-    leaves nothing behind.
+    Each file is verified before it is renamed into place (cnnlab.fetch: a progress bar, resumed
+    when cut short), so a failed or corrupt download leaves nothing behind.
     """
+    from ..fetch import Digest, FetchError, fetch
+
     spec = IDX_SETS[name]
     dest = dest or cache_dir() / name
     errors = []
@@ -168,17 +162,10 @@ def download(name: str, dest: Path | None = None, timeout: float = 30.0,
                 errors.append(f"{url}: not an http(s) URL")
                 continue
             try:
-                if not quiet:
-                    print(f"downloading {url}", file=sys.stderr)
-                data = _get(url, timeout)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                errors.append(f"{url}: {getattr(e, 'reason', e)}")
+                fetch(url, dest / fname, Digest("md5", md5), what=f"{name} {fname}", timeout=timeout, quiet=quiet)
+            except FetchError as e:
+                errors.append(e.what)
                 continue
-            got = hashlib.md5(data).hexdigest()  # noqa: S324 (checksum, not security)
-            if got != md5:
-                errors.append(f"{url}: checksum {got} != {md5}")
-                continue
-            write_bytes(dest / fname, data)
             break
         else:
             raise DataError(f"could not download {name} file {fname}", "; ".join(errors[-3:]),
