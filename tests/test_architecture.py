@@ -10,8 +10,8 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "cnnlab"
 
 # lowest first; a module belongs to the first prefix that matches its dotted name
 LAYERS = [
-    ("foundation", ["cnnlab.errors", "cnnlab.atomic", "cnnlab.options", "cnnlab.recipes", "cnnlab.textwidth",
-                    "cnnlab.__version__"]),
+    ("foundation", ["cnnlab.errors", "cnnlab.atomic", "cnnlab.fetch", "cnnlab.options", "cnnlab.recipes",
+                    "cnnlab.textwidth", "cnnlab.__version__"]),
     ("data and models", ["cnnlab.data", "cnnlab.models"]),
     ("engine", ["cnnlab.engine"]),
     ("configuration and run files", ["cnnlab.config", "cnnlab.runs", "cnnlab.evaluation"]),
