@@ -71,9 +71,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write every run's figures to this JSON file")
     args = ap.parse_args(argv)
     name, flags = cpu()
-    load = float(open("/proc/loadavg").read().split()[0])
-    print(f"CPU: {name}; flags: {', '.join(flags)}; {os.cpu_count()} cores; load average before: {load:.2f}")
-    if load > 0.5:
+    from cnnlab.engine.threads import LoadMeter
+
+    meter = LoadMeter()  # other processes' CPU now (the load average lags by a minute)
+    time.sleep(3)
+    load = meter.read() or 0.0
+    print(f"CPU: {name}; flags: {', '.join(flags)}; {os.cpu_count()} cores; other processes' load before: "
+          f"{load:.2f} cores")
+    if load > 0.3:
         print("warning: the machine is busy; these figures are not records", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="cnnlab-records-"))
     results: dict = {r: [] for r in args.records}

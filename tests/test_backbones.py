@@ -54,16 +54,23 @@ def _applications_weights(model, path):
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
-@pytest.fixture
-def mobilenet_file(tmp_path):
-    keras.utils.set_random_seed(1)
-    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
-    rng = np.random.default_rng(0)
+def random_batchnorm(model, seed: int = 0):
+    """The Keras model with random BatchNorm scales, offsets and statistics (a fresh one's are 1 and
+    0, which would hide a statistic loaded into the wrong place)."""
+    rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.get_weights()[0].shape
             layer.set_weights([rng.uniform(0.5, 1.5, c), rng.uniform(-0.2, 0.2, c), rng.uniform(-0.3, 0.3, c),
                                rng.uniform(0.5, 1.5, c)])
+    return model
+
+
+@pytest.fixture
+def mobilenet_file(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = random_batchnorm(keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False,
+                                                            weights=None))
     path = tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
     _applications_weights(model, path)
     return model, path
@@ -129,6 +136,7 @@ def test_backbones_lists_keras_counts(capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "mobilenet_v2:0.35" in out and "410,208" in out and "resnet_small:3" in out
+    assert f"{'vgg16':<22}{14_714_688:>12,}" in out and f"{'resnet50':<22}{23_587_712:>12,}" in out  # Keras' counts
 
 
 def test_a_keras_3_weights_file_of_the_backbone_loads(mobilenet_file, tmp_path, capsys):

@@ -908,7 +908,7 @@ def check_a_corrupt_npz(tmp_path, ctx):
 
 @case
 def backbone_unknown(tmp_path, ctx):
-    return ["train", f"npz:{ctx.npz}", "--backbone", "resnet50", *runs(tmp_path)], "unknown backbone"
+    return ["train", f"npz:{ctx.npz}", "--backbone", "resnet18", *runs(tmp_path)], "unknown backbone"
 
 
 @case

@@ -136,5 +136,5 @@ def test_recipes_are_one_table():
     assert all(p.recipe is None or p.recipe in RECIPES for p in PRESETS.values())
     assert set(TABLE["recipe"].option.check.values) == set(RECIPES)
     cfg = make_config(model="fast")
-    assert (cfg.lr, cfg.epochs, cfg.schedule, cfg.tta) == (0.008, 8, "onecycle", "flip")  # the preset's own, fast-bn
+    assert (cfg.lr, cfg.epochs, cfg.schedule, cfg.tta) == (0.008, 7, "onecycle", "flip")  # the preset's own, fast-bn
     assert make_config(model="fast", recipe="keras").lr is None

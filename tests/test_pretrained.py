@@ -23,7 +23,7 @@ keras = pytest.importorskip("keras")
 from cnnlab.cli import main  # noqa: E402
 from cnnlab.models import pretrained  # noqa: E402
 from conftest import bars, free_port, one_error_line  # noqa: E402
-from test_backbones import _applications_weights, loads_and_computes_what_keras_computes  # noqa: E402
+from test_backbones import _applications_weights, loads_and_computes_what_keras_computes, random_batchnorm  # noqa: E402
 
 MOBILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
@@ -189,7 +189,7 @@ def test_each_failure_is_one_line_and_leaves_no_partial_file(server, home, mode,
 def test_no_network_names_the_url_and_how_to_place_the_file_by_hand(home, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("CNNLAB_WEIGHTS_MIRROR", f"http://127.0.0.1:{free_port()}/keras")
     code = main(train_args(tmp_path, "imagenet"))
-    line = one_error_line(code, capsys.readouterr().err, f"cannot reach http://127.0.0.1:")
+    line = one_error_line(code, capsys.readouterr().err, "cannot reach http://127.0.0.1:")
     assert f"/keras/{MOBILE}" in line and f"put it at {home / MOBILE}" in line
     assert leftovers(home) == [] and not any((tmp_path / "runs").glob("*"))
 
@@ -241,3 +241,115 @@ def test_download_list_and_two_processes_share_one_download(server, home, keras_
     assert main(["download", "--list"]) == 0
     out = capsys.readouterr().out
     assert MOBILE in out and f"{len(data) / 1e6:,.1f} MB" in out and "1 file(s)" in out
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+def test_caffe_backbones_from_downloaded_weights_compute_what_keras_computes(name, server, home, tmp_path):
+    """Keras' own VGG16 / ResNet50 (random weights and BatchNorm statistics), written in Keras
+    Applications' file layout, served on 127.0.0.1 and fetched with --weights URL#sha256=: the pooled
+    features of 8 random images equal Keras' predict on preprocess_input (BGR minus the means)."""
+    import torch
+
+    from cnnlab.data.preprocess import Preprocessing
+    from cnnlab.engine.progress import Progress
+    from cnnlab.models import build_module, parse_spec
+    from cnnlab.models.backbones import backbone_spec
+    from cnnlab.training import backbone_weights
+
+    build = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[name]
+    preprocess = {"vgg16": keras.applications.vgg16.preprocess_input,
+                  "resnet50": keras.applications.resnet50.preprocess_input}[name]
+    keras.utils.set_random_seed(4)
+    kmodel = random_batchnorm(build(weights=None, include_top=False, input_shape=(32, 32, 3)))
+    rng = np.random.default_rng(0)
+    _applications_weights(kmodel, tmp_path / "w.h5")
+    data = (tmp_path / "w.h5").read_bytes()
+    server.files["w.h5"] = data
+    path = pretrained.resolve_weights(f"{server.url}w.h5#sha256={hashlib.sha256(data).hexdigest()}", name, None, 32,
+                                      quiet=True)
+    spec = parse_spec(backbone_spec(name, (32, 32, 3), 4, pretrained=True))
+    assert sum(layer.params for layer in spec.layers[:-3]) == kmodel.count_params()
+    model = build_module(spec).eval()
+    report = backbone_weights(model, spec, str(path), Progress(1, 1, True), bgr=True)
+    assert len(report["loaded"]) == sum(1 for layer in kmodel.layers if layer.weights)
+    x = rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+    prep = Preprocessing.fit("caffe", x)
+    with torch.no_grad():
+        outs = model.features(prep.apply_tensor(torch.from_numpy(x).permute(0, 3, 1, 2)))
+    mine = outs[[layer.name for layer in spec.layers].index("avg_pool")].numpy()
+    theirs = keras.ops.convert_to_numpy(kmodel(preprocess(x.astype(np.float32)), training=False)).mean(axis=(1, 2))
+    assert np.abs(mine - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
+
+
+def test_embed_a_backbone_from_downloaded_weights_gives_keras_pooled_features(server, home, keras_mobilenet,
+                                                                               tmp_path, capsys):
+    from PIL import Image
+
+    model, data = keras_mobilenet
+    server.files["m.h5"] = data
+    x = np.random.default_rng(5).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+    (tmp_path / "imgs").mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray(img).save(tmp_path / "imgs" / f"{i}.png")
+    url = f"{server.url}m.h5#sha256={hashlib.sha256(data).hexdigest()}"
+    out = tmp_path / "f.npy"
+    assert main(["embed", "mobilenet_v2:0.35", str(tmp_path / "imgs"), "--weights", url, "--image-size", "32", "32",
+                 "--out", str(out)]) == 0
+    assert "wrote 8 x 1,280 features (avg_pool)" in capsys.readouterr().out
+    mine = np.load(out)
+    theirs = keras.ops.convert_to_numpy(model(x.astype(np.float32) / 127.5 - 1, training=False)).mean(axis=(1, 2))
+    assert mine.shape == (8, 1280) and np.abs(mine - theirs).max() <= 1e-4
+    assert main(["embed", "mobilenet_v2:0.35", str(tmp_path / "imgs" / "3.png"), "--weights", url, "--image-size",
+                 "32", "32", "--out", str(tmp_path / "f.csv")]) == 0
+    rows = (tmp_path / "f.csv").read_text().splitlines()
+    assert rows[0].startswith("input,f0,f1,") and len(rows) == 2
+    assert np.allclose([float(v) for v in rows[1].split(",")[1:]], mine[3], atol=1e-6)
+
+
+def test_embed_a_run_takes_its_last_hidden_layer_and_bad_options_are_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import train_tiny_run
+
+    run = train_tiny_run(tmp_path)
+    x, _ = bars(3, seed=4)
+    for i, img in enumerate(x):
+        Image.fromarray(img[..., 0]).save(tmp_path / f"{i}.png")
+    assert main(["embed", str(run.path), str(tmp_path / "*.png"), "--out", str(tmp_path / "f.npy")]) == 0
+    f = np.load(tmp_path / "f.npy")
+    assert f.shape == (len(x), 16)  # TINY_SPEC's Dense(16), the layer its head reads
+    assert np.isfinite(f).all() and (f >= 0).all()  # after its ReLU
+    code = main(["embed", str(run.path), str(tmp_path / "0.png"), "--out", str(tmp_path / "f.txt")])
+    one_error_line(code, capsys.readouterr().err, "neither .npy nor .csv")
+    code = main(["embed", str(run.path), str(tmp_path / "0.png"), "--weights", "imagenet", "--out", "f.npy"])
+    one_error_line(code, capsys.readouterr().err, "--weights is for a backbone")
+    assert not (tmp_path / "f.txt").exists()
+
+
+def test_predict_imagenet_prints_the_top_5_imagenet_classes_as_keras_does(server, home, tmp_path, monkeypatch,
+                                                                           capsys):
+    """`cnnlab predict imagenet:mobilenet_v2:0.35 photo.png`: Keras' include_top=True file and the class
+    index, both fetched and checked (the index here is a stand-in with its own MD5: Keras' real file is
+    not on this machine), give Keras' top 5."""
+    from PIL import Image
+
+    keras.utils.set_random_seed(6)
+    kmodel = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=0.35, include_top=True, weights=None)
+    _applications_weights(kmodel, tmp_path / "top.h5")
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224.h5"
+    server.files[name] = (tmp_path / "top.h5").read_bytes()
+    index = json.dumps({str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}).encode()
+    server.files["imagenet_class_index.json"] = index
+    digest = pretrained.Digest("md5", hashlib.md5(index).hexdigest())
+    monkeypatch.setattr(pretrained, "CLASS_INDEX", pretrained.WeightsFile("imagenet_class_index.json",
+                                                                          pretrained.CLASS_INDEX.url, digest))
+    x = np.random.default_rng(7).integers(0, 256, (224, 224, 3)).astype(np.uint8)
+    Image.fromarray(x).save(tmp_path / "photo.png")
+    assert main(["predict", "imagenet:mobilenet_v2:0.35", str(tmp_path / "photo.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    p = keras.ops.convert_to_numpy(kmodel(x[None].astype(np.float32) / 127.5 - 1, training=False))[0]
+    top = np.argsort(-p)[:5]
+    assert lines[0].startswith(f"{tmp_path / 'photo.png'}: class_{top[0]} ({p[top[0]]:.4f})")
+    assert [line.split()[0] for line in lines[1:]] == [f"class_{i}" for i in top]
+    code = main(["predict", "imagenet:mobilenet_v2:0.35", str(tmp_path / "photo.png"), "--engine", "onnx"])
+    one_error_line(code, capsys.readouterr().err, "--engine onnx needs a run directory")

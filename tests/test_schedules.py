@@ -47,8 +47,8 @@ def test_flip_tta_requires_flip_training():
 
 def test_a_recipes_mirrors_can_be_turned_off_and_its_mirrored_test_pass_goes_with_them():
     from cnnlab.cli import build_parser
-    from cnnlab.options import given
     from cnnlab.config import TrainConfig
+    from cnnlab.options import given
 
     best = make_config(model="best")
     assert best.horizontal_flip and best.tta == "flip"

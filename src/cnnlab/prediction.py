@@ -95,3 +95,108 @@ def format_csv(columns: list[str], rows: list[dict]) -> str:
 
 def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
     return atomic.write_text(path, format_csv(columns, rows))
+
+
+# ----------------------------------------------------------------------------- features (cnnlab embed)
+
+def feature_layer(spec) -> int:
+    """The index of the layer whose output the head reads: a backbone's pooled features
+    (avg_pool's Dropout passes them on unchanged at prediction time), else the last hidden layer."""
+    names = [layer.name for layer in spec.layers]
+    if "avg_pool" in names:
+        return names.index("avg_pool")
+    head = spec.layers[-1]
+    i = names.index(head.inputs[0]) if head.inputs else len(names) - 2
+    while i > 0 and spec.layers[i].type == "Dropout":  # the same values at prediction time
+        i = names.index(spec.layers[i].inputs[0]) if spec.layers[i].inputs else i - 1
+    if i < 0:
+        raise DataError("the model has no hidden layer to take features from", spec.name,
+                        "give a run with at least one layer before its output")
+    return i
+
+
+def embed_array(model, spec, prep, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """float32 (N, D) features of uint8 (N, H, W, C) images at :func:`feature_layer`."""
+    import torch
+
+    from .engine.inference import to_tensor
+
+    i = feature_layer(spec)
+    device = next(model.parameters()).device
+    model.eval()
+    parts = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            batch = prep.apply_tensor(to_tensor(x[s:s + batch_size], device))
+            parts.append(model.features(batch)[i].flatten(1).float().cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def backbone_embedder(text: str, weights: str | None, image_size: tuple[int, int], quiet: bool = False):
+    """(model, spec, preprocessing) of a backbone alone (``NAME[:WIDTH]``) at ``image_size``, with
+    ``weights`` (imagenet, a URL or a file) loaded; its own scaling (MobileNetV2: [-1, 1])."""
+    from .data.preprocess import Preprocessing
+    from .engine.progress import Progress
+    from .models import build_module, parse_spec
+    from .models.backbones import backbone_spec, parse_backbone
+    from .models.pretrained import resolve_weights
+    from .training import backbone_weights
+
+    backbone, width = parse_backbone(text)
+    h, w = image_size
+    spec = parse_spec(backbone_spec(text, (h, w, 3), 2, pretrained=weights is not None))
+    model = build_module(spec).eval()
+    if weights is not None:
+        path = resolve_weights(weights, backbone.name, width, h if h == w else None, quiet=quiet)
+        backbone_weights(model, spec, str(path), Progress(1, 1, True), backbone.bgr)
+    mode = backbone.settings.get("scale", "255")
+    return model, spec, Preprocessing.fit(mode, np.zeros((1, 1, 1, 3), np.uint8))
+
+
+def write_features(path: str | Path, names: list[str], features: np.ndarray) -> Path:
+    """``.npy``: the (N, D) float32 array; ``.csv``: one row per input, columns input, f0..f{D-1}."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, features.astype(np.float32))
+
+        return atomic.write_with(path, save)
+    cols = ["input"] + [f"f{j}" for j in range(features.shape[1])]
+    rows = [{"input": n, **{f"f{j}": float(v) for j, v in enumerate(row)}} for n, row in zip(names, features)]
+    return write_csv(path, cols, rows)
+
+
+def imagenet_run(text: str, quiet: bool = False):
+    """``imagenet:NAME[:WIDTH]``: Keras Applications' ImageNet classifier (include_top=True) as a
+    Run: its weights and the class index file (imagenet_utils' imagenet_class_index.json) fetched
+    and checked like any weights, 224 x 224 RGB input, the backbone's own scaling."""
+    import json
+
+    from .data.preprocess import Preprocessing
+    from .models import build_module, parse_spec
+    from .models.backbones import backbone_spec, parse_backbone
+    from .models.kerasfiles import bgr_to_rgb, put_weights, read_weights
+    from .models.pretrained import CLASS_INDEX, get_file, keras_file
+    from .runs import Run
+
+    name = text.partition(":")[2]
+    backbone, width = parse_backbone(name)
+    spec = parse_spec(backbone_spec(name, (224, 224, 3), 1000, pretrained=True, include_top=True))
+    path = get_file(keras_file(backbone.name, width, 224, include_top=True), quiet)
+    index_path = get_file(CLASS_INDEX, quiet)
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        names = [str(index[str(i)][1]) for i in range(1000)]
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise DataError(f"the ImageNet class index is not Keras' ({type(e).__name__})", str(index_path),
+                        "delete it; the next use fetches it again") from None
+    model = build_module(spec).eval()
+    order = [("input_layer", "InputLayer")] + [(layer.name, layer.type) for layer in spec.layers]
+    state, _, _ = put_weights(spec, model.state_dict(), read_weights(str(path), order), str(path), strict=True)
+    if backbone.bgr:
+        bgr_to_rgb(spec, state)
+    model.load_state_dict(state)
+    prep = Preprocessing.fit(backbone.settings.get("scale", "255"), np.zeros((1, 1, 1, 3), np.uint8))
+    return Run(path, spec, model, prep, names, {"image_size": [224, 224], "channels": 3, "color_mode": "rgb"},
+               {"source": text})

@@ -216,7 +216,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
     init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else \
-        backbone_weights(model, spec, weights_file(cfg, ds.input_shape), progress_out) if cfg.weights else None
+        backbone_weights(model, spec, weights_file(cfg, ds.input_shape), progress_out, bgr_input(cfg)) if cfg.weights \
+        else None
     freeze_until(model, spec, cfg.freeze_until, progress_out)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
     if not any(p.requires_grad for p in model.parameters()):
@@ -361,9 +362,17 @@ def weights_file(cfg: TrainConfig, input_shape: tuple) -> str:
     return str(resolve_weights(cfg.weights, backbone.name, width, size, quiet=cfg.quiet))
 
 
-def backbone_weights(model, spec: Spec, path: str, progress_out: Progress) -> dict:
+def bgr_input(cfg: TrainConfig) -> bool:
+    from .models.backbones import parse_backbone
+
+    return parse_backbone(cfg.backbone)[0].bgr
+
+
+def backbone_weights(model, spec: Spec, path: str, progress_out: Progress, bgr: bool = False) -> dict:
     """``--weights FILE.h5``: a backbone's pretrained weights, layer by layer by Keras' names; the
-    new head starts fresh. Every backbone layer must be in the file, with weights that fit."""
+    new head starts fresh. Every backbone layer must be in the file, with weights that fit.
+    ``bgr``: the weights expect BGR pixels (Keras' caffe mode); the first convolution's input
+    channels are reversed, so that it takes cnnlab's RGB and computes the same numbers."""
     from .errors import SpecError
     from .models.kerasfiles import put_weights, read_weights
 
@@ -374,6 +383,10 @@ def backbone_weights(model, spec: Spec, path: str, progress_out: Progress) -> di
         raise SpecError(f"the weights file has no layer {missing[0]} ({len(missing)} of the backbone's layers are "
                         "not in it)", path, "give the weights file of the same backbone and width "
                         "(cnnlab backbones says which)")
+    if bgr:
+        from .models.kerasfiles import bgr_to_rgb
+
+        bgr_to_rgb(spec, state)
     model.load_state_dict(state)
     progress_out.message(f"weights from {path}: loaded {len(loaded)} layers; new head {', '.join(head)}")
     return {"source": str(path), "loaded": loaded, "reinitialised": head, "not_in_source": []}

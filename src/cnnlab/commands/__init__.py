@@ -13,8 +13,8 @@ import argparse
 import errno
 
 # the order of `cnnlab --help`
-COMMANDS = ("train", "compare", "tune", "check", "serve", "evaluate", "predict", "summary", "report", "plot", "explain",
-            "export", "import_keras", "models", "backbones", "datasets", "download", "export_images")
+COMMANDS = ("train", "compare", "tune", "check", "serve", "evaluate", "predict", "embed", "summary", "report", "plot",
+            "explain", "export", "import_keras", "models", "backbones", "datasets", "download", "export_images")
 
 
 def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool = True,

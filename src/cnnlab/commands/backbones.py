@@ -21,12 +21,13 @@ def handle(args) -> int:
     print(f"{'backbone':<22}{'params':>12}  (the backbone alone, on {'x'.join(map(str, shape))} images; "
           "Keras counts the same)")
     for b in BACKBONES.values():
-        for width in b.widths:
-            spec = parse_spec(backbone_spec(f"{b.name}:{width:g}", shape, 10))
+        for width in b.widths or (None,):
+            name = b.name if width is None else f"{b.name}:{width:g}"
+            spec = parse_spec(backbone_spec(name, shape, 10))
             body = sum(layer.params for layer in spec.layers[:-3])  # less the new head
-            default = "  (the default)" if width == b.widths[0] else ""
-            print(f"{b.name + ':' + format(width, 'g'):<22}{body:>12,}{default}")
+            default = "  (the default)" if b.widths and width == b.widths[0] else ""
+            print(f"{name:<22}{body:>12,}{default}")
         print(f"  {b.description}\n  min. image size {b.min_size}; pretrained weights: {b.weights}")
-    print("\nTrain one: cnnlab train SOURCE --backbone mobilenet_v2:0.35 --image-size 96 96 [--weights FILE.h5 "
+    print("\nTrain one: cnnlab train SOURCE --backbone mobilenet_v2:0.35 --image-size 96 96 [--weights imagenet "
           "--recipe finetune]")
     return 0

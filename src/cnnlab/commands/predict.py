@@ -12,7 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     pr = sub.add_parser("predict", help="classify image files, folders, globs or a CSV template",
                         formatter_class=fmt)
-    pr.add_argument("run", help="run directory")
+    pr.add_argument("run", help="run directory, or imagenet:NAME[:WIDTH] for Keras Applications' ImageNet "
+                    "classifier (mobilenet_v2, vgg16, resnet50; its weights download once, as --weights imagenet)")
     pr.add_argument("inputs", nargs="+", help="image files, folders, glob patterns, or one CSV template")
     pr.add_argument("--out", "-o", default=None, help="write predictions to this CSV file")
     pr.add_argument("--top-k", type=int, default=None, help="add the K most likely classes per image")
@@ -35,7 +36,16 @@ def handle(args) -> int:
     from ..prediction import collect_inputs, format_csv, predict_paths, predict_template, rows_for, write_csv
     from ..runs import load_run
 
-    run = load_run(args.run)
+    if args.run.startswith("imagenet:"):
+        from ..errors import ConfigError
+        from ..prediction import imagenet_run
+
+        if args.engine == "onnx":
+            raise ConfigError("--engine onnx needs a run directory to export into", "--engine",
+                              "leave out --engine for imagenet:NAME")
+        run = imagenet_run(args.run)
+    else:
+        run = load_run(args.run)
     run.precision = args.precision
     if args.engine == "onnx":
         from ..exporting import use_onnx
@@ -51,7 +61,8 @@ def handle(args) -> int:
         if len(paths) == 1 and not args.out:
             p = probs[0]
             print(f"{printable(paths[0])}: {run.class_names[int(p.argmax())]} ({p.max():.4f})")
-            for name, v in sorted(zip(run.class_names, p), key=lambda t: -t[1]):
+            shown = sorted(zip(run.class_names, p), key=lambda t: -t[1])
+            for name, v in shown[:args.top_k or (5 if len(shown) > 20 else len(shown))]:
                 print(f"  {ljust(name, 16)} {v:.4f} {'#' * int(round(v * 40))}")
             return 0
     if args.out:

@@ -14,8 +14,11 @@ from ..errors import ConfigError
 from .dataset import in_chunks
 
 # 255: x / 255 (the notebooks'); 127.5: (x - 127.5) / 127.5, to [-1, 1] (Keras Applications' "tf"
-# mode, which MobileNetV2's ImageNet weights expect); none: raw pixel values
-SCALE_MODES = ("255", "127.5", "minmax", "minmax-per-channel", "standard", "standard-per-channel", "none")
+# mode, which MobileNetV2's ImageNet weights expect); caffe: minus ImageNet's channel means, unscaled
+# (Keras Applications' "caffe" mode for VGG16 and ResNet50, kept in RGB order; a grayscale image
+# takes their mean); none: raw pixel values
+IMAGENET_RGB_MEANS = (123.68, 116.779, 103.939)
+SCALE_MODES = ("255", "127.5", "caffe", "minmax", "minmax-per-channel", "standard", "standard-per-channel", "none")
 
 
 def _histograms(x: np.ndarray) -> np.ndarray:
@@ -43,6 +46,9 @@ class Preprocessing:
         if mode in fixed:
             off, s = fixed[mode]
             return cls(mode, (off,) * c, (s,) * c)
+        if mode == "caffe":
+            means = IMAGENET_RGB_MEANS if c == 3 else (sum(IMAGENET_RGB_MEANS) / 3,) * c
+            return cls(mode, tuple(means), (1.0,) * c)
         hist = _histograms(x).astype(np.float64)  # (C, 256)
         if mode.endswith("per-channel"):
             groups = hist

@@ -24,6 +24,8 @@ class Backbone:
     min_size: int = 32
     weights: str = ""  # where its pretrained weights come from
     settings: dict = field(default_factory=dict)  # training settings it implies (below the user's)
+    bgr: bool = False  # its weights expect BGR input: the first convolution's input channels reverse on loading
+    top: tuple = ()  # Keras' include_top=True layers after the body (the 1000 ImageNet classes)
 
 
 BACKBONES: dict[str, Backbone] = {}
@@ -102,7 +104,81 @@ register_backbone(Backbone(
     "mobilenet_v2", "MobileNetV2 (Keras Applications, include_top=False): inverted residual blocks with "
     "depthwise convolutions; WIDTH is alpha", mobilenet_v2, widths=(1.0, 0.35, 0.5, 0.75, 1.3, 1.4),
     weights="Keras Applications' mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5 "
-    "(ImageNet; inputs scaled to [-1, 1])", settings={"scale": "127.5"}))
+    "(ImageNet; inputs scaled to [-1, 1])", settings={"scale": "127.5"},
+    top=({"type": "GlobalAveragePooling2D", "name": "global_average_pooling2d"},
+         {"type": "Dense", "name": "predictions", "units": 1000, "activation": "softmax"})))
+
+
+# ----------------------------------------------------------------------------- VGG16, ResNet50
+
+# Keras Applications' "caffe" preprocessing (VGG16, ResNet50): BGR pixels minus ImageNet's BGR
+# means. cnnlab keeps RGB: the means in RGB order are the scaling (--scale caffe), and the first
+# convolution's input channels are reversed as its weights load (Backbone.bgr), which computes
+# the same numbers.
+CAFFE_SETTINGS = {"scale": "caffe"}
+
+
+def vgg16(shape: tuple, width: float | None, pretrained: bool) -> list:
+    """Keras Applications' VGG16 (include_top=False): five blocks of same-padded 3x3 ReLU
+    convolutions (2, 2, 3, 3, 3 of 64, 128, 256, 512, 512 filters), each closed by a 2x2 pool."""
+    layers = []
+    for block, (filters, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], start=1):
+        layers += [{"type": "Conv2D", "name": f"block{block}_conv{i}", "filters": filters, "kernel_size": 3,
+                    "padding": "same", "activation": "relu"} for i in range(1, convs + 1)]
+        layers.append({"type": "MaxPooling2D", "name": f"block{block}_pool", "pool_size": 2, "strides": 2})
+    return layers
+
+
+register_backbone(Backbone(
+    "vgg16", "VGG16 (Keras Applications, include_top=False): 13 3x3 convolutions in 5 blocks, 14.7M parameters",
+    vgg16, min_size=32, weights="Keras Applications' vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (ImageNet; "
+    "caffe-style BGR mean subtraction)", settings=CAFFE_SETTINGS, bgr=True,
+    top=({"type": "Flatten", "name": "flatten"}, {"type": "Dense", "name": "fc1", "units": 4096, "activation": "relu"},
+         {"type": "Dense", "name": "fc2", "units": 4096, "activation": "relu"},
+         {"type": "Dense", "name": "predictions", "units": 1000, "activation": "softmax"})))
+
+
+def resnet50(shape: tuple, width: float | None, pretrained: bool) -> list:
+    """Keras Applications' ResNet50 (v1, include_top=False): a 7x7 stride-2 stem, a 3x3 pool, then
+    3, 4, 6 and 3 bottleneck blocks (1x1, 3x3, 1x1 with 4x expansion) at 64, 128, 256 and 512
+    filters; convolutions with biases, BatchNorm epsilon 1.001e-5, Keras' layer names."""
+    def bn(name: str) -> dict:
+        return {"type": "BatchNormalization", "name": name, "epsilon": 1.001e-5}
+
+    layers = [{"type": "ZeroPadding2D", "name": "conv1_pad", "padding": [[3, 3], [3, 3]]},
+              {"type": "Conv2D", "name": "conv1_conv", "filters": 64, "kernel_size": 7, "strides": 2},
+              bn("conv1_bn"), {"type": "Activation", "name": "conv1_relu", "activation": "relu"},
+              {"type": "ZeroPadding2D", "name": "pool1_pad", "padding": [[1, 1], [1, 1]]},
+              {"type": "MaxPooling2D", "name": "pool1_pool", "pool_size": 3, "strides": 2}]
+    last = "pool1_pool"
+    for stage, (filters, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=2):
+        for b in range(1, blocks + 1):
+            p = f"conv{stage}_block{b}_"
+            stride = 2 if b == 1 and stage > 2 else 1
+            shortcut = last
+            if b == 1:
+                layers += [{"type": "Conv2D", "name": f"{p}0_conv", "filters": 4 * filters, "kernel_size": 1,
+                            "strides": stride, "inputs": last}, bn(f"{p}0_bn")]
+                shortcut = f"{p}0_bn"
+            layers += [{"type": "Conv2D", "name": f"{p}1_conv", "filters": filters, "kernel_size": 1,
+                        "strides": stride, "inputs": last}, bn(f"{p}1_bn"),
+                       {"type": "Activation", "name": f"{p}1_relu", "activation": "relu"},
+                       {"type": "Conv2D", "name": f"{p}2_conv", "filters": filters, "kernel_size": 3,
+                        "padding": "same"}, bn(f"{p}2_bn"),
+                       {"type": "Activation", "name": f"{p}2_relu", "activation": "relu"},
+                       {"type": "Conv2D", "name": f"{p}3_conv", "filters": 4 * filters, "kernel_size": 1},
+                       bn(f"{p}3_bn"), {"type": "Add", "name": f"{p}add", "inputs": [shortcut, f"{p}3_bn"]},
+                       {"type": "Activation", "name": f"{p}out", "activation": "relu"}]
+            last = f"{p}out"
+    return layers
+
+
+register_backbone(Backbone(
+    "resnet50", "ResNet50 (Keras Applications, v1, include_top=False): 16 bottleneck blocks in 4 stages, 23.6M "
+    "parameters", resnet50, min_size=32, weights="Keras Applications' resnet50_weights_tf_dim_ordering_tf_kernels_"
+    "notop.h5 (ImageNet; caffe-style BGR mean subtraction)", settings=CAFFE_SETTINGS, bgr=True,
+    top=({"type": "GlobalAveragePooling2D", "name": "avg_pool"},
+         {"type": "Dense", "name": "predictions", "units": 1000, "activation": "softmax"})))
 
 
 # ----------------------------------------------------------------------------- a small ResNet
@@ -167,9 +243,11 @@ def parse_backbone(text: str) -> tuple[Backbone, float | None]:
     return b, value
 
 
-def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: bool = False) -> dict:
+def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: bool = False,
+                  include_top: bool = False) -> dict:
     """The backbone for ``input_shape`` (H, W, C), then a new head for ``num_classes``;
-    ``pretrained``: weights will be loaded into it (--weights)."""
+    ``pretrained``: weights will be loaded into it (--weights). ``include_top``: Keras' own top
+    instead (its 1000 ImageNet classes; ``num_classes`` is not used)."""
     b, width = parse_backbone(text)
     h, w = input_shape[0], input_shape[1]
     if min(h, w) < b.min_size:
@@ -177,9 +255,15 @@ def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: b
                         f"use --image-size {max(b.min_size, 96)} {max(b.min_size, 96)}")
     shape = list(input_shape) if len(input_shape) == 3 else [h, w, 1]
     body = b.build(tuple(shape), width, pretrained)
+    suffix = f"_{width:g}" if width is not None else ""
+    if include_top:
+        if not b.top:
+            raise SpecError(f"{b.name} has no ImageNet classifier", "imagenet:NAME",
+                            f"use one of {', '.join(n for n, x in BACKBONES.items() if x.top)}")
+        return {"name": f"{b.name}{suffix}_imagenet", "layers": [{"type": "Input", "shape": shape}, *body,
+                                                                 *[dict(t) for t in b.top]]}
     head = ([{"type": "Dense", "name": "predictions", "units": 1, "activation": "sigmoid"}] if num_classes == 2
             else [{"type": "Dense", "name": "predictions", "units": num_classes, "activation": "softmax"}])
-    suffix = f"_{width:g}" if width is not None else ""
     return {"name": f"{b.name}{suffix}", "layers": [
         {"type": "Input", "shape": shape}, *body,
         {"type": "GlobalAveragePooling2D", "name": "avg_pool"}, {"type": "Dropout", "name": "top_dropout", "rate": 0.2},

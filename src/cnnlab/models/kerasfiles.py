@@ -470,6 +470,15 @@ def put_weights(spec: Spec, state: dict, weights: dict, where: str, strict: bool
     return state, loaded, missing
 
 
+def bgr_to_rgb(spec: Spec, state: dict) -> None:
+    """Weights trained on BGR pixels (Keras' caffe mode) made to take RGB: the first convolution's
+    input channels reversed in ``state``, in place."""
+    first = next(i for i, layer in enumerate(spec.layers) if layer.type == "Conv2D")
+    key = next(k for k in _block_keys(state, first) if k.endswith("weight"))
+    if state[key].shape[1] == 3:
+        state[key] = state[key].flip(1)
+
+
 def keras3_weights(f, layers: list[tuple[str, str]] | None, where: str) -> dict:
     """Layer name -> arrays of a Keras 3 weights file (``model.save_weights('x.weights.h5')``). Keras 3
     keeps a layer's weights by its position among layers of its class (``layers/conv2d_1/vars``), not

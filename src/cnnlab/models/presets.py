@@ -117,7 +117,7 @@ def _whitened_blocks(k, widths):
 
 def _record(k):
     """The `fast` preset's blocks at 16/64/128 filters (benchmarks/fast_screen.py's pf16w-64-128):
-    2.6x its multiply-adds, for the 3-minute record (validation 0.9414 after 12 epochs against the
+    2.8x its multiply-adds, for the 3-minute record (validation 0.9414 after 12 epochs against the
     fast preset's 0.9383 after 9; docs/performance.md)."""
     return _whitened_blocks(k, (16, 64, 128))
 
