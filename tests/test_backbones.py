@@ -17,7 +17,7 @@ from cnnlab.cli import main  # noqa: E402
 from cnnlab.errors import SpecError  # noqa: E402
 from cnnlab.models import build_module, parse_spec  # noqa: E402
 from cnnlab.models.backbones import backbone_spec  # noqa: E402
-from conftest import bars  # noqa: E402
+from conftest import bars, one_error_line  # noqa: E402
 from test_keras_layers import keras_functional  # noqa: E402
 
 
@@ -161,3 +161,33 @@ def test_a_keras_3_weights_file_of_the_backbone_loads(mobilenet_file, tmp_path, 
                  str(tmp_path / "nested.weights.h5"), "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
                  "--no-check", "--quiet"]) == 2
     assert "nested model" in capsys.readouterr().err
+
+
+def test_unfreeze_from_a_block_trains_only_that_block_on_after_the_head(mobilenet_file, tmp_path, capsys):
+    """Chollet's 'unfreeze the last block': --unfreeze-from block_16 keeps every layer before the
+    block as loaded; the block trains in the second phase; one error line for a name that is not there."""
+    import cnnlab
+    from cnnlab.models.kerasfiles import read_weights
+
+    _, path = mobilenet_file
+    x, y = bars(8, size=32, channels=3)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
+    args = ["train", f"npz:{tmp_path / 'b.npz'}", "--backbone", "mobilenet_v2:0.35", "--weights", str(path),
+            "--recipe", "finetune", "--epochs", "2", "--head-epochs", "1", "--batch-size", "8", "--lr", "0.01",
+            "--runs-dir", str(tmp_path / "runs"), "--no-report", "--no-check"]
+    assert main(args + ["--unfreeze-from", "block_16"]) == 0
+    err = capsys.readouterr().err
+    assert "frozen: 142 layer(s): Conv1, bn_Conv1, Conv1_relu ... block_15_add" in err
+    assert "then the layers from block_16 on at lr x 0.3" in err
+    run = cnnlab.load_run(next((tmp_path / "runs").iterdir()))
+    state = run.model.state_dict()
+    keras_weights = read_weights(str(path), None)
+    names = [layer.name for layer in run.spec.layers]
+    kernel = state[f"blocks.{names.index('block_15_project')}.0.weight"].numpy()
+    assert np.array_equal(kernel, np.transpose(keras_weights["block_15_project"][0], (3, 2, 0, 1)))  # as loaded
+    moved = state[f"blocks.{names.index('block_16_project')}.0.weight"].numpy()
+    assert not np.array_equal(moved, np.transpose(keras_weights["block_16_project"][0], (3, 2, 0, 1)))
+    code = main(args + ["--unfreeze-from", "block_17"])
+    one_error_line(code, capsys.readouterr().err, "no layer or block named 'block_17'")
+    code = main(args + ["--unfreeze-from", "block_16", "--freeze-until", "out_relu"])
+    one_error_line(code, capsys.readouterr().err, "both say where the frozen layers end")

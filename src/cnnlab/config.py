@@ -110,6 +110,10 @@ class TrainConfig(DataOptions, AugmentOptions):
     freeze_until: str | None = key(None, "freeze the layers up to and including this one (by name, as cnnlab "
                                    "summary shows them); frozen BatchNorm runs in inference mode", metavar="LAYER",
                                    example="max_pooling2d_1")
+    unfreeze_from: str | None = key(None, "freeze every layer before this one, or before this block (block5: the "
+                                    "first layer named block5_...); with --recipe finetune, where the second phase "
+                                    "starts, as Chollet unfreezes a network's last block", metavar="LAYER",
+                                    example="block5")
     head_epochs: int | None = key(None, "with --init-from: train only the layers it did not load (a new head) for "
                                   "this many epochs, then every layer with a fresh optimizer at lr x finetune-factor "
                                   "(--recipe finetune sets 3)", Interval(1), example="3")
@@ -209,6 +213,10 @@ class TrainConfig(DataOptions, AugmentOptions):
             raise ConfigError(f"head_epochs {self.head_epochs} needs --init-from (or --weights) and fewer than epochs "
                               f"({self.epochs})", places.where(table["head_epochs"]),
                               "give --init-from RUN, and more --epochs than --head-epochs (or leave it out)")
+        if self.freeze_until is not None and self.unfreeze_from is not None:
+            raise ConfigError("--freeze-until and --unfreeze-from both say where the frozen layers end",
+                              f"{places.where(table['freeze_until'])} and {places.where(table['unfreeze_from'])}",
+                              "give one")
         if self.weights is not None and (self.backbone is None or self.init_from is not None):
             raise ConfigError("weights loads a backbone's pretrained weights", places.where(table["weights"]),
                               "give --backbone NAME with it (and not --init-from)")

@@ -218,7 +218,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else \
         backbone_weights(model, spec, weights_file(cfg, ds.input_shape), progress_out, bgr_input(cfg)) if cfg.weights \
         else None
-    freeze_until(model, spec, cfg.freeze_until, progress_out)
+    freeze_until(model, spec, cfg.freeze_until, progress_out, cfg.unfreeze_from)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("every layer is frozen: nothing would train", "--freeze-until",
@@ -279,7 +279,8 @@ def head_phase(model, spec: Spec, cfg: TrainConfig, init_report: dict | None, di
     waiting = [names.index(n) for n in init_report["loaded"] if names.index(n) not in model.frozen | {head}]
     for i in waiting:
         model.freeze(i)
-    progress_out.message(f"fine-tuning: {cfg.head_epochs} epoch(s) of the new layers, then every layer at lr x "
+    rest = f"the layers from {cfg.unfreeze_from} on" if cfg.unfreeze_from else "every layer"
+    progress_out.message(f"fine-tuning: {cfg.head_epochs} epoch(s) of the new layers, then {rest} at lr x "
                          f"{cfg.finetune_factor:g}")
     return waiting
 
@@ -392,23 +393,33 @@ def backbone_weights(model, spec: Spec, path: str, progress_out: Progress, bgr: 
     return {"source": str(path), "loaded": loaded, "reinitialised": head, "not_in_source": []}
 
 
-def freeze_until(model, spec: Spec, name: str | None, progress_out: Progress) -> None:
-    """``--freeze-until NAME``: the layers up to and including NAME keep their weights."""
-    if name is None:
+def freeze_until(model, spec: Spec, name: str | None, progress_out: Progress, unfreeze_from: str | None = None) -> None:
+    """``--freeze-until NAME``: the layers up to and including NAME keep their weights.
+    ``--unfreeze-from NAME``: every layer before NAME does (NAME may be a block: ``block5`` is the
+    first layer whose name starts with ``block5_``), as Chollet unfreezes a network's last block."""
+    if name is None and unfreeze_from is None:
         return
     import difflib
 
     from .errors import SpecError
 
     names = [layer.name for layer in spec.layers]
-    if name not in names:
-        close = difflib.get_close_matches(name, names, 1)
-        raise SpecError(f"no layer named '{name}'", "--freeze-until",
-                        (f"did you mean {close[0]}? " if close else "") + f"the layers are {', '.join(names)}")
-    last = names.index(name)
+    asked, flag = (name, "--freeze-until") if name is not None else (unfreeze_from, "--unfreeze-from")
+    found = asked if asked in names else next((n for n in names if n.startswith(f"{asked}_")), None)
+    if found is None:
+        close = difflib.get_close_matches(asked, names, 1)
+        shown = ", ".join(names) if len(names) <= 30 else ", ".join(names[:30]) + f" ... ({len(names)} layers)"
+        raise SpecError(f"no layer or block named '{asked}'" if unfreeze_from else f"no layer named '{asked}'", flag,
+                        (f"did you mean {close[0]}? " if close else "") + f"the layers are {shown}")
+    last = names.index(found) - (1 if name is None else 0)
+    if last < 0:
+        raise SpecError(f"'{asked}' is the first layer: nothing comes before it to freeze", flag,
+                        "name a later layer, or leave the option out")
     for i in range(last + 1):
         model.freeze(i)
-    progress_out.message(f"frozen: {', '.join(names[:last + 1])}")
+    frozen = names[:last + 1]
+    listed = ", ".join(frozen) if len(frozen) <= 8 else f"{', '.join(frozen[:3])} ... {frozen[-1]}"
+    progress_out.message(f"frozen: {len(frozen)} layer(s): {listed}")
 
 
 def join_processes(cfg: TrainConfig) -> Dist:
@@ -518,7 +529,7 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     spec = rd.read_spec()
     prep = rd.read_preprocessing(spec)
     model = build_module(spec).to(device)
-    freeze_until(model, spec, cfg.freeze_until, Progress(cfg.epochs, 1, quiet=True))
+    freeze_until(model, spec, cfg.freeze_until, Progress(cfg.epochs, 1, quiet=True), cfg.unfreeze_from)
     phase_frozen = list(state.get("phase_frozen", []))
     if cfg.head_epochs and state["epoch"] < cfg.head_epochs:  # still in the first phase
         for i in phase_frozen:
