@@ -353,3 +353,22 @@ def test_predict_imagenet_prints_the_top_5_imagenet_classes_as_keras_does(server
     assert [line.split()[0] for line in lines[1:]] == [f"class_{i}" for i in top]
     code = main(["predict", "imagenet:mobilenet_v2:0.35", str(tmp_path / "photo.png"), "--engine", "onnx"])
     one_error_line(code, capsys.readouterr().err, "--engine onnx needs a run directory")
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+def test_import_keras_reads_keras_own_vgg16_and_resnet50_with_a_new_head(name, tmp_path):
+    """The transfer-learning model a Keras user saves (the application's layers, pooling and a new Dense
+    head, one functional model) imports as a run that predicts what Keras predicts."""
+    from cnnlab.importing import import_keras
+
+    build = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[name]
+    keras.utils.set_random_seed(8)
+    base = random_batchnorm(build(weights=None, include_top=False, input_shape=(32, 32, 3)))
+    pooled = keras.layers.GlobalAveragePooling2D()(base.output)
+    model = keras.Model(base.input, keras.layers.Dense(3, activation="softmax")(pooled))
+    model.save(tmp_path / f"{name}.keras")
+    run = import_keras(tmp_path / f"{name}.keras", runs_dir=tmp_path / "runs", progress=lambda *_: None)
+    x = np.random.default_rng(9).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    theirs = keras.ops.convert_to_numpy(model(x.astype(np.float32) / 255.0, training=False))
+    assert run.spec.total_params == model.count_params()
+    assert np.abs(run.predict_proba(x) - theirs).max() <= 1e-5
