@@ -372,3 +372,14 @@ def test_import_keras_reads_keras_own_vgg16_and_resnet50_with_a_new_head(name, t
     theirs = keras.ops.convert_to_numpy(model(x.astype(np.float32) / 255.0, training=False))
     assert run.spec.total_params == model.count_params()
     assert np.abs(run.predict_proba(x) - theirs).max() <= 1e-5
+
+
+def test_tune_fetches_the_weights_once_before_any_trial_and_a_bad_url_is_one_line(server, home, tmp_path, capsys):
+    x, y = bars(8, size=32, channels=3)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
+    (tmp_path / "space.yaml").write_text("lr: {loguniform: [0.001, 0.01]}\nepochs: 1\n")
+    code = main(["tune", f"npz:{tmp_path / 'b.npz'}", "--space", str(tmp_path / "space.yaml"), "--backbone",
+                 "mobilenet_v2:0.35", "--weights", f"{server.url}gone.h5", "--trials", "2",
+                 "--out", str(tmp_path / "study")])
+    one_error_line(code, capsys.readouterr().err, "gone.h5 answered HTTP 404")
+    assert not (tmp_path / "study").exists() and leftovers(home) == []

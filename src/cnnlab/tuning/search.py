@@ -338,8 +338,12 @@ def check_points(s: Search, ds) -> None:
     draws it fails with its reason, and the search goes on."""
     import torch
 
-    from ..training import check_training_memory, resolve_spec
+    from ..training import check_training_memory, resolve_spec, weights_file
     from .space import points_to_check
+
+    base = s.base_config()
+    if base.backbone and base.weights:  # fetched (and checked) once, before any trial: a bad URL is one line now
+        weights_file(base, ds.input_shape)
 
     for path, value, suggest in points_to_check(s.space):
         where = f"{s.space_where}: {path}"
