@@ -383,3 +383,19 @@ def test_tune_fetches_the_weights_once_before_any_trial_and_a_bad_url_is_one_lin
                  "--out", str(tmp_path / "study")])
     one_error_line(code, capsys.readouterr().err, "gone.h5 answered HTTP 404")
     assert not (tmp_path / "study").exists() and leftovers(home) == []
+
+
+@pytest.mark.parametrize("name,build", [("vgg16", "VGG16"), ("resnet50", "ResNet50"), ("mobilenet_v2", "MobileNetV2")])
+def test_imagenet_classifiers_have_keras_layers_and_counts(name, build):
+    """include_top=True (what `cnnlab predict imagenet:NAME` builds): every Keras layer with weights, by
+    name, with its parameter count, so that Keras' include_top file loads layer by layer."""
+    from cnnlab.models import parse_spec
+    from cnnlab.models.backbones import backbone_spec
+
+    spec = parse_spec(backbone_spec(name, (224, 224, 3), 1000, pretrained=True, include_top=True))
+    theirs = getattr(keras.applications, build)(weights=None, include_top=True)
+    mine = {layer.name: layer for layer in spec.layers}
+    for k in theirs.layers:
+        if k.weights:
+            assert mine[k.name].params == k.count_params(), k.name
+    assert spec.total_params == theirs.count_params()
