@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import os
 import re
 import sys
@@ -202,7 +203,7 @@ def _download(url: str, part: Path, what: str, hand: str, timeout: float, quiet:
                     while block := response.read(CHUNK):
                         f.write(block)
                         bar.update(len(block))
-                except (urllib.error.URLError, TimeoutError, ConnectionError, http_errors()) as e:
+                except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
                     if attempt == RETRIES:
                         raise FetchError(f"{url} stopped after {_human(bar.got)} ({e})", what, hand) from None
                     continue
@@ -214,8 +215,3 @@ def _download(url: str, part: Path, what: str, hand: str, timeout: float, quiet:
                              what, hand)
     raise FetchError(f"{url} could not be resumed", what, hand)
 
-
-def http_errors() -> type:
-    import http.client
-
-    return http.client.HTTPException

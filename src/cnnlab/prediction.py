@@ -135,22 +135,27 @@ def embed_array(model, spec, prep, x: np.ndarray, batch_size: int = 64) -> np.nd
 def backbone_embedder(text: str, weights: str | None, image_size: tuple[int, int], quiet: bool = False):
     """(model, spec, preprocessing) of a backbone alone (``NAME[:WIDTH]``) at ``image_size``, with
     ``weights`` (imagenet, a URL or a file) loaded; its own scaling (MobileNetV2: [-1, 1])."""
+    h, w = image_size
+    return _backbone_model(text, (h, w, 3), weights, quiet, include_top=False)[:3]
+
+
+def _backbone_model(text: str, shape: tuple, weights: str | None, quiet: bool, include_top: bool):
+    """(model, spec, preprocessing, weights file): the backbone built for ``shape`` with ``weights``
+    loaded (none: random; the file is then None), scaled as its weights expect."""
     from .data.preprocess import Preprocessing
     from .engine.progress import Progress
     from .models import build_module, parse_spec
     from .models.backbones import backbone_spec, parse_backbone
-    from .models.pretrained import resolve_weights
-    from .training import backbone_weights
+    from .training import pretrained_weights
 
-    backbone, width = parse_backbone(text)
-    h, w = image_size
-    spec = parse_spec(backbone_spec(text, (h, w, 3), 2, pretrained=weights is not None))
+    spec = parse_spec(backbone_spec(text, shape, 2, pretrained=weights is not None, include_top=include_top))
     model = build_module(spec).eval()
+    source = None
     if weights is not None:
-        path = resolve_weights(weights, backbone.name, width, h if h == w else None, quiet=quiet)
-        backbone_weights(model, spec, str(path), Progress(1, 1, True), backbone.bgr)
-    mode = backbone.settings.get("scale", "255")
-    return model, spec, Preprocessing.fit(mode, np.zeros((1, 1, 1, 3), np.uint8))
+        source = pretrained_weights(model, spec, text, weights, shape, Progress(1, 1, True), quiet,
+                                    include_top)["source"]
+    mode = parse_backbone(text)[0].settings.get("scale", "255")
+    return model, spec, Preprocessing.fit(mode, np.zeros((1, 1, 1, 3), np.uint8)), source
 
 
 def write_features(path: str | Path, names: list[str], features: np.ndarray) -> Path:
@@ -173,17 +178,11 @@ def imagenet_run(text: str, quiet: bool = False):
     and checked like any weights, 224 x 224 RGB input, the backbone's own scaling."""
     import json
 
-    from .data.preprocess import Preprocessing
-    from .models import build_module, parse_spec
-    from .models.backbones import backbone_spec, parse_backbone
-    from .models.kerasfiles import bgr_to_rgb, put_weights, read_weights
-    from .models.pretrained import CLASS_INDEX, get_file, keras_file
+    from .models.pretrained import CLASS_INDEX, get_file
     from .runs import Run
 
     name = text.partition(":")[2]
-    backbone, width = parse_backbone(name)
-    spec = parse_spec(backbone_spec(name, (224, 224, 3), 1000, pretrained=True, include_top=True))
-    path = get_file(keras_file(backbone.name, width, 224, include_top=True), quiet)
+    model, spec, prep, source = _backbone_model(name, (224, 224, 3), "imagenet", quiet, include_top=True)
     index_path = get_file(CLASS_INDEX, quiet)
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
@@ -191,12 +190,5 @@ def imagenet_run(text: str, quiet: bool = False):
     except (ValueError, KeyError, IndexError, TypeError) as e:
         raise DataError(f"the ImageNet class index is not Keras' ({type(e).__name__})", str(index_path),
                         "delete it; the next use fetches it again") from None
-    model = build_module(spec).eval()
-    order = [("input_layer", "InputLayer")] + [(layer.name, layer.type) for layer in spec.layers]
-    state, _, _ = put_weights(spec, model.state_dict(), read_weights(str(path), order), str(path), strict=True)
-    if backbone.bgr:
-        bgr_to_rgb(spec, state)
-    model.load_state_dict(state)
-    prep = Preprocessing.fit(backbone.settings.get("scale", "255"), np.zeros((1, 1, 1, 3), np.uint8))
-    return Run(path, spec, model, prep, names, {"image_size": [224, 224], "channels": 3, "color_mode": "rgb"},
-               {"source": text})
+    return Run(Path(source), spec, model, prep, names,
+               {"image_size": [224, 224], "channels": 3, "color_mode": "rgb"}, {"source": text})

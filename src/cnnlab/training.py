@@ -216,8 +216,8 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
     init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else \
-        backbone_weights(model, spec, weights_file(cfg, ds.input_shape), progress_out, bgr_input(cfg)) if cfg.weights \
-        else None
+        pretrained_weights(model, spec, cfg.backbone, cfg.weights, ds.input_shape, progress_out, cfg.quiet) \
+        if cfg.weights else None
     freeze_until(model, spec, cfg.freeze_until, progress_out, cfg.unfreeze_from)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
     if not any(p.requires_grad for p in model.parameters()):
@@ -353,31 +353,39 @@ def initial_weights(model, spec: Spec, source: str, progress_out: Progress,
     return {"source": str(source), "loaded": loaded, "reinitialised": fresh, "not_in_source": missing}
 
 
-def weights_file(cfg: TrainConfig, input_shape: tuple) -> str:
-    """``--weights``' local file: ``imagenet`` and URLs are fetched into the cache (once)."""
+def weights_file(backbone_text: str, weights: str, input_shape: tuple, quiet: bool = False,
+                 include_top: bool = False) -> str:
+    """``--weights``' local file for ``--backbone``: ``imagenet`` and URLs are fetched into the cache (once)."""
     from .models.backbones import parse_backbone
     from .models.pretrained import resolve_weights
 
-    backbone, width = parse_backbone(cfg.backbone)
+    backbone, width = parse_backbone(backbone_text)
     size = input_shape[0] if input_shape[0] == input_shape[1] else None
-    return str(resolve_weights(cfg.weights, backbone.name, width, size, quiet=cfg.quiet))
+    return str(resolve_weights(weights, backbone.name, width, size, include_top, quiet))
 
 
-def bgr_input(cfg: TrainConfig) -> bool:
+def pretrained_weights(model, spec: Spec, backbone_text: str, weights: str, input_shape: tuple,
+                       progress_out: Progress, quiet: bool = False, include_top: bool = False) -> dict:
+    """``--backbone NAME --weights imagenet|URL|FILE`` loaded into ``model`` (the file fetched once into
+    the cache; BGR weights made to take RGB); ``include_top``: Keras' own top loads too."""
     from .models.backbones import parse_backbone
 
-    return parse_backbone(cfg.backbone)[0].bgr
+    path = weights_file(backbone_text, weights, input_shape, quiet, include_top)
+    return backbone_weights(model, spec, path, progress_out, parse_backbone(backbone_text)[0].bgr,
+                            new_head=not include_top)
 
 
-def backbone_weights(model, spec: Spec, path: str, progress_out: Progress, bgr: bool = False) -> dict:
+def backbone_weights(model, spec: Spec, path: str, progress_out: Progress, bgr: bool = False,
+                     new_head: bool = True) -> dict:
     """``--weights FILE.h5``: a backbone's pretrained weights, layer by layer by Keras' names; the
-    new head starts fresh. Every backbone layer must be in the file, with weights that fit.
-    ``bgr``: the weights expect BGR pixels (Keras' caffe mode); the first convolution's input
-    channels are reversed, so that it takes cnnlab's RGB and computes the same numbers."""
+    new head starts fresh (``new_head=False``: the file's top loads too). Every other layer must be
+    in the file, with weights that fit. ``bgr``: the weights expect BGR pixels (Keras' caffe mode);
+    the first convolution's input channels are reversed, so that it takes cnnlab's RGB and computes
+    the same numbers."""
     from .errors import SpecError
     from .models.kerasfiles import put_weights, read_weights
 
-    head = [spec.layers[-1].name]
+    head = [spec.layers[-1].name] if new_head else []
     order = [("input_layer", "InputLayer")] + [(layer.name, layer.type) for layer in spec.layers]  # Keras 3 files
     state, loaded, missing = put_weights(spec, model.state_dict(), read_weights(path, order), path, skip=tuple(head))
     if missing:
@@ -389,7 +397,8 @@ def backbone_weights(model, spec: Spec, path: str, progress_out: Progress, bgr: 
 
         bgr_to_rgb(spec, state)
     model.load_state_dict(state)
-    progress_out.message(f"weights from {path}: loaded {len(loaded)} layers; new head {', '.join(head)}")
+    progress_out.message(f"weights from {path}: loaded {len(loaded)} layers" +
+                         (f"; new head {', '.join(head)}" if head else ""))
     return {"source": str(path), "loaded": loaded, "reinitialised": head, "not_in_source": []}
 
 

@@ -343,7 +343,7 @@ def check_points(s: Search, ds) -> None:
 
     base = s.base_config()
     if base.backbone and base.weights:  # fetched (and checked) once, before any trial: a bad URL is one line now
-        weights_file(base, ds.input_shape)
+        weights_file(base.backbone, base.weights, ds.input_shape, base.quiet)
 
     for path, value, suggest in points_to_check(s.space):
         where = f"{s.space_where}: {path}"
