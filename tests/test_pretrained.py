@@ -399,3 +399,10 @@ def test_imagenet_classifiers_have_keras_layers_and_counts(name, build):
         if k.weights:
             assert mine[k.name].params == k.count_params(), k.name
     assert spec.total_params == theirs.count_params()
+
+
+def test_a_file_url_without_a_hash_is_used_where_it_is(home, keras_mobilenet, tmp_path):
+    _, data = keras_mobilenet
+    (tmp_path / "w.h5").write_bytes(data)
+    assert pretrained.resolve_weights((tmp_path / "w.h5").as_uri(), "mobilenet_v2", 0.35, 32) == tmp_path / "w.h5"
+    assert leftovers(home) == []  # nothing copied into the cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
