@@ -102,6 +102,15 @@ def test_every_layer_kind_exports(tmp_path):
             {"type": "Concatenate", "name": "c", "inputs": ["lo", "m"]},
             {"type": "Reshape", "target_shape": [4, 16, -1]},
             {"type": "Flatten"}, {"type": "Dense", "units": 3, "activation": "softmax"}]},
+        {"name": "e", "input_shape": [9, 9, 3], "layers": [  # EfficientNet's and ConvNeXt's kinds
+            {"type": "Rescaling", "scale": [0.01, 0.02, 0.03], "offset": [0.1, 0.0, -0.1]},
+            {"type": "Normalization", "mean": [0.5, 1.0, 1.5], "variance": [0.25, 2.0, 4.0]},
+            {"type": "Normalization"},
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "swish"},
+            {"type": "LayerScale", "init_values": 0.5, "projection_dim": 4},
+            {"type": "Dropout", "rate": 0.2, "noise_shape": [None, 1, 1, 1]},
+            {"type": "Activation", "activation": "gelu"},
+            {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 3, "activation": "softmax"}]},
     ]
     used = {layer["type"] for s in specs for layer in s["layers"]}
     assert used - {"Input"} == set(LAYERS)

@@ -36,13 +36,27 @@ SPECS = [
         {"type": "Conv2D", "filters": 6, "kernel_size": 3, "padding": "same"},
         {"type": "Conv2D", "filters": 6, "kernel_size": 1, "groups": 3},
         {"type": "Flatten"}, {"type": "Dense", "units": 4, "activation": "softmax"}]),
+    ([10, 8, 3], [  # EfficientNet's and ConvNeXt's kinds
+        {"type": "Rescaling", "scale": [0.5, 1.0, 2.0], "offset": 0.25},
+        {"type": "Normalization"},
+        {"type": "Normalization", "mean": [1.0, 2.0, 3.0], "variance": [4.0, 1.0, 0.25]},
+        {"type": "Conv2D", "filters": 5, "kernel_size": 3, "groups": 1},
+        {"type": "Dropout", "rate": 0.1, "noise_shape": [None, 1, 1, 1]},
+        {"type": "LayerScale", "init_values": 1e-6, "projection_dim": 5},
+        {"type": "Dense", "units": 4}, {"type": "GlobalAveragePooling2D"},
+        {"type": "Dense", "units": 3, "activation": "softmax"}]),
 ]
+
+
+def keras_class(name: str):
+    from keras.src.applications.convnext import LayerScale
+
+    return getattr(keras.layers, name, None) or {"LayerScale": LayerScale}[name]
 
 
 def keras_model(shape, layers):
     return keras.Sequential([keras.Input(tuple(shape))] + [
-        getattr(keras.layers, layer["type"])(**{k: v for k, v in layer.items() if k != "type"})
-        for layer in layers])
+        keras_class(layer["type"])(**{k: v for k, v in layer.items() if k != "type"}) for layer in layers])
 
 
 @pytest.mark.parametrize("shape,layers", SPECS)
@@ -54,7 +68,8 @@ def test_shapes_and_counts_equal_keras(shape, layers):
         assert mine.params == k.count_params(), mine.name
     assert ours.total_params == theirs.count_params()
     model = build_module(ours).eval()  # the torch build has the same shapes and counts
-    assert sum(p.numel() for p in model.parameters()) == ours.total_params
+    assert sum(v.numel() for k, v in model.state_dict().items()  # with Normalization's statistics
+               if not k.endswith("num_batches_tracked")) == ours.total_params
     h, w, c = shape
     outs = model.features(torch.zeros(2, c, h, w))
     for mine, out in zip(ours.layers, outs):
@@ -76,7 +91,39 @@ def test_weight_free_layers_compute_what_keras_computes():
     np.testing.assert_allclose(mine, keras.ops.convert_to_numpy(sub(x)), atol=1e-5)
 
 
+def test_per_channel_rescaling_and_normalization_compute_what_keras_computes():
+    layers = [{"type": "Rescaling", "scale": [0.5, 1.0, 2.0], "offset": [0.0, 0.5, -1.0]},
+              {"type": "Normalization", "mean": [1.0, 2.0, 3.0], "variance": [4.0, 1.0, 0.25]},
+              {"type": "Flatten"}, {"type": "Dense", "units": 2}]
+    shape = [4, 3, 3]
+    ours = build_module(parse_spec({"input_shape": shape, "layers": layers})).eval()
+    theirs = keras_model(shape, layers)
+    x = np.random.default_rng(1).normal(0, 3, (4, *shape)).astype(np.float32)
+    mine = ours.features(torch.from_numpy(x).permute(0, 3, 1, 2))[1].permute(0, 2, 3, 1).detach().numpy()
+    np.testing.assert_allclose(mine, keras.ops.convert_to_numpy(keras.Model(theirs.inputs, theirs.layers[1].output)(x)),
+                               atol=1e-5)
+
+
+def test_noise_shape_drops_whole_images_in_training():
+    model = build_module(parse_spec({"input_shape": [6, 6, 3], "layers": [
+        {"type": "Dropout", "rate": 0.5, "noise_shape": [None, 1, 1, 1]}, {"type": "GlobalAveragePooling2D"},
+        {"type": "Dense", "units": 2, "activation": "softmax"}]}))
+    torch.manual_seed(0)
+    out = model.train().features(torch.ones(64, 3, 6, 6))[0]
+    per_image = out.flatten(1)
+    assert set(per_image.unique().tolist()) == {0.0, 2.0}  # kept and scaled, or dropped
+    assert (per_image == per_image[:, :1]).all()  # one draw per image
+    assert 16 < int((per_image[:, 0] == 0).sum()) < 48
+    assert torch.equal(model.eval().features(torch.ones(2, 3, 6, 6))[0], torch.ones(2, 3, 6, 6))
+
+
 @pytest.mark.parametrize("layer,needle", [
+    ({"type": "Rescaling", "scale": [1.0, 2.0]}, "one per channel: 3"),
+    ({"type": "Normalization", "mean": [1.0, 2.0, 3.0]}, "give both mean and variance"),
+    ({"type": "Normalization", "mean": [1, 2], "variance": [1, 2]}, "is not a number or 3 numbers"),
+    ({"type": "Normalization", "invert": True}, "invert=true is not supported"),
+    ({"type": "LayerScale", "init_values": 0.1, "projection_dim": 4}, "projection_dim=4 but the input has 3"),
+    ({"type": "Dropout", "rate": 0.1, "noise_shape": [None, 1, 1]}, "noise_shape=.* does not fit"),
     ({"type": "Conv2D", "filters": 4, "kernel_size": 1, "groups": 3}, "groups=3 does not divide"),  # 4 filters
     ({"type": "DepthwiseConv2D", "kernel_size": 3, "depth_multiplier": 0}, "depth_multiplier=0"),
     ({"type": "SeparableConv2D", "filters": 0, "kernel_size": 3}, "filters=0"),

@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -243,42 +244,112 @@ def test_download_list_and_two_processes_share_one_download(server, home, keras_
     assert MOBILE in out and f"{len(data) / 1e6:,.1f} MB" in out and "1 file(s)" in out
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet50"])
-def test_caffe_backbones_from_downloaded_weights_compute_what_keras_computes(name, server, home, tmp_path):
-    """Keras' own VGG16 / ResNet50 (random weights and BatchNorm statistics), written in Keras
-    Applications' file layout, served on 127.0.0.1 and fetched with --weights URL#sha256=: the pooled
-    features of 8 random images equal Keras' predict on preprocess_input (BGR minus the means)."""
+APPLICATIONS = {"vgg16": "VGG16", "resnet50": "ResNet50", "efficientnet_b0": "EfficientNetB0",
+                "convnext_tiny": "ConvNeXtTiny", "mobilenet_v2": "MobileNetV2"}
+MODULES = {"vgg16": "vgg16", "resnet50": "resnet50", "efficientnet_b0": "efficientnet", "convnext_tiny": "convnext",
+           "mobilenet_v2": "mobilenet_v2"}
+
+
+def randomised(model, seed: int = 0):
+    """random_batchnorm, and random Normalization statistics, LayerNorm scales and LayerScale gammas
+    (a fresh layer's are 0 and 1, which would hide one loaded into the wrong place)."""
+    rng = np.random.default_rng(seed)
+    random_batchnorm(model, seed)
+    for layer in leaf_layers(model):
+        if type(layer).__name__ in ("Normalization", "LayerNormalization", "LayerScale") and layer.weights:
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(w.dtype) if w.shape else w
+                               for w in layer.get_weights()])
+    return model
+
+
+def leaf_layers(model) -> list:
+    """A Keras model's layers with nested models (ConvNeXt's stem) opened."""
+    out = []
+    for layer in model.layers:
+        out += leaf_layers(layer) if hasattr(layer, "layers") else [layer]
+    return out
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "efficientnet_b0", "convnext_tiny"])
+def test_backbones_from_downloaded_weights_compute_what_keras_computes(name, server, home, tmp_path):
+    """Keras' own network (random weights and statistics), written in Keras Applications' file
+    layout, served on 127.0.0.1 and fetched with --weights URL#sha256=: the pooled features of 8
+    random images equal Keras' predict (pooling="avg") on its preprocess_input within 1e-4."""
     import torch
 
     from cnnlab.data.preprocess import Preprocessing
     from cnnlab.engine.progress import Progress
     from cnnlab.models import build_module, parse_spec
-    from cnnlab.models.backbones import backbone_spec
+    from cnnlab.models.backbones import BACKBONES, backbone_spec
+    from cnnlab.prediction import feature_layer
     from cnnlab.training import backbone_weights
 
-    build = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[name]
-    preprocess = {"vgg16": keras.applications.vgg16.preprocess_input,
-                  "resnet50": keras.applications.resnet50.preprocess_input}[name]
+    app = getattr(keras.applications, APPLICATIONS[name])
+    preprocess = getattr(keras.applications, MODULES[name]).preprocess_input
     keras.utils.set_random_seed(4)
-    kmodel = random_batchnorm(build(weights=None, include_top=False, input_shape=(32, 32, 3)))
-    rng = np.random.default_rng(0)
+    kmodel = randomised(app(weights=None, include_top=False, input_shape=(40, 32, 3), pooling="avg"))
     _applications_weights(kmodel, tmp_path / "w.h5")
     data = (tmp_path / "w.h5").read_bytes()
     server.files["w.h5"] = data
-    path = pretrained.resolve_weights(f"{server.url}w.h5#sha256={hashlib.sha256(data).hexdigest()}", name, None, 32,
-                                      quiet=True)
-    spec = parse_spec(backbone_spec(name, (32, 32, 3), 4, pretrained=True))
-    assert sum(layer.params for layer in spec.layers[:-3]) == kmodel.count_params()
+    url = f"{server.url}w.h5#sha256={hashlib.sha256(data).hexdigest()}"
+    path = pretrained.resolve_weights(url, name, None, 32, quiet=True)
+    spec = parse_spec(backbone_spec(name, (40, 32, 3), 4, pretrained=pretrained.spec_flag(url)))
+    assert sum(layer.params for layer in spec.layers[:feature_layer(spec) + 1]) == kmodel.count_params()
     model = build_module(spec).eval()
-    report = backbone_weights(model, spec, str(path), Progress(1, 1, True), bgr=True)
-    assert len(report["loaded"]) == sum(1 for layer in kmodel.layers if layer.weights)
-    x = rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
-    prep = Preprocessing.fit("caffe", x)
+    report = backbone_weights(model, spec, str(path), Progress(1, 1, True), bgr=BACKBONES[name].bgr)
+    assert len(report["loaded"]) == sum(1 for layer in leaf_layers(kmodel) if layer.weights)
+    x = np.random.default_rng(0).integers(0, 256, (8, 40, 32, 3)).astype(np.uint8)
+    prep = Preprocessing.fit(BACKBONES[name].settings["scale"], x)
     with torch.no_grad():
-        outs = model.features(prep.apply_tensor(torch.from_numpy(x).permute(0, 3, 1, 2)))
-    mine = outs[[layer.name for layer in spec.layers].index("avg_pool")].numpy()
-    theirs = keras.ops.convert_to_numpy(kmodel(preprocess(x.astype(np.float32)), training=False)).mean(axis=(1, 2))
+        mine = model.features(prep.apply_tensor(torch.from_numpy(x).permute(0, 3, 1, 2)))[feature_layer(spec)].numpy()
+    theirs = keras.ops.convert_to_numpy(kmodel(preprocess(x.astype(np.float32)), training=False))
     assert np.abs(mine - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
+
+
+def test_efficientnet_with_keras_imagenet_file_rescales_as_keras_does_for_imagenet(
+        server, home, tmp_path, monkeypatch, capsys):
+    """Keras adds a per-channel Rescaling after EfficientNet's Normalization for weights="imagenet"
+    (its ImageNet file's variance is the standard deviation): `--weights imagenet`, fetched from the
+    mirror under Keras' file name, computes what keras.applications.EfficientNetB0(weights="imagenet")
+    does with that file."""
+    import torch
+    from PIL import Image
+
+    from cnnlab.prediction import backbone_embedder
+    from keras.src.utils import file_utils
+
+    keras.utils.set_random_seed(6)
+    kmodel = randomised(keras.applications.EfficientNetB0(weights=None, include_top=False, input_shape=(32, 32, 3)))
+    _applications_weights(kmodel, tmp_path / "efficientnetb0_notop.h5")
+    data = (tmp_path / "efficientnetb0_notop.h5").read_bytes()
+    server.files["efficientnetb0_notop.h5"] = data
+    top, notop = pretrained._FIXED["efficientnet_b0"]
+    monkeypatch.setitem(pretrained._FIXED, "efficientnet_b0",
+                        (top, pretrained.WeightsFile(notop.name, notop.url, pretrained._sha256(
+                            hashlib.sha256(data).hexdigest()))))
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: str(tmp_path / "efficientnetb0_notop.h5"))
+    theirs_model = keras.applications.EfficientNetB0(weights="imagenet", include_top=False, input_shape=(32, 32, 3),
+                                                     pooling="avg")
+    x = np.random.default_rng(2).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
+    (tmp_path / "imgs").mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray(img).save(tmp_path / "imgs" / f"{i}.png")
+    assert main(["embed", "efficientnet_b0", str(tmp_path / "imgs"), "--weights", "imagenet", "--image-size", "32",
+                 "32", "--out", str(tmp_path / "f.npy")]) == 0
+    theirs = keras.ops.convert_to_numpy(theirs_model(x.astype(np.float32), training=False))
+    mine = np.load(tmp_path / "f.npy")
+    assert np.abs(mine - theirs).max() <= 1e-4 * max(1.0, np.abs(theirs).max())
+    # the stem sees what Keras' ImageNet model's does, which is not what the same file gives without it
+    model, spec, prep = backbone_embedder("efficientnet_b0", "imagenet", (32, 32), quiet=True)
+    with torch.no_grad():
+        stem = model.features(prep.apply_tensor(torch.from_numpy(x).permute(0, 3, 1, 2)))[
+            [layer.name for layer in spec.layers].index("stem_conv")].permute(0, 2, 3, 1).numpy()
+
+    def keras_stem(m):
+        return keras.ops.convert_to_numpy(keras.Model(m.input, m.get_layer("stem_conv").output)(x.astype(np.float32)))
+
+    assert np.abs(stem - keras_stem(theirs_model)).max() <= 1e-4 * np.abs(stem).max()
+    assert np.abs(stem - keras_stem(kmodel)).max() > 0.1 * np.abs(stem).max()
 
 
 def test_embed_a_backbone_from_downloaded_weights_gives_keras_pooled_features(server, home, keras_mobilenet,
@@ -385,19 +456,19 @@ def test_tune_fetches_the_weights_once_before_any_trial_and_a_bad_url_is_one_lin
     assert not (tmp_path / "study").exists() and leftovers(home) == []
 
 
-@pytest.mark.parametrize("name,build", [("vgg16", "VGG16"), ("resnet50", "ResNet50"), ("mobilenet_v2", "MobileNetV2")])
-def test_imagenet_classifiers_have_keras_layers_and_counts(name, build):
+@pytest.mark.parametrize("name", list(APPLICATIONS))
+def test_imagenet_classifiers_have_keras_layers_and_counts(name):
     """include_top=True (what `cnnlab predict imagenet:NAME` builds): every Keras layer with weights, by
     name, with its parameter count, so that Keras' include_top file loads layer by layer."""
     from cnnlab.models import parse_spec
     from cnnlab.models.backbones import backbone_spec
 
-    spec = parse_spec(backbone_spec(name, (224, 224, 3), 1000, pretrained=True, include_top=True))
-    theirs = getattr(keras.applications, build)(weights=None, include_top=True)
+    spec = parse_spec(backbone_spec(name, (224, 224, 3), 1000, pretrained="imagenet", include_top=True))
+    theirs = getattr(keras.applications, APPLICATIONS[name])(weights=None, include_top=True)
     mine = {layer.name: layer for layer in spec.layers}
-    for k in theirs.layers:
-        if k.weights:
-            assert mine[k.name].params == k.count_params(), k.name
+    for k in leaf_layers(theirs):
+        if k.weights:  # a name Keras gives itself is numbered after the process's first model
+            assert mine.get(k.name, mine.get(re.sub(r"_\d+$", "", k.name))).params == k.count_params(), k.name
     assert spec.total_params == theirs.count_params()
 
 

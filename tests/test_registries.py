@@ -75,7 +75,7 @@ def test_readme_lists_every_layer_kind_with_its_arguments():
         assert kind.name in para, kind.name
         for alias in kind.aliases:
             assert alias in text, alias
-        m = re.search(re.escape(kind.name) + r" \(([^)]*)\)", para)
+        m = re.search(r"\b" + re.escape(kind.name) + r" \(([^)]*)\)", para)
         described = m.group(1) if m else ""
         for arg in kind.args:
             assert arg in described, (kind.name, arg)

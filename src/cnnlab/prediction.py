@@ -100,11 +100,9 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
 # ----------------------------------------------------------------------------- features (cnnlab embed)
 
 def feature_layer(spec) -> int:
-    """The index of the layer whose output the head reads: a backbone's pooled features
-    (avg_pool's Dropout passes them on unchanged at prediction time), else the last hidden layer."""
+    """The index of the layer whose output the head reads (a backbone's pooled features), over
+    Dropouts, which pass it on unchanged at prediction time."""
     names = [layer.name for layer in spec.layers]
-    if "avg_pool" in names:
-        return names.index("avg_pool")
     head = spec.layers[-1]
     i = names.index(head.inputs[0]) if head.inputs else len(names) - 2
     while i > 0 and spec.layers[i].type == "Dropout":  # the same values at prediction time
@@ -146,9 +144,10 @@ def _backbone_model(text: str, shape: tuple, weights: str | None, quiet: bool, i
     from .engine.progress import Progress
     from .models import build_module, parse_spec
     from .models.backbones import backbone_spec, parse_backbone
+    from .models.pretrained import spec_flag
     from .training import pretrained_weights
 
-    spec = parse_spec(backbone_spec(text, shape, 2, pretrained=weights is not None, include_top=include_top))
+    spec = parse_spec(backbone_spec(text, shape, 2, pretrained=spec_flag(weights), include_top=include_top))
     model = build_module(spec).eval()
     source = None
     if weights is not None:

@@ -186,8 +186,9 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     ds = load_data(cfg) if dataset is None else prepare_splits(dataset, cfg.val_split, cfg.test_split, cfg.seed)
     if spec_override is None and cfg.backbone is not None:
         from .models.backbones import backbone_spec
+        from .models.pretrained import spec_flag
 
-        spec_override = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes, pretrained=cfg.weights is not None)
+        spec_override = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes, pretrained=spec_flag(cfg.weights))
     spec = resolve_spec(spec_override if spec_override is not None else cfg.model,
                         ds.input_shape, ds.num_classes)
     check_training_memory(spec, cfg.batch_size, device)

@@ -24,7 +24,7 @@ def handle(args) -> int:
         for width in b.widths or (None,):
             name = b.name if width is None else f"{b.name}:{width:g}"
             spec = parse_spec(backbone_spec(name, shape, 10))
-            body = sum(layer.params for layer in spec.layers[:-3])  # less the new head
+            body = sum(layer.params for layer in spec.layers[:-1])  # less the new Dense head
             default = "  (the default)" if b.widths and width == b.widths[0] else ""
             print(f"{name:<22}{body:>12,}{default}")
         print(f"  {b.description}\n  min. image size {b.min_size}; pretrained weights: {b.weights}")

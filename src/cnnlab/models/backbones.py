@@ -9,6 +9,7 @@ GlobalAveragePooling2D, Dropout(0.2) and Dense (softmax; sigmoid for two classes
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ class Backbone:
     settings: dict = field(default_factory=dict)  # training settings it implies (below the user's)
     bgr: bool = False  # its weights expect BGR input: the first convolution's input channels reverse on loading
     top: tuple = ()  # Keras' include_top=True layers after the body (the 1000 ImageNet classes)
+    pool: tuple = ({"type": "GlobalAveragePooling2D", "name": "avg_pool"},)  # Keras' pooling="avg" (a new head's)
 
 
 BACKBONES: dict[str, Backbone] = {}
@@ -181,6 +183,142 @@ register_backbone(Backbone(
          {"type": "Dense", "name": "predictions", "units": 1000, "activation": "softmax"})))
 
 
+# ----------------------------------------------------------------------------- EfficientNetB0, ConvNeXtTiny
+
+def _correct_pad(h: int, w: int, k: int) -> list:
+    """imagenet_utils.correct_pad: k // 2 on each side, one less before on an even side."""
+    return [[k // 2 - (1 - h % 2), k // 2], [k // 2 - (1 - w % 2), k // 2]]
+
+
+# keras/src/applications/efficientnet.py DEFAULT_BLOCKS_ARGS: (kernel, repeats, in, out, expansion, stride)
+EFFICIENTNET_B0_BLOCKS = [(3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
+                          (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1)]
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+def efficientnet_b0(shape: tuple, width: float | None, pretrained: bool | str) -> list:
+    """Keras Applications' EfficientNetB0 (include_top=False), layer for layer and name for name:
+    its own pixel scaling inside (Rescaling 1/255, then a Normalization whose mean and variance are
+    weights in the file; with Keras' ImageNet file a second Rescaling, as Keras adds for
+    weights="imagenet"), a stride-2 stem, 16 MBConv blocks (squeeze-and-excitation, swish, a per-image
+    Dropout on the residual branch rising to 0.2 as drop_connect_rate) and a 1280-filter top."""
+    def bn(name: str) -> dict:
+        return {"type": "BatchNormalization", "name": name, "epsilon": 1e-3}
+
+    def act(name: str) -> dict:
+        return {"type": "Activation", "name": name, "activation": "swish"}
+
+    h, w = shape[0], shape[1]
+    layers = [{"type": "Rescaling", "name": "rescaling", "scale": 1.0 / 255.0},
+              {"type": "Normalization", "name": "normalization"}]
+    if pretrained == "imagenet":
+        layers.append({"type": "Rescaling", "name": "rescaling_1",
+                       "scale": [1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB]})
+    layers += [{"type": "ZeroPadding2D", "name": "stem_conv_pad", "padding": _correct_pad(h, w, 3)},
+               {"type": "Conv2D", "name": "stem_conv", "filters": 32, "kernel_size": 3, "strides": 2,
+                "use_bias": False}, bn("stem_bn"), act("stem_activation")]
+    h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    last, b = "stem_activation", 0
+    total = sum(r for _, r, *_ in EFFICIENTNET_B0_BLOCKS)
+    for i, (k, repeats, f_in, f_out, expand, stride) in enumerate(EFFICIENTNET_B0_BLOCKS):
+        for j in range(repeats):
+            s, cin = (stride, f_in) if j == 0 else (1, f_out)
+            p, filters, start = f"block{i + 1}{chr(j + 97)}_", cin * expand, last
+            first = {"inputs": last}
+            if expand != 1:
+                layers += [{"type": "Conv2D", "name": f"{p}expand_conv", "filters": filters, "kernel_size": 1,
+                            "padding": "same", "use_bias": False, **first}, bn(f"{p}expand_bn"),
+                           act(f"{p}expand_activation")]
+                first = {}
+            if s == 2:
+                layers.append({"type": "ZeroPadding2D", "name": f"{p}dwconv_pad", "padding": _correct_pad(h, w, k),
+                               **first})
+                first = {}
+                h, w = (h + 2 * (k // 2) - (1 - h % 2) - k) // 2 + 1, (w + 2 * (k // 2) - (1 - w % 2) - k) // 2 + 1
+            layers += [{"type": "DepthwiseConv2D", "name": f"{p}dwconv", "kernel_size": k, "strides": s,
+                        "padding": "same" if s == 1 else "valid", "use_bias": False, **first},
+                       bn(f"{p}bn"), act(f"{p}activation"),
+                       {"type": "GlobalAveragePooling2D", "name": f"{p}se_squeeze"},
+                       {"type": "Reshape", "name": f"{p}se_reshape", "target_shape": [1, 1, filters]},
+                       {"type": "Conv2D", "name": f"{p}se_reduce", "filters": max(1, int(cin * 0.25)),
+                        "kernel_size": 1, "padding": "same", "activation": "swish"},
+                       {"type": "Conv2D", "name": f"{p}se_expand", "filters": filters, "kernel_size": 1,
+                        "padding": "same", "activation": "sigmoid"},
+                       {"type": "Multiply", "name": f"{p}se_excite", "inputs": [f"{p}activation", f"{p}se_expand"]},
+                       {"type": "Conv2D", "name": f"{p}project_conv", "filters": f_out, "kernel_size": 1,
+                        "padding": "same", "use_bias": False}, bn(f"{p}project_bn")]
+            last = f"{p}project_bn"
+            if s == 1 and cin == f_out:
+                rate = 0.2 * b / total
+                if rate > 0:
+                    layers.append({"type": "Dropout", "name": f"{p}drop", "rate": rate,
+                                   "noise_shape": [None, 1, 1, 1]})
+                    last = f"{p}drop"
+                layers.append({"type": "Add", "name": f"{p}add", "inputs": [last, start]})
+                last = f"{p}add"
+            b += 1
+    return layers + [{"type": "Conv2D", "name": "top_conv", "filters": 1280, "kernel_size": 1, "padding": "same",
+                      "use_bias": False, "inputs": last}, bn("top_bn"), act("top_activation")]
+
+
+register_backbone(Backbone(
+    "efficientnet_b0", "EfficientNetB0 (Keras Applications, include_top=False): 16 MBConv blocks with "
+    "squeeze-and-excitation and swish, its pixel scaling inside, 4.0M parameters", efficientnet_b0, min_size=32,
+    weights="Keras Applications' efficientnetb0_notop.h5 (ImageNet; scaling inside the network: give it 0-255 "
+    "pixels)", settings={"scale": "none"},
+    top=({"type": "GlobalAveragePooling2D", "name": "avg_pool"},
+         {"type": "Dropout", "name": "top_dropout", "rate": 0.2},
+         {"type": "Dense", "name": "predictions", "units": 1000, "activation": "softmax"})))
+
+
+def convnext_tiny(shape: tuple, width: float | None, pretrained: bool | str) -> list:
+    """Keras Applications' ConvNeXtTiny (include_top=False): ImageNet's mean and variance as a
+    constant Normalization, a 4x4 stride-4 stem, 3, 3, 9 and 3 blocks at 96, 192, 384 and 768
+    channels (7x7 depthwise, LayerNorm, two pointwise Dense with GELU, LayerScale, a residual
+    Add), a LayerNorm and 2x2 stride-2 convolution between stages. Keras' nested stem and
+    downsampling models are written out flat, with the names of their layers."""
+    n, dims = "convnext_tiny", (96, 192, 384, 768)
+    mean = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+    variance = [(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2]
+
+    def ln(name: str) -> dict:
+        return {"type": "LayerNormalization", "name": name, "epsilon": 1e-6}
+
+    layers = [{"type": "Normalization", "name": f"{n}_prestem_normalization", "mean": mean, "variance": variance}]
+    if shape[2] != 3:  # Keras adds it for 3 channels only
+        layers = []
+    layers += [{"type": "Conv2D", "name": f"{n}_stem_conv", "filters": dims[0], "kernel_size": 4, "strides": 4},
+               ln(f"{n}_stem_layernorm")]
+    for stage, (dim, depth) in enumerate(zip(dims, (3, 3, 9, 3))):
+        if stage:
+            layers += [ln(f"{n}_downsampling_layernorm_{stage - 1}"),
+                       {"type": "Conv2D", "name": f"{n}_downsampling_conv_{stage - 1}", "filters": dim,
+                        "kernel_size": 2, "strides": 2}]
+        for j in range(depth):
+            p, start = f"{n}_stage_{stage}_block_{j}", layers[-1]["name"]
+            layers += [{"type": "Conv2D", "name": f"{p}_depthwise_conv", "filters": dim, "kernel_size": 7,
+                        "padding": "same", "groups": dim}, ln(f"{p}_layernorm"),
+                       {"type": "Dense", "name": f"{p}_pointwise_conv_1", "units": 4 * dim},
+                       {"type": "Activation", "name": f"{p}_gelu", "activation": "gelu"},
+                       {"type": "Dense", "name": f"{p}_pointwise_conv_2", "units": dim},
+                       {"type": "LayerScale", "name": f"{p}_layer_scale", "init_values": 1e-6, "projection_dim": dim},
+                       {"type": "Activation", "name": f"{p}_identity", "activation": "linear"},
+                       {"type": "Add", "name": f"{p}_add", "inputs": [start, f"{p}_identity"]}]
+    return layers
+
+
+register_backbone(Backbone(
+    "convnext_tiny", "ConvNeXtTiny (Keras Applications, include_top=False): 18 blocks of 7x7 depthwise "
+    "convolution, LayerNorm and GELU in 4 stages, ImageNet's normalisation inside, 27.8M parameters",
+    convnext_tiny, min_size=32, weights="Keras Applications' convnext_tiny_notop.h5 (ImageNet; normalisation "
+    "inside the network: give it 0-255 pixels)", settings={"scale": "none"},
+    pool=({"type": "GlobalAveragePooling2D", "name": "avg_pool"},
+          {"type": "LayerNormalization", "name": "layer_normalization", "epsilon": 1e-6}),
+    top=({"type": "GlobalAveragePooling2D", "name": "convnext_tiny_head_gap"},
+         {"type": "LayerNormalization", "name": "convnext_tiny_head_layernorm", "epsilon": 1e-6},
+         {"type": "Dense", "name": "convnext_tiny_head_dense", "units": 1000, "activation": "softmax"})))
+
+
 # ----------------------------------------------------------------------------- a small ResNet
 
 def resnet_small(shape: tuple, blocks: float | None, pretrained: bool) -> list:
@@ -243,10 +381,11 @@ def parse_backbone(text: str) -> tuple[Backbone, float | None]:
     return b, value
 
 
-def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: bool = False,
+def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: bool | str = False,
                   include_top: bool = False) -> dict:
     """The backbone for ``input_shape`` (H, W, C), then a new head for ``num_classes``;
-    ``pretrained``: weights will be loaded into it (--weights). ``include_top``: Keras' own top
+    ``pretrained``: weights will be loaded into it (--weights; "imagenet": Keras' ImageNet file,
+    after which EfficientNet rescales as Keras does for weights="imagenet"). ``include_top``: Keras' own top
     instead (its 1000 ImageNet classes; ``num_classes`` is not used)."""
     b, width = parse_backbone(text)
     h, w = input_shape[0], input_shape[1]
@@ -266,5 +405,4 @@ def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: b
             else [{"type": "Dense", "name": "predictions", "units": num_classes, "activation": "softmax"}])
     return {"name": f"{b.name}{suffix}", "layers": [
         {"type": "Input", "shape": shape}, *body,
-        {"type": "GlobalAveragePooling2D", "name": "avg_pool"}, {"type": "Dropout", "name": "top_dropout", "rate": 0.2},
-        *head]}
+        *[dict(t) for t in b.pool], {"type": "Dropout", "name": "top_dropout", "rate": 0.2}, *head]}

@@ -65,16 +65,21 @@ class Dropout(nn.Module):
     """Inverted dropout. On CPU the mask comes from 16-bit random integers (four per int64
     draw): torch's bernoulli_ draws one number per element and made dropout ~17% of a
     deep-bn-cnn training step; this is ~4x faster (docs/performance.md). ``rate`` is kept to
-    1/65536. Uses torch's global generator, so a seed still makes a run repeatable."""
+    1/65536. Uses torch's global generator, so a seed still makes a run repeatable. ``shared``:
+    torch dims along which one draw is shared (Keras' noise_shape 1s; 0 alone: per image)."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, shared: tuple = ()):
         super().__init__()
-        self.rate = rate
+        self.rate, self.shared = rate, tuple(shared)
         self.threshold = int(round(rate * 65536)) - 32768  # int16 values below it are dropped
 
     def forward(self, x):
         if not self.training or self.rate == 0:
             return x
+        if self.shared:
+            shape = [1 if d in self.shared else n for d, n in enumerate(x.shape)]
+            keep = (torch.rand(shape, device=x.device) >= self.rate).to(x.dtype) / (1.0 - self.rate)
+            return x * keep
         if x.device.type != "cpu" or not x.dtype.is_floating_point:
             return F.dropout(x, self.rate, True)
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
@@ -85,21 +90,67 @@ class Dropout(nn.Module):
         return x * keep.as_strided(x.shape, x.stride())
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}"
+        return f"rate={self.rate}" + (f", shared={self.shared}" if self.shared else "")
+
+
+def _per_channel(v) -> torch.Tensor:
+    """A number, or one per channel, as a float tensor that broadcasts over (N, C, H, W) or (N, C)."""
+    return torch.tensor(v, dtype=torch.float32).reshape(-1)
+
+
+def _channels(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return t.view(1, -1, 1, 1) if x.dim() == 4 and t.numel() > 1 else t
 
 
 class Rescaling(nn.Module):
-    """Keras' Rescaling: ``x * scale + offset`` (on what the model sees, after cnnlab's scaling)."""
+    """Keras' Rescaling: ``x * scale + offset`` (on what the model sees, after cnnlab's scaling);
+    each a number or one per channel."""
 
-    def __init__(self, scale: float, offset: float):
+    def __init__(self, scale, offset):
         super().__init__()
-        self.scale, self.offset = scale, offset
+        self.per_channel = isinstance(scale, (list, tuple)) or isinstance(offset, (list, tuple))
+        if self.per_channel:
+            self.register_buffer("scale", _per_channel(scale), persistent=False)
+            self.register_buffer("offset", _per_channel(offset), persistent=False)
+        else:
+            self.scale, self.offset = float(scale), float(offset)
 
     def forward(self, x):
+        if self.per_channel:
+            return x * _channels(self.scale, x) + _channels(self.offset, x)
         return x * self.scale + self.offset
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, offset={self.offset}"
+
+
+class Normalization(nn.Module):
+    """Keras' Normalization, ``(x - mean) / max(sqrt(variance), 1e-7)`` per channel. Given
+    ``mean`` and ``variance``: constants; else weights (Keras' mean, variance and count), loaded
+    with the model."""
+
+    def __init__(self, channels: int, mean=None, variance=None):
+        super().__init__()
+        fixed = mean is not None
+        self.register_buffer("mean", _per_channel(mean) if fixed else torch.zeros(channels), persistent=not fixed)
+        self.register_buffer("variance", _per_channel(variance) if fixed else torch.ones(channels),
+                             persistent=not fixed)
+        if not fixed:
+            self.register_buffer("count", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x):
+        return (x - _channels(self.mean, x)) / _channels(self.variance.sqrt().clamp_min(1e-7), x)
+
+
+class LayerScale(nn.Module):
+    """ConvNeXt's LayerScale: each channel times a learned gamma."""
+
+    def __init__(self, channels: int, init: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), init))
+
+    def forward(self, x):
+        return x * (self.gamma.view(1, -1, 1, 1) if x.dim() == 4 else self.gamma)
 
 
 class KerasReLU(nn.Module):

@@ -273,8 +273,24 @@ def legacy_weights(group) -> dict:
     for lname in group.attrs.get("layer_names", []):
         lname = _text(lname)
         g = group[lname]
-        out[lname] = [np.asarray(g[_text(w)]) for w in g.attrs.get("weight_names", [])]
+        names = [_text(w) for w in g.attrs.get("weight_names", [])]
+        out[lname] = [np.asarray(g[w]) for w in names]
+        for sub, arrays in _nested(lname, names, out[lname]).items():
+            out.setdefault(sub, arrays)
     return out
+
+
+def _nested(group: str, names: list[str], arrays: list) -> dict:
+    """A nested model's weights (ConvNeXt's stem, a conv_base inside a model) by the layers inside
+    it: weight names 'stem/stem_conv/kernel' or 'stem_conv/kernel:0' name the inner layer first."""
+    inner: dict[str, list] = {}
+    for n, a in zip(names, arrays):
+        parts = n.split("/")
+        if parts[0] == group:
+            parts = parts[1:]
+        if len(parts) >= 2 and parts[0] != group:
+            inner.setdefault(parts[-2], []).append(a)
+    return inner
 
 
 def _read_legacy(f, where: str) -> KerasFile:
@@ -449,10 +465,11 @@ def put_weights(spec: Spec, state: dict, weights: dict, where: str, strict: bool
         keys = _block_keys(state, i)
         if not keys or info.name in skip:
             continue
-        if info.name not in weights and not strict:
+        name = info.name if info.name in weights else _auto_named(info.name, weights, spec)
+        if name is None and not strict:
             missing.append(info.name)
             continue
-        theirs = weights.get(info.name, [])
+        theirs = weights.get(name, [])
         if len(theirs) != len(keys):
             raise SpecError(f"layer '{info.name}' has {len(theirs)} weight arrays in the file but cnnlab's "
                             f"{info.type} needs {len(keys)}", where, "the file's weights do not fit this model")
@@ -468,6 +485,16 @@ def put_weights(spec: Spec, state: dict, weights: dict, where: str, strict: bool
             state[k] = torch.from_numpy(np.ascontiguousarray(t)).to(state[k].dtype)
         loaded.append(info.name)
     return state, loaded, missing
+
+
+def _auto_named(name: str, weights: dict, spec: Spec) -> str | None:
+    """The file's layer for a layer Keras names itself (``layer_normalization`` becomes
+    ``layer_normalization_3`` when the process built other models first): the one file layer of
+    that name and a number that no layer of ``spec`` has."""
+    base = re.sub(r"_\d+$", "", name)
+    ours = {layer.name for layer in spec.layers}
+    found = [k for k in weights if k not in ours and re.fullmatch(rf"{re.escape(base)}(_\d+)?", k)]
+    return found[0] if len(found) == 1 else None
 
 
 def bgr_to_rgb(spec: Spec, state: dict) -> None:
@@ -538,7 +565,8 @@ def keras_weights(spec: Spec, state: dict) -> dict:
     for i, info in enumerate(spec.layers):
         layout = LAYERS[info.type].keras_weights
         out[info.name] = [_to_keras(layout[n] if n < len(layout) else "vector",
-                                    state[k].detach().cpu().float().numpy(), info)
+                                    state[k].detach().cpu().numpy() if not state[k].is_floating_point()
+                                    else state[k].detach().cpu().float().numpy(), info)
                           for n, k in enumerate(_block_keys(state, i))]
     return out
 
@@ -581,7 +609,9 @@ def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> di
         first = SCALING
     for info in spec.layers:
         ins = [first if n == spec.input_name else n for n in info.inputs]
-        layers.append({"module": "keras.layers", "class_name": info.type, "registered_name": None,
+        kind = LAYERS[info.type]
+        layers.append({"module": kind.keras_module, "class_name": info.type,
+                       "registered_name": None if kind.keras_module == "keras.layers" else info.type,
                        "name": info.name, "inbound_nodes": _node(ins, shapes),
                        "build_config": {"input_shape": ([[None, *s] for s in info.input_shapes]
                                                         if LAYERS[info.type].merge else [None, *info.input_shape])},
@@ -610,7 +640,8 @@ def write_keras(path: Path, spec: Spec, state: dict, scaling: tuple[list, list] 
             vs = layers.create_group(key).create_group("vars")
             vs.attrs["name"] = layer["name"]
             for n, a in enumerate(weights.get(layer["name"], [])):
-                vs.create_dataset(str(n), data=np.ascontiguousarray(a, np.float32))
+                # a scalar stays a scalar (Normalization's count; ascontiguousarray would make it [1])
+                vs.create_dataset(str(n), data=np.array(a, np.int64 if a.dtype.kind in "iu" else np.float32))
         f.create_group("vars").attrs["name"] = name
     from .. import __version__
 

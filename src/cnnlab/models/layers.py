@@ -51,6 +51,7 @@ class LayerKind:
     # layer's tensors): "conv" (kh, kw, in, out), "depthwise" (kh, kw, c, m), "dense" (in, out);
     # anything further is a vector (biases, BatchNorm's gamma, beta, mean and variance)
     keras_weights: tuple = ()
+    keras_module = "keras.layers"  # where Keras finds the class when it loads an exported .keras file
 
     def normalise(self, args: dict, where: str) -> None:
         """Make the arguments whole, in place (e.g. ``kernel_size: 3`` -> ``(3, 3)``)."""
@@ -279,19 +280,30 @@ class BatchNormalization(LayerKind):
 
 @register
 class Dropout(LayerKind):
+    """Keras' Dropout; ``noise_shape`` (batch axis first, e.g. [null, 1, 1, 1]) drops whole slices:
+    a 1 shares one draw along that axis, as EfficientNet's per-image drop of a residual branch."""
+
     name = "Dropout"
-    args = {"rate": REQUIRED}
+    args = {"rate": REQUIRED, "noise_shape": None}
 
     def infer(self, args, shape, where):
-        r = args["rate"]
+        r, ns = args["rate"], args["noise_shape"]
         if not is_number(r) or not 0 <= r < 1:
             raise SpecError(f"rate={r!r} is not in [0, 1)", where, "use e.g. rate: 0.3")
+        if ns is not None and (not isinstance(ns, (list, tuple)) or len(ns) != len(shape) + 1
+                               or any(v is not None and v != 1 and v != ([None, *shape][i]) for i, v in enumerate(ns))):
+            raise SpecError(f"noise_shape={ns!r} does not fit the input {tuple(shape)}", where,
+                            f"give {len(shape) + 1} sizes, batch first, each null (one draw per element) or 1 "
+                            "(one draw shared along that axis), e.g. [null, 1, 1, 1]")
         return shape, 0, 0
 
     def build(self, info):
         from .build import Dropout
 
-        return [Dropout(info.args["rate"])]
+        ns = info.args["noise_shape"]
+        shared = () if ns is None else tuple(torch_axis(i, len(info.input_shape)) if i else 0
+                                             for i, v in enumerate(ns) if v == 1)
+        return [Dropout(info.args["rate"], shared)]
 
 
 @register
@@ -350,20 +362,83 @@ class Activation(LayerKind):
 
 @register
 class Rescaling(LayerKind):
+    """``x * scale + offset``; each may be one number or one per channel (EfficientNet's ImageNet
+    stem divides each channel by its own number)."""
+
     name = "Rescaling"
     args = {"scale": REQUIRED, "offset": 0.0}
 
     def infer(self, args, shape, where):
         for k in ("scale", "offset"):
             v = args[k]
-            if not is_number(v) or not math.isfinite(v):
-                raise SpecError(f"{k}={v!r} is not a number", where, "use e.g. scale: 0.00392156862745098 (1/255)")
+            values = v if isinstance(v, (list, tuple)) else [v]
+            if (isinstance(v, (list, tuple)) and len(v) != shape[-1]) or not values or not all(
+                    is_number(x) and math.isfinite(x) for x in values):
+                raise SpecError(f"{k}={v!r} is not a number (or one per channel: {shape[-1]})", where,
+                                "use e.g. scale: 0.00392156862745098 (1/255)")
         return shape, 0, 0
 
     def build(self, info):
         from .build import Rescaling
 
-        return [Rescaling(float(info.args["scale"]), float(info.args["offset"]))]
+        return [Rescaling(info.args["scale"], info.args["offset"])]
+
+
+@register
+class Normalization(LayerKind):
+    """Keras' Normalization: ``(x - mean) / max(sqrt(variance), 1e-7)`` per channel. Given ``mean``
+    and ``variance`` they are constants (ConvNeXt's stem); without them they are the layer's
+    non-trainable weights (mean, variance and Keras' adapt count), loaded from a file (EfficientNet)."""
+
+    name = "Normalization"
+    args = {"mean": None, "variance": None, "invert": False}
+
+    def infer(self, args, shape, where):
+        c = shape[-1]
+        if (args["mean"] is None) != (args["variance"] is None):
+            raise SpecError("give both mean and variance, or neither", where,
+                            "e.g. mean: [123.7, 116.3, 103.5] and variance: [3409, 3262, 3291]")
+        if args["invert"] is not False:
+            raise SpecError("invert=true is not supported", where, "use invert: false")
+        for k in ("mean", "variance"):
+            v = args[k]
+            values = v if isinstance(v, (list, tuple)) else [v]
+            if v is not None and ((isinstance(v, (list, tuple)) and len(v) != c)
+                                  or not all(is_number(x) and math.isfinite(x) for x in values)):
+                raise SpecError(f"{k}={v!r} is not a number or {c} numbers (one per channel)", where,
+                                f"give {k} one number per channel")
+        return shape, 0, (0 if args["mean"] is not None else 2 * c + 1)
+
+    def build(self, info):
+        from .build import Normalization
+
+        a = info.args
+        return [Normalization(info.input_shape[-1], a["mean"], a["variance"])]
+
+
+@register
+class LayerScale(LayerKind):
+    """ConvNeXt's LayerScale (keras.applications.convnext): each channel times a learned gamma,
+    which starts at ``init_values``."""
+
+    name = "LayerScale"
+    keras_module = "keras.src.applications.convnext"
+    args = {"init_values": REQUIRED, "projection_dim": REQUIRED, "trainable": True}
+
+    def infer(self, args, shape, where):
+        v, d = args["init_values"], args["projection_dim"]
+        if not is_number(v) or not math.isfinite(v):
+            raise SpecError(f"init_values={v!r} is not a number", where, "use e.g. init_values: 1.0e-6")
+        positive_int(d, "projection_dim", where, str(shape[-1]))
+        if d != shape[-1]:
+            raise ShapeError(f"projection_dim={d} but the input has {shape[-1]} channels", where,
+                            f"use projection_dim: {shape[-1]}")
+        return shape, d, 0
+
+    def build(self, info):
+        from .build import LayerScale
+
+        return [LayerScale(info.args["projection_dim"], float(info.args["init_values"]))]
 
 
 @register

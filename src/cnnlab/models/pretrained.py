@@ -172,6 +172,19 @@ def is_remote(text: str) -> bool:
     return text == "imagenet" or urllib.parse.urlsplit(text).scheme in ("http", "https", "file")
 
 
+def spec_flag(weights: str | None) -> bool | str:
+    """What a backbone is built for (backbones.backbone_spec's ``pretrained``): False without
+    weights, "imagenet" for Keras' ImageNet file (``imagenet``, or a URL or path ending in one of
+    its file names: EfficientNet then rescales as Keras does for weights="imagenet"), else True."""
+    if weights is None:
+        return False
+    if weights == "imagenet":
+        return "imagenet"
+    base = urllib.parse.urlsplit(str(weights)).path.rsplit("/", 1)[-1]
+    known = {f.name for pair in _FIXED.values() for f in pair}
+    return "imagenet" if base in known or base.startswith("mobilenet_v2_weights_tf_dim_ordering") else True
+
+
 def resolve_weights(text: str, backbone: str | None, width: float | None, size: int | None,
                     include_top: bool = False, quiet: bool = False) -> Path:
     """``--weights``: ``imagenet`` (Keras Applications' file for the backbone), a URL, or a file."""

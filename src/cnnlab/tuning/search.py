@@ -354,8 +354,9 @@ def check_points(s: Search, ds) -> None:
                                 explicit_none=tuple(k for k, v in keys.items() if v is None))
             if cfg.backbone:
                 from ..models.backbones import backbone_spec
+                from ..models.pretrained import spec_flag
 
-                model = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes, pretrained=cfg.weights is not None)
+                model = backbone_spec(cfg.backbone, ds.input_shape, ds.num_classes, pretrained=spec_flag(cfg.weights))
             spec = resolve_spec(trial_spec(model, ds) or cfg.model, ds.input_shape, ds.num_classes)
             check_training_memory(spec, cfg.batch_size, torch.device("cpu"))
         except ShapeError:
