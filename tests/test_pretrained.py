@@ -280,8 +280,7 @@ def test_backbones_from_downloaded_weights_compute_what_keras_computes(name, ser
     from cnnlab.data.preprocess import Preprocessing
     from cnnlab.engine.progress import Progress
     from cnnlab.models import build_module, parse_spec
-    from cnnlab.models.backbones import BACKBONES, backbone_spec
-    from cnnlab.prediction import feature_layer
+    from cnnlab.models.backbones import BACKBONES, backbone_spec, feature_layer
     from cnnlab.training import backbone_weights
 
     app = getattr(keras.applications, APPLICATIONS[name])
@@ -313,10 +312,10 @@ def test_efficientnet_with_keras_imagenet_file_rescales_as_keras_does_for_imagen
     mirror under Keras' file name, computes what keras.applications.EfficientNetB0(weights="imagenet")
     does with that file."""
     import torch
+    from keras.src.utils import file_utils
     from PIL import Image
 
     from cnnlab.prediction import backbone_embedder
-    from keras.src.utils import file_utils
 
     keras.utils.set_random_seed(6)
     kmodel = randomised(keras.applications.EfficientNetB0(weights=None, include_top=False, input_shape=(32, 32, 3)))
@@ -442,6 +441,50 @@ def test_import_keras_reads_keras_own_vgg16_and_resnet50_with_a_new_head(name, t
     x = np.random.default_rng(9).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
     theirs = keras.ops.convert_to_numpy(model(x.astype(np.float32) / 255.0, training=False))
     assert run.spec.total_params == model.count_params()
+    assert np.abs(run.predict_proba(x) - theirs).max() <= 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_import_keras_reads_chollets_conv_base_inside_a_model(fmt, tmp_path):
+    """Chollet's feature-extraction model: VGG16 (include_top=False) as one layer of a Sequential with
+    Flatten and a Dense head, and MobileNetV2 called on an Input inside a functional model: the nested
+    model's layers are read in its place, and the run predicts what Keras predicts (.keras and .h5)."""
+    from cnnlab.importing import import_keras
+
+    keras.utils.set_random_seed(10)
+    base = random_batchnorm(keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3)))
+    seq = keras.Sequential([base, keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"),
+                            keras.layers.Dropout(0.5), keras.layers.Dense(3, activation="softmax")])
+    seq.build((None, 32, 32, 3))
+    inp = keras.Input((32, 32, 3))
+    mobile = random_batchnorm(keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
+                                                             input_shape=(32, 32, 3)))
+    fn = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
+        mobile(inp))))
+    x = np.random.default_rng(9).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    for i, model in enumerate([seq, fn]):
+        model.save(tmp_path / f"m{i}.{fmt}")
+        run = import_keras(tmp_path / f"m{i}.{fmt}", runs_dir=tmp_path / "runs", progress=lambda *_: None)
+        theirs = keras.ops.convert_to_numpy(model(x.astype(np.float32) / 255.0, training=False))
+        assert run.spec.total_params == model.count_params()
+        assert np.abs(run.predict_proba(x) - theirs).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "convnext_tiny"])
+def test_import_keras_reads_efficientnet_and_convnext_as_keras_saves_them(name, tmp_path):
+    """Keras' own EfficientNetB0 and ConvNeXtTiny (with a 4-class top), saved by Keras: nested stem
+    models, `inputs + x` written as an operation, LayerScale, Normalization with and without
+    weights. They take raw pixels (the scaling is inside), and predict what Keras predicts."""
+    from cnnlab.importing import import_keras
+
+    keras.utils.set_random_seed(11)
+    model = randomised(getattr(keras.applications, APPLICATIONS[name])(weights=None, include_top=True, classes=4,
+                                                                      input_shape=(32, 32, 3)))
+    model.save(tmp_path / "m.keras")
+    run = import_keras(tmp_path / "m.keras", runs_dir=tmp_path / "runs", progress=lambda *_: None)
+    x = np.random.default_rng(12).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    theirs = keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))
+    assert run.preprocessing.mode == "none" and run.spec.total_params == model.count_params()
     assert np.abs(run.predict_proba(x) - theirs).max() <= 1e-5
 
 

@@ -119,6 +119,10 @@ class TrainConfig(DataOptions, AugmentOptions):
                                   "(--recipe finetune sets 3)", Interval(1), example="3")
     finetune_factor: float = key(0.1, "the learning rate of the second fine-tuning phase, as a fraction of lr",
                                  Interval(0, 1, open_lo=True))
+    features: bool = key(False, "Chollet's fast feature extraction (--recipe features sets it): with --backbone, the "
+                         "frozen backbone runs once per image, without augmentation; its pooled features are cached "
+                         "on disk (keyed by its weights, the image size and the images) and the head trains on them, "
+                         "so a second run with another head or lr reuses them")
     # optimisation
     epochs: int = key(20, "maximum number of epochs", Interval(1))
     batch_size: int = key(32, "batch size", Interval(1))
@@ -213,6 +217,18 @@ class TrainConfig(DataOptions, AugmentOptions):
             raise ConfigError(f"head_epochs {self.head_epochs} needs --init-from (or --weights) and fewer than epochs "
                               f"({self.epochs})", places.where(table["head_epochs"]),
                               "give --init-from RUN, and more --epochs than --head-epochs (or leave it out)")
+        if self.features:
+            clash = [k for k, on in (("--init-from", self.init_from is not None),
+                                     ("--head-epochs", self.head_epochs is not None),
+                                     ("--freeze-until", self.freeze_until is not None),
+                                     ("--unfreeze-from", self.unfreeze_from is not None),
+                                     ("augmentation", self.augment_options().active)) if on]
+            if self.backbone is None or clash:
+                raise ConfigError("features trains a new head on a frozen backbone's cached features" +
+                                  (f", which rules out {clash[0]}" if clash else ", so it needs --backbone"),
+                                  places.where(table["features"]),
+                                  "give --backbone NAME (and --weights imagenet) without augmentation; to train "
+                                  "further layers use --recipe finetune")
         if self.freeze_until is not None and self.unfreeze_from is not None:
             raise ConfigError("--freeze-until and --unfreeze-from both say where the frozen layers end",
                               f"{places.where(table['freeze_until'])} and {places.where(table['unfreeze_from'])}",

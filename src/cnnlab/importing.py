@@ -19,8 +19,9 @@ IMPORT_SCALES = ("255", "127.5", "none")
 
 
 def default_scale(spec) -> str:
-    """A model that starts with Rescaling takes raw pixels; otherwise the notebooks' ``/ 255.0``."""
-    return "none" if spec.layers[0].type == "Rescaling" else "255"
+    """A model that starts with Rescaling or Normalization (Keras Applications' EfficientNet and
+    ConvNeXt) takes raw pixels; otherwise the notebooks' ``/ 255.0``."""
+    return "none" if spec.layers[0].type in ("Rescaling", "Normalization") else "255"
 
 
 def import_keras(path: str | Path, *, data: str | None = None, class_names: str | None = None,
@@ -30,7 +31,8 @@ def import_keras(path: str | Path, *, data: str | None = None, class_names: str 
     """Turn a ``.keras`` or legacy ``.h5`` model into a run directory and return the loaded run.
 
     ``scale``: what the notebook did to the pixels before ``fit`` (255: ``x / 255.0``; 127.5: to
-    [-1, 1]; none: raw values); default none when the model starts with Rescaling, else 255.
+    [-1, 1]; none: raw values); default none when the model starts with Rescaling or Normalization,
+    else 255.
     ``data``: the source the model belongs to (its classes, and evaluate / report without naming
     it again); ``class_names``: a file with one per line, or fashion-mnist / mnist; ``out``: the
     run directory (default ``runs_dir/<timestamp>-<name>``)."""

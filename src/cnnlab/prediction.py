@@ -13,6 +13,7 @@ from . import atomic
 from .data.files import read_image_table, resolve_image_paths
 from .data.images import is_image_file, load_images
 from .errors import DataError, MissingDataError
+from .models.backbones import feature_layer
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
@@ -99,35 +100,11 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> Path:
 
 # ----------------------------------------------------------------------------- features (cnnlab embed)
 
-def feature_layer(spec) -> int:
-    """The index of the layer whose output the head reads (a backbone's pooled features), over
-    Dropouts, which pass it on unchanged at prediction time."""
-    names = [layer.name for layer in spec.layers]
-    head = spec.layers[-1]
-    i = names.index(head.inputs[0]) if head.inputs else len(names) - 2
-    while i > 0 and spec.layers[i].type == "Dropout":  # the same values at prediction time
-        i = names.index(spec.layers[i].inputs[0]) if spec.layers[i].inputs else i - 1
-    if i < 0:
-        raise DataError("the model has no hidden layer to take features from", spec.name,
-                        "give a run with at least one layer before its output")
-    return i
-
-
 def embed_array(model, spec, prep, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """float32 (N, D) features of uint8 (N, H, W, C) images at :func:`feature_layer`."""
-    import torch
+    from .engine.featurecache import pooled_features
 
-    from .engine.inference import to_tensor
-
-    i = feature_layer(spec)
-    device = next(model.parameters()).device
-    model.eval()
-    parts = []
-    with torch.inference_mode():
-        for s in range(0, len(x), batch_size):
-            batch = prep.apply_tensor(to_tensor(x[s:s + batch_size], device))
-            parts.append(model.features(batch)[i].flatten(1).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    return pooled_features(model, feature_layer(spec), prep, x, batch_size)
 
 
 def backbone_embedder(text: str, weights: str | None, image_size: tuple[int, int], quiet: bool = False):

@@ -49,6 +49,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     # 20 epochs beat lr x 0.1 over 10 (0.956 against 0.835 on seed 1): a small set takes few steps.
     Recipe("finetune", "with --init-from: 3 epochs of the new head, then 17 of everything at lr x 0.3",
            {"head_epochs": 3, "epochs": 20, "finetune_factor": 0.3, "patience": None}),
+    # Chollet's "fast feature extraction without data augmentation" (Deep Learning with Python, 5.3):
+    # the backbone runs once per image and the head trains on its cached pooled features, so an epoch
+    # costs the head alone (docs/performance.md, "Feature extraction"); 30 epochs as his.
+    Recipe("features", "with --backbone: the frozen backbone's pooled features computed once (and cached), then "
+           "30 epochs of the new head on them, early stopping with patience 5",
+           {"features": True, "epochs": 30, "patience": 5}),
     # The `best` preset's own (issue 19): chosen on the validation split with benchmarks/fast_screen.py
     # (vgg-w64-aug): validation 0.9438 after 16 epochs (0.9410 after 8 without augmentation, where
     # training accuracy reached 0.996); about 23 s an epoch of 60,000 images with bf16 on a Zen 4.

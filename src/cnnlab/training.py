@@ -221,6 +221,9 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
         if cfg.weights else None
     freeze_until(model, spec, cfg.freeze_until, progress_out, cfg.unfreeze_from)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
+    if cfg.features and dist.active:
+        raise ConfigError("--recipe features runs in one process (its features are computed once)", "--nproc",
+                          "leave out --nproc")
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("every layer is frozen: nothing would train", "--freeze-until",
                           "freeze fewer layers (cnnlab summary shows their names)")
@@ -584,10 +587,14 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     main = dist.is_main  # only rank 0 writes the run directory
     if resume is None and main:
         _start(rd, cfg, spec, ds, prep, model, in_memory, check, weights, progress_out)
-    x_tr, y_tr = on_device(ds["train"].x, device), torch.from_numpy(ds["train"].y).to(device)
+    y_tr = torch.from_numpy(ds["train"].y).to(device)
     val = ds.splits.get("validation")
-    x_va = on_device(val.x, device) if val is not None else None
     y_va = torch.from_numpy(val.y).to(device) if val is not None else None
+    if cfg.features:  # Chollet's fast feature extraction: the head trains on cached pooled features
+        x_tr, x_va, fit_prep = feature_inputs(model, spec, prep, ds, device, progress_out)
+    else:
+        x_tr, fit_prep = on_device(ds["train"].x, device), prep
+        x_va = on_device(val.x, device) if val is not None else None
     steps = -(-len(x_tr) // cfg.batch_size)
     monitor = cfg.monitor if val is not None else cfg.monitor.removeprefix("val_")  # no validation: training's
     earlier = dict(resume or {})
@@ -617,8 +624,11 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
         lr = (cfg.lr or DEFAULT_LR[cfg.optimizer]) * cfg.finetune_factor
         callbacks.insert(0, Unfreeze(cfg.head_epochs, phase_frozen, lambda: make_optimizer(
             cfg.optimizer, [p for p in model.parameters() if p.requires_grad], lr, cfg.momentum, cfg.weight_decay)))
-    result = fit(model, FitData(x_tr, y_tr, x_va, y_va, prep), plan_from(cfg, weights),
-                 callbacks + list(user_callbacks), resume=resume, dist=dist, run_dir=str(rd.path) if rd else None)
+    try:
+        result = fit(model, FitData(x_tr, y_tr, x_va, y_va, fit_prep), plan_from(cfg, weights),
+                     callbacks + list(user_callbacks), resume=resume, dist=dist, run_dir=str(rd.path) if rd else None)
+    finally:
+        model.start = 0  # images again: the test split, predictions and exports run the whole network
     if not main:
         return None
     result.train_time_s += earlier.get("train_time_s", 0.0)
@@ -643,6 +653,25 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     if result.status in ("completed", "early_stopped", "nan_loss"):
         rd.discard_resume()  # nothing left to continue; interrupted and timed-out runs keep theirs
     return _evaluate_and_finish(rd, cfg, ds, result, metrics, device, threads, progress_out, t_wall)
+
+
+def feature_inputs(model, spec: Spec, prep: Preprocessing, ds: Dataset, device, progress_out: Progress) -> tuple:
+    """``--recipe features``: the backbone's layers frozen, the pooled features of the training and
+    validation images (from the cache, else computed once), and the model set to start from them;
+    returns (train inputs, validation inputs or None, the features' scaling: none)."""
+    from .engine.featurecache import as_inputs, cached_features
+    from .models.backbones import feature_layer
+
+    upto = feature_layer(spec)
+    for i in range(upto + 1):
+        model.freeze(i)
+    feats = {k: as_inputs(cached_features(model, spec, prep, ds[k].x, k, progress_out.message), device)
+             for k in ("train", "validation") if k in ds.splits}
+    head = [layer.name for layer in spec.layers[upto + 1:]]
+    progress_out.message(f"features: {spec.layers[upto].name} ({feats['train'].shape[1]:,} values per image) into "
+                         f"the head: {', '.join(head)}")
+    model.start = upto + 1
+    return feats["train"], feats.get("validation"), Preprocessing.fit("none", np.zeros((1, 1, 1, 1), np.uint8))
 
 
 def data_record(ds: Dataset, in_memory: bool) -> dict:

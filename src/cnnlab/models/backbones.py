@@ -406,3 +406,17 @@ def backbone_spec(text: str, input_shape: tuple, num_classes: int, pretrained: b
     return {"name": f"{b.name}{suffix}", "layers": [
         {"type": "Input", "shape": shape}, *body,
         *[dict(t) for t in b.pool], {"type": "Dropout", "name": "top_dropout", "rate": 0.2}, *head]}
+
+
+def feature_layer(spec) -> int:
+    """The index of the layer whose output the head reads (a backbone's pooled features), over
+    Dropouts, which pass it on unchanged at prediction time."""
+    names = [layer.name for layer in spec.layers]
+    head = spec.layers[-1]
+    i = names.index(head.inputs[0]) if head.inputs else len(names) - 2
+    while i > 0 and spec.layers[i].type == "Dropout":  # the same values at prediction time
+        i = names.index(spec.layers[i].inputs[0]) if spec.layers[i].inputs else i - 1
+    if i < 0:
+        raise SpecError("the model has no hidden layer to take features from", spec.name,
+                        "give a run with at least one layer before its output")
+    return i

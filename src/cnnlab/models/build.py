@@ -323,6 +323,9 @@ class SpecModel(nn.Module):
         self._wiring = _wiring(spec)
         self.reset_parameters()
         self.frozen: set[int] = set()
+        # > 0: forward's input is layer start - 1's output (cached features, --recipe features), and
+        # only the layers from ``start`` on run
+        self.start = 0
         for i, info in enumerate(spec.layers):
             if info.args.get("trainable") is False:
                 self.freeze(i)
@@ -397,6 +400,8 @@ class SpecModel(nn.Module):
                 m.bias.copy_((-(w @ mean)).to(m.bias.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.start:
+            return self.run_from(x, self.start)
         if self._plan is None:
             return self._graph(x, keep=False)[-1]
         for step in self._plan:
@@ -414,6 +419,33 @@ class SpecModel(nn.Module):
                 for k in done:
                     values[k] = None
         return values[1:]
+
+    def run_to(self, x: torch.Tensor, last: int) -> torch.Tensor:
+        """Layer ``last``'s output; the layers after it do not run."""
+        if self._plan is None:
+            values: list = [x]
+            for i, (block, (sources, merge, done)) in enumerate(zip(self.blocks, self._wiring)):
+                ins = [values[k] for k in sources]
+                values.append(block(ins if merge else ins[0]))
+                if i == last:
+                    return values[-1]
+                for k in done:
+                    values[k] = None
+        for block in self.blocks[:last + 1]:
+            x = block(x)
+        return x
+
+    def run_from(self, x: torch.Tensor, first: int) -> torch.Tensor:
+        """The logits, from layer ``first - 1``'s output ``x`` (cached features, kept as (N, D, 1, 1)
+        for the training loop's channels-last batches): only layers ``first`` on run, and they may take
+        no earlier layer's output."""
+        if len(self.spec.layers[first - 1].output_shape) == 1:
+            x = x.flatten(1)
+        values: list = [None] * first + [x]
+        for block, (sources, merge, _) in list(zip(self.blocks, self._wiring))[first:]:
+            ins = [values[k] for k in sources]
+            values.append(block(ins if merge else ins[0]))
+        return values[-1]
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output (for feature maps), in the spec's order."""

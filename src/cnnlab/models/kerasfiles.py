@@ -106,20 +106,23 @@ def _read_zip(p: Path) -> KerasFile:
     if blob is None:
         raise SpecError("the .keras file has no weights (no model.weights.h5 in it)", str(p),
                         "save the trained model with model.save('model.keras')")
-    stored: dict = {}
-    nested: set = set()  # weight groups with groups of their own: a nested model, or an LSTM's cell
-    if blob is not None:
-        with h5py.File(io.BytesIO(blob), "r") as f:
-            layers = f.get("layers")
-            for key in (layers.keys() if layers is not None else ()):
-                group = layers[key]
-                if set(group.keys()) - {"vars"}:
-                    nested.add(key)
-                    continue
-                vs = group.get("vars")
-                stored[key] = [np.asarray(vs[k]) for k in sorted(vs.keys(), key=int)] if vs is not None else []
-    # Keras 3 files each layer's weights under its class name made unique in layer order
-    # (conv2d, conv2d_1, ...), not under the layer's own name
+    with h5py.File(io.BytesIO(blob), "r") as f:
+        weights = _zip_weights(f.get("layers"), config, str(p))
+    ours = meta.get("cnnlab") if isinstance(meta.get("cnnlab"), dict) else None
+    return KerasFile(config, weights, str(meta.get("keras_version", "")), str(p), ours)
+
+
+MODELS = ("Functional", "Sequential", "Model")
+
+
+def _is_op(layer: dict) -> bool:
+    """An operation written as an expression (ConvNeXt's ``inputs + x``: keras.src.ops.numpy.Add):
+    in the config, but not a layer, so Keras keeps no weights group for it."""
+    return str(layer.get("module") or "").startswith("keras.src.ops")
+
+
+def _weight_order(config: dict) -> list[dict]:
+    """A model config's layers in the order Keras 3 files their weights."""
     layers = (config.get("config") or {}).get("layers") or []
     if config.get("class_name") == "Sequential":
         layers = [layer for layer in layers if layer.get("class_name") != "InputLayer"]
@@ -128,19 +131,28 @@ def _read_zip(p: Path) -> KerasFile:
         out = outs[0] if isinstance(outs, list) and outs and isinstance(outs[0], str) else \
             outs[0][0] if isinstance(outs, list) and outs and isinstance(outs[0], list) and outs[0] else None
         layers = keras_layer_order(layers, out) if isinstance(out, str) else layers
-    keys = storage_keys([layer.get("class_name", "") for layer in layers])
-    for layer, key in zip(layers, keys):
-        if key in nested:  # say what the layer is: "a nested model" for an LSTM misled
-            cls = layer.get("class_name")
-            if cls in ("Functional", "Sequential", "Model"):
-                raise SpecError(f"layer '{_layer_name(layer)}' is a {cls} model inside the model", str(p),
-                                "cnnlab imports one flat Sequential or functional model: save the inner model "
-                                "on its own, or rebuild the model flat")
-            raise SpecError(f"layer '{_layer_name(layer)}' is a {cls}, which cnnlab does not compute", str(p),
+    return [layer for layer in layers if not _is_op(layer)]
+
+
+def _zip_weights(group, config: dict, where: str) -> dict:
+    """Layer name -> arrays of a Keras 3 weights file. Keras files each layer's weights under its
+    class name made unique in layer order (conv2d, conv2d_1, ...), not under its own name; a
+    nested model's (ConvNeXt's stem, a conv_base inside a model) under its own ``layers`` group."""
+    layers = _weight_order(config)
+    out: dict = {}
+    for layer, key in zip(layers, storage_keys([layer.get("class_name", "") for layer in layers])):
+        g = group.get(key) if group is not None else None
+        cls = layer.get("class_name")
+        if g is not None and cls in MODELS:
+            check_config(layer, where)
+            out.update(_zip_weights(g.get("layers"), layer, where))
+        elif g is not None and set(g.keys()) - {"vars"}:  # an LSTM's cell, say
+            raise SpecError(f"layer '{_layer_name(layer)}' is a {cls}, which cnnlab does not compute", where,
                             f"cnnlab imports image models of the layers {', '.join(LAYERS)}")
-    weights = {_layer_name(layer): stored.get(key, []) for layer, key in zip(layers, keys)}
-    ours = meta.get("cnnlab") if isinstance(meta.get("cnnlab"), dict) else None
-    return KerasFile(config, weights, str(meta.get("keras_version", "")), str(p), ours)
+        else:
+            vs = g.get("vars") if g is not None else None
+            out[_layer_name(layer)] = [np.asarray(vs[k]) for k in sorted(vs.keys(), key=int)] if vs is not None else []
+    return out
 
 
 def _json(data: bytes, where: str, member: str):
@@ -376,7 +388,6 @@ def spec_from_keras(model: dict, where: str, name: str | None = None, fold_scali
                         "save a keras.Sequential or keras.Model built from layers")
     layers = cfg.get("layers") or []
     out: list[dict] = []
-    input_shape, input_name = None, INPUT_NAME
     functional = kind_of_model != "Sequential"
     if functional:
         ins, outs = cfg.get("input_layers"), cfg.get("output_layers")
@@ -385,27 +396,8 @@ def spec_from_keras(model: dict, where: str, name: str | None = None, fold_scali
         if len(ins or []) != 1 or len(outs or []) != 1:
             raise SpecError(f"the model has {len(ins or [])} inputs and {len(outs or [])} outputs", where,
                             "cnnlab imports models with one image input and one output")
-    renamed = {}
-    for layer in layers:
-        cls, lcfg = layer.get("class_name"), layer.get("config") or {}
-        lname = _layer_name(layer)
-        loc = f"{where}, layer '{lname}' ({cls})"
-        if cls == "InputLayer":
-            input_shape, input_name = _input_shape(lcfg), lname or INPUT_NAME
-            continue
-        if fold_scaling and cls == "Rescaling" and lname == SCALING:  # cnnlab's own: back into preprocessing
-            renamed[lname] = input_name
-            continue
-        if input_shape is None and _input_shape(lcfg):  # Keras 2 Sequential: the first layer has it
-            input_shape = _input_shape(lcfg)
-        kind = lookup(cls) if isinstance(cls, str) else None
-        if kind is None or cls == "Input":
-            raise SpecError(f"layer type {cls} is not supported", loc,
-                            f"cnnlab knows {', '.join(LAYERS)}; replace the layer in Keras and save again")
-        entry = {"type": kind.name, "name": lname, **_layer_args(kind, lcfg, loc)}
-        if functional:
-            entry["inputs"] = [renamed.get(n, n) for n in _inbound(layer, loc)]
-        out.append(entry)
+    renamed: dict = {}
+    input_shape, input_name = _flat_layers(layers, functional, where, renamed, fold_scaling, out, set())
     if input_shape is None:
         raise SpecError("the model does not say its input shape", where,
                         "build the model with keras.Input(shape) before saving it")
@@ -413,6 +405,56 @@ def spec_from_keras(model: dict, where: str, name: str | None = None, fold_scali
         input_shape = [*input_shape, 1] if not out or LAYERS[out[0]["type"]].needs_image else input_shape
     head = {"type": "Input", "shape": input_shape, "name": input_name}
     return {"name": name or cfg.get("name") or "keras-model", "layers": [head, *out]}
+
+
+def _flat_layers(layers: list, functional: bool, where: str, renamed: dict, fold_scaling: bool, out: list,
+                 seen: set, entry: list | None = None) -> tuple:
+    """Appends a model config's layers to ``out`` as spec entries, a nested model's layers in its
+    place (``entry``: what its input stands for; ``renamed``: a nested model's name -> its last
+    layer); returns the input's (shape, name) at the top level."""
+    input_shape, input_name, last = None, INPUT_NAME, None
+    for layer in layers:
+        cls, lcfg = layer.get("class_name"), layer.get("config") or {}
+        lname = _layer_name(layer)
+        loc = f"{where}, layer '{lname}' ({cls})"
+        if cls == "InputLayer":
+            if entry is None:
+                input_shape, input_name = _input_shape(lcfg), lname or INPUT_NAME
+            else:
+                renamed[lname] = entry[0] if entry else INPUT_NAME
+            continue
+        if fold_scaling and cls == "Rescaling" and lname == SCALING:  # cnnlab's own: back into preprocessing
+            renamed[lname] = input_name
+            continue
+        if entry is None and input_shape is None and _input_shape(lcfg):  # Keras 2 Sequential: the first layer
+            input_shape = _input_shape(lcfg)
+        ins = [renamed.get(n, n) for n in _inbound(layer, loc)] if functional else (
+            [last] if last else [input_name] if entry is None else list(entry))
+        if cls in MODELS:  # a nested model (ConvNeXt's stem, Chollet's conv_base): its layers, in place
+            check_config(layer, loc)
+            inner = lcfg.get("layers") or []
+            shape = next((_input_shape(x.get("config") or {}) for x in inner if x.get("class_name") == "InputLayer"),
+                         None)
+            if entry is None and input_shape is None and shape:
+                input_shape = shape
+            _flat_layers(inner, cls != "Sequential", loc, renamed, False, out, seen, ins)
+            renamed[lname] = out[-1]["name"]
+            last = out[-1]["name"]
+            continue
+        kind = lookup(cls) if isinstance(cls, str) else None
+        if kind is None or cls == "Input":
+            raise SpecError(f"layer type {cls} is not supported", loc,
+                            f"cnnlab knows {', '.join(LAYERS)}; replace the layer in Keras and save again")
+        if lname in seen:
+            raise SpecError(f"two layers are named '{lname}' (one inside a nested model)", loc,
+                            "rename one in Keras and save again")
+        seen.add(lname)
+        entry_ = {"type": kind.name, "name": lname, **_layer_args(kind, lcfg, loc)}
+        if functional or entry is not None:
+            entry_["inputs"] = ins
+        out.append(entry_)
+        last = lname
+    return input_shape, input_name
 
 
 # ----------------------------------------------------------------------------- weights

@@ -1,0 +1,105 @@
+"""Chollet's fast feature extraction (``--recipe features``): the frozen backbone runs once per image,
+without augmentation, and its pooled features are cached on disk, so that the head trains on them
+and a second run with another head, learning rate or number of epochs reuses them.
+
+The cache is ``$CNNLAB_HOME/features`` (else ``~/.cache/cnnlab/features``): one ``.npy`` file per
+split, named by a hash of everything the features depend on: the layers up to the pooled features
+(their kinds, arguments and shapes, hence the image size), their weights as loaded, the pixel
+scaling and the images' pixels. Labels are not in it: relabelled images reuse their features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import atomic
+from ..models.backbones import feature_layer
+from .inference import to_tensor
+
+
+def features_home() -> Path:
+    home = os.environ.get("CNNLAB_HOME")
+    if home:
+        return Path(home) / "features"
+    from ..data.builtin import cache_dir
+
+    return cache_dir() / "features"
+
+
+def pooled_features(model, upto: int, prep, x, batch_size: int = 64) -> np.ndarray:
+    """float32 (N, D) outputs of layer ``upto`` for uint8 (N, H, W, C) images (an array, or images
+    on disk), in eval mode and float32, a batch at a time; the layers after it do not run."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch_size):
+            batch = prep.apply_tensor(to_tensor(np.asarray(x[s:s + batch_size]), device))
+            parts.append(model.run_to(batch, upto).flatten(1).float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def cache_key(model, spec, upto: int, prep, x) -> str:
+    """What the features of ``x`` depend on, as one hash (see the module's docstring)."""
+    from ..data.dataset import in_chunks
+
+    h = hashlib.sha256()
+    layers = [[info.type, info.name, info.args, list(info.input_shape)] for info in spec.layers[:upto + 1]]
+    h.update(json.dumps([layers, prep.to_dict()], sort_keys=True, default=str).encode())
+    state = model.state_dict()
+    for k in sorted(state):
+        parts = k.split(".")
+        if parts[0] == "blocks" and int(parts[1]) <= upto:
+            h.update(k.encode())
+            h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    h.update(str(tuple(x.shape)).encode())
+    for part in in_chunks(x):
+        h.update(part.data)
+    return h.hexdigest()[:32]
+
+
+def cached_features(model, spec, prep, x, what: str, message=print) -> np.ndarray:
+    """The pooled features of images ``x`` (one split, called ``what`` in the message): from the
+    cache, else computed once and written there (atomically; a cache that cannot be written only
+    costs the next run the pass again)."""
+    upto = feature_layer(spec)
+    path = features_home() / f"{cache_key(model, spec, upto, prep, x)}.npy"
+    if path.is_file():
+        try:
+            feats = np.load(path, allow_pickle=False)
+            if feats.shape[0] == len(x):
+                message(f"features: {what} {len(x):,} images from the cache ({path})")
+                return feats
+        except (OSError, ValueError):
+            pass  # damaged: computed again below
+    t0 = time.perf_counter()
+    feats = pooled_features(model, upto, prep, x)
+    took = time.perf_counter() - t0
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def save(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, feats)
+
+        atomic.write_with(path, save)
+        where = f"cached in {path}"
+    except OSError as e:
+        where = f"not cached ({type(e).__name__}: {e})"
+    message(f"features: {what} {len(x):,} images through {spec.layers[upto].name} in {took:.1f} s "
+            f"({len(x) / max(took, 1e-9):,.0f} images/s), {where}")
+    return feats
+
+
+def as_inputs(feats: np.ndarray, device) -> torch.Tensor:
+    """Features as the (N, D, 1, 1) float tensor the training loop batches like images."""
+    return torch.from_numpy(np.ascontiguousarray(feats, np.float32)).to(device)[:, :, None, None]
