@@ -591,7 +591,8 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     val = ds.splits.get("validation")
     y_va = torch.from_numpy(val.y).to(device) if val is not None else None
     if cfg.features:  # Chollet's fast feature extraction: the head trains on cached pooled features
-        x_tr, x_va, fit_prep = feature_inputs(model, spec, prep, ds, device, progress_out)
+        x_tr, x_va, fit_prep = feature_inputs(model, spec, prep, ds, device, progress_out,
+                                              autocast_dtype(cfg.precision, device))
     else:
         x_tr, fit_prep = on_device(ds["train"].x, device), prep
         x_va = on_device(val.x, device) if val is not None else None
@@ -655,17 +656,19 @@ def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Prepr
     return _evaluate_and_finish(rd, cfg, ds, result, metrics, device, threads, progress_out, t_wall)
 
 
-def feature_inputs(model, spec: Spec, prep: Preprocessing, ds: Dataset, device, progress_out: Progress) -> tuple:
+def feature_inputs(model, spec: Spec, prep: Preprocessing, ds: Dataset, device, progress_out: Progress,
+                   dtype) -> tuple:
     """``--recipe features``: the backbone's layers frozen, the pooled features of the training and
-    validation images (from the cache, else computed once), and the model set to start from them;
-    returns (train inputs, validation inputs or None, the features' scaling: none)."""
+    validation images (from the cache, else computed once, in the run's precision ``dtype``), and the
+    model set to start from them; returns (train inputs, validation inputs or None, the features'
+    scaling: none)."""
     from .engine.featurecache import as_inputs, cached_features
     from .models.backbones import feature_layer
 
     upto = feature_layer(spec)
     for i in range(upto + 1):
         model.freeze(i)
-    feats = {k: as_inputs(cached_features(model, spec, prep, ds[k].x, k, progress_out.message), device)
+    feats = {k: as_inputs(cached_features(model, spec, prep, ds[k].x, k, progress_out.message, dtype), device)
              for k in ("train", "validation") if k in ds.splits}
     head = [layer.name for layer in spec.layers[upto + 1:]]
     progress_out.message(f"features: {spec.layers[upto].name} ({feats['train'].shape[1]:,} values per image) into "

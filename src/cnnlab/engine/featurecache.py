@@ -5,7 +5,8 @@ and a second run with another head, learning rate or number of epochs reuses the
 The cache is ``$CNNLAB_HOME/features`` (else ``~/.cache/cnnlab/features``): one ``.npy`` file per
 split, named by a hash of everything the features depend on: the layers up to the pooled features
 (their kinds, arguments and shapes, hence the image size), their weights as loaded, the pixel
-scaling and the images' pixels. Labels are not in it: relabelled images reuse their features.
+scaling, the precision of the pass (the run's: bfloat16 where the CPU has it) and the images'
+pixels. Labels are not in it: relabelled images reuse their features.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from .. import atomic
 from ..models.backbones import feature_layer
 from .inference import to_tensor
+from .precision import autocast
 
 
 def features_home() -> Path:
@@ -33,9 +35,10 @@ def features_home() -> Path:
     return cache_dir() / "features"
 
 
-def pooled_features(model, upto: int, prep, x, batch_size: int = 64) -> np.ndarray:
+def pooled_features(model, upto: int, prep, x, batch_size: int = 64, dtype: torch.dtype | None = None) -> np.ndarray:
     """float32 (N, D) outputs of layer ``upto`` for uint8 (N, H, W, C) images (an array, or images
-    on disk), in eval mode and float32, a batch at a time; the layers after it do not run."""
+    on disk), in eval mode, a batch at a time (``dtype``: autocast to bfloat16 or float16, as the
+    run trains); the layers after it do not run."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -43,18 +46,19 @@ def pooled_features(model, upto: int, prep, x, batch_size: int = 64) -> np.ndarr
     with torch.inference_mode():
         for s in range(0, len(x), batch_size):
             batch = prep.apply_tensor(to_tensor(np.asarray(x[s:s + batch_size]), device))
-            parts.append(model.run_to(batch, upto).flatten(1).float().cpu().numpy())
+            with autocast(dtype, device):
+                parts.append(model.run_to(batch, upto).flatten(1).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def cache_key(model, spec, upto: int, prep, x) -> str:
+def cache_key(model, spec, upto: int, prep, x, dtype: torch.dtype | None = None) -> str:
     """What the features of ``x`` depend on, as one hash (see the module's docstring)."""
     from ..data.dataset import in_chunks
 
     h = hashlib.sha256()
     layers = [[info.type, info.name, info.args, list(info.input_shape)] for info in spec.layers[:upto + 1]]
-    h.update(json.dumps([layers, prep.to_dict()], sort_keys=True, default=str).encode())
+    h.update(json.dumps([layers, prep.to_dict(), str(dtype)], sort_keys=True, default=str).encode())
     state = model.state_dict()
     for k in sorted(state):
         parts = k.split(".")
@@ -67,12 +71,12 @@ def cache_key(model, spec, upto: int, prep, x) -> str:
     return h.hexdigest()[:32]
 
 
-def cached_features(model, spec, prep, x, what: str, message=print) -> np.ndarray:
+def cached_features(model, spec, prep, x, what: str, message=print, dtype: torch.dtype | None = None) -> np.ndarray:
     """The pooled features of images ``x`` (one split, called ``what`` in the message): from the
-    cache, else computed once and written there (atomically; a cache that cannot be written only
-    costs the next run the pass again)."""
+    cache, else computed once (``dtype``: the run's autocast type) and written there (atomically;
+    a cache that cannot be written only costs the next run the pass again)."""
     upto = feature_layer(spec)
-    path = features_home() / f"{cache_key(model, spec, upto, prep, x)}.npy"
+    path = features_home() / f"{cache_key(model, spec, upto, prep, x, dtype)}.npy"
     if path.is_file():
         try:
             feats = np.load(path, allow_pickle=False)
@@ -82,7 +86,7 @@ def cached_features(model, spec, prep, x, what: str, message=print) -> np.ndarra
         except (OSError, ValueError):
             pass  # damaged: computed again below
     t0 = time.perf_counter()
-    feats = pooled_features(model, upto, prep, x)
+    feats = pooled_features(model, upto, prep, x, dtype=dtype)
     took = time.perf_counter() - t0
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
