@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "cnnlab"
 # lowest first; a module belongs to the first prefix that matches its dotted name
 LAYERS = [
     ("foundation", ["cnnlab.errors", "cnnlab.atomic", "cnnlab.fetch", "cnnlab.options", "cnnlab.recipes",
-                    "cnnlab.textwidth", "cnnlab.__version__"]),
+                    "cnnlab.textwidth", "cnnlab.version"]),
     ("data and models", ["cnnlab.data", "cnnlab.models"]),
     ("engine", ["cnnlab.engine"]),
     ("configuration and run files", ["cnnlab.config", "cnnlab.runs", "cnnlab.evaluation"]),
@@ -81,3 +81,57 @@ def test_no_import_runs_up_the_layers():
 def test_the_layer_table_covers_every_module():
     for path in SRC.rglob("*.py"):
         layer_of(module_name(path))
+
+
+def _module_names() -> set[str]:
+    return {module_name(p) for p in SRC.rglob("*.py")}
+
+
+def _as_module(target: str, known: set[str]) -> str | None:
+    """The module an import target names (``cnnlab.models.spec``, or for ``from pkg import name``
+    the package itself when ``name`` is not a module); None outside cnnlab."""
+    while target and target not in known:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def test_nothing_imports_the_package_front():
+    """cnnlab/__init__.py is the public face (lazy names); a module that imports from it depends
+    on everything the front may load, and hides a circle."""
+    known = _module_names()
+    wrong = [f"{path.relative_to(SRC)}:{line} imports {target}"
+             for path in sorted(SRC.rglob("*.py")) if module_name(path) != "cnnlab"
+             for line, target in imports(path) if _as_module(target, known) == "cnnlab"]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles_inside_a_part():
+    """Modules of one part (models/, engine/, ...) import each other in one direction only, lazy
+    (function-level) imports included: a circle hidden in a function is still a circle. A package's
+    own __init__ (which gathers its public names) is left out of the graph."""
+    known = _module_names()
+    graph: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        me = module_name(path)
+        if path.name == "__init__.py":
+            continue
+        deps = {_as_module(t, known) for _, t in imports(path)}
+        graph[me] = {d for d in deps if d and d != me and d in graph.keys() | known
+                     and not (SRC.parent / (d.replace(".", "/") + "/__init__.py")).is_file()
+                     and layer_of(d) == layer_of(me)}
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)

@@ -138,3 +138,17 @@ def test_recipes_are_one_table():
     cfg = make_config(model="fast")
     assert (cfg.lr, cfg.epochs, cfg.schedule, cfg.tta) == (0.008, 7, "onecycle", "flip")  # the preset's own, fast-bn
     assert make_config(model="fast", recipe="keras").lr is None
+
+
+@pytest.mark.parametrize("command,new,dest", [("tune", "--search-time-limit", "search_time_limit"),
+                                              ("compare", "--trial-time-limit", "time_limit_each")])
+def test_time_limits_have_distinct_names_and_the_old_spelling_still_works(command, new, dest):
+    """`--time-limit` means one training in train; in tune the whole search is --search-time-limit,
+    in compare each model and fold is --trial-time-limit; the old spelling stays an alias."""
+    from cnnlab.cli import build_parser
+
+    p = build_parser()
+    base = [command, "fashion-mnist"] + (["--space", "s.yaml"] if command == "tune" else [])
+    assert getattr(p.parse_args(base + [new, "60"]), dest) in (60, 60.0, "60")
+    assert getattr(p.parse_args(base + ["--time-limit", "60"]), dest) == getattr(p.parse_args(base + [new, "60"]), dest)
+    assert p.parse_args(["train", "fashion-mnist", "--time-limit", "60"]).time_limit in (60, 60.0, "60")

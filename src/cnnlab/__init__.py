@@ -6,7 +6,7 @@ The modules behind them are named differently (``engine``, ``prediction``, ``eva
 import of a submodule never replaces a public function.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _LAZY = {"build_model": "api", "compare": "api", "evaluate": "api", "load_dataset": "api", "predict": "api",
          "resume": "api", "summary": "api", "train": "api", "CnnlabError": "errors", "Run": "runs", "load_run": "runs",

@@ -27,7 +27,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     p = Parser(prog="cnnlab", description="Train, evaluate and explain convolutional "
                                 "image classifiers (Keras vocabulary, PyTorch engine).")

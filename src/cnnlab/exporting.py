@@ -79,7 +79,7 @@ def metadata(run: Run) -> dict[str, str]:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

@@ -36,8 +36,8 @@ def environment(device: str, threads: int, seed: int) -> dict:
     import PIL
     import torch
 
-    from . import __version__
     from .engine.allocator import keep_freed_memory
+    from .version import __version__
 
     return {"cnnlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "pillow": PIL.__version__, "scikit_learn": version("scikit-learn"),
@@ -244,7 +244,7 @@ class Run:
 
 def check_resume_point(state: dict, where: str, epochs: int | None = None, record_keys: tuple = ()) -> None:
     """The fields a resume point's reader relies on, by type and range (what each is in
-    engine.loop.training_state); the weights and random states are checked as they are loaded.
+    engine.resume.training_state); the weights and random states are checked as they are loaded.
     With the run's settings: ``epochs`` bounds the epoch, every epoch record holds ``record_keys``."""
     def bad(what: str):
         return RunError(f"resume.pt is damaged: {what}", where, "train again")

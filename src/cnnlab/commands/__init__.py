@@ -32,6 +32,14 @@ def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool
                                       help="skip writing report.html at the end (default: write it)")
 
 
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """``--precision`` of a command that predicts (evaluate, predict): the choices are the engine's."""
+    from ..engine.precision import PRECISIONS
+
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does it natively")
+
+
 def add_track_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tracking")
     g.add_argument("--track", choices=("tensorboard", "mlflow"), default=None,

@@ -30,9 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cg.add_argument("--subsample", default=None, metavar="N",
                     help="train each model on at most N images (stratified); per model: 20000,knn=5000 "
                     "(default: all)")
-    cg.add_argument("--time-limit", dest="time_limit_each", default=None, metavar="S",
+    cg.add_argument("--trial-time-limit", "--time-limit", dest="time_limit_each", default=None, metavar="S",
                     help="seconds per model and fold; a baseline over it is reported as timeout, a neural "
-                    "model stops and keeps its best epoch; per model: 600,forest=120 (default: none)")
+                    "model stops and keeps its best epoch; per model: 600,forest=120; --time-limit is the old "
+                    "spelling (default: none)")
     cg.add_argument("--out", default=None, metavar="DIR",
                     help="where the leaderboard goes (default: RUNS_DIR/<timestamp>-compare-<source>)")
     add_track_options(c)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import add_precision_option
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..data.dataset import SPLITS
@@ -18,8 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", choices=[*SPLITS, "all"],
                    help="which split")
     e.add_argument("--json", action="store_true", help="print JSON")
-    e.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
-                    help="torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does it natively")
+    add_precision_option(e)
     e.set_defaults(func=handle)
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..textwidth import ljust
+from . import add_precision_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--engine", default="torch", choices=["torch", "onnx"],
                     help="onnx: ONNX Runtime on RUN/model.onnx (exported first when missing; pip install "
                     "'cnnlab[onnx]')")
-    pr.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
-                    help="torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does it natively")
+    add_precision_option(pr)
     pr.set_defaults(func=handle)
 
 

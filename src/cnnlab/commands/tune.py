@@ -24,9 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--example-space", action="store_true", help="print the example space and exit")
     g.add_argument("--trials", type=int, default=20, metavar="N",
                    help="trials in the study in all, across workers and continued searches (default: %(default)s)")
-    g.add_argument("--time-limit", dest="search_time_limit", type=float, default=None, metavar="S",
-                   help="seconds for the whole search: no trial starts after it, the one running stops at it "
-                   "(default: none)")
+    g.add_argument("--search-time-limit", "--time-limit", dest="search_time_limit", type=float, default=None,
+                   metavar="S", help="seconds for the whole search: no trial starts after it, the one running stops "
+                   "at it; --time-limit is the old spelling (default: none)")
     g.add_argument("--trial-time-limit", type=float, default=None, metavar="S",
                    help="seconds per trial; it keeps its best epoch so far (default: none)")
     g.add_argument("--metric", default="val_accuracy", choices=("val_accuracy", "val_loss"),

@@ -200,7 +200,7 @@ class ResumePoint(Callback):
 
     def on_epoch_end(self, state, logs):
         from .distributed import SINGLE
-        from .loop import training_state
+        from .resume import training_state
 
         if state.partial_epoch:  # stopped mid-epoch: the last whole epoch's point is where to go on from
             return

@@ -685,7 +685,7 @@ def write_keras(path: Path, spec: Spec, state: dict, scaling: tuple[list, list] 
                 # a scalar stays a scalar (Normalization's count; ascontiguousarray would make it [1])
                 vs.create_dataset(str(n), data=np.array(a, np.int64 if a.dtype.kind in "iu" else np.float32))
         f.create_group("vars").attrs["name"] = name
-    from .. import __version__
+    from ..version import __version__
 
     meta = {"keras_version": "3.0.0", "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
             "written_by": f"cnnlab {__version__}", **({"cnnlab": cnnlab} if cnnlab else {})}

@@ -171,7 +171,7 @@ class Conv2D(_Convolution):
         return (h, w, f), params, 0
 
     def build(self, info):
-        from .build import activation_module
+        from .modules import activation_module
 
         a = info.args
         return conv_modules(info, a["filters"], a["groups"], a["use_bias"]) + [activation_module(a["activation"])]
@@ -200,7 +200,7 @@ class _Pooling(LayerKind):
     def build(self, info):
         from torch import nn
 
-        from .build import MaxPool2d, PadPool2d
+        from .modules import MaxPool2d, PadPool2d
 
         a, shape = info.args, info.input_shape
         kernel, stride = a["pool_size"], a["strides"]
@@ -298,7 +298,7 @@ class Dropout(LayerKind):
         return shape, 0, 0
 
     def build(self, info):
-        from .build import Dropout
+        from .modules import Dropout
 
         ns = info.args["noise_shape"]
         shared = () if ns is None else tuple(torch_axis(i, len(info.input_shape)) if i else 0
@@ -314,7 +314,7 @@ class Flatten(LayerKind):
         return (math.prod(shape),), 0, 0
 
     def build(self, info):
-        from .build import FlattenNHWC
+        from .modules import FlattenNHWC
 
         return [FlattenNHWC()]
 
@@ -338,7 +338,7 @@ class Dense(LayerKind):
     def build(self, info):
         from torch import nn
 
-        from .build import ChannelDense, activation_module
+        from .modules import ChannelDense, activation_module
 
         a, shape = info.args, info.input_shape
         if len(shape) == 3:
@@ -355,7 +355,7 @@ class Activation(LayerKind):
     can_end = True
 
     def build(self, info):
-        from .build import activation_module
+        from .modules import activation_module
 
         return [activation_module(info.args["activation"])]
 
@@ -379,7 +379,7 @@ class Rescaling(LayerKind):
         return shape, 0, 0
 
     def build(self, info):
-        from .build import Rescaling
+        from .modules import Rescaling
 
         return [Rescaling(info.args["scale"], info.args["offset"])]
 
@@ -410,7 +410,7 @@ class Normalization(LayerKind):
         return shape, 0, (0 if args["mean"] is not None else 2 * c + 1)
 
     def build(self, info):
-        from .build import Normalization
+        from .modules import Normalization
 
         a = info.args
         return [Normalization(info.input_shape[-1], a["mean"], a["variance"])]
@@ -436,7 +436,7 @@ class LayerScale(LayerKind):
         return shape, d, 0
 
     def build(self, info):
-        from .build import LayerScale
+        from .modules import LayerScale
 
         return [LayerScale(info.args["projection_dim"], float(info.args["init_values"]))]
 
@@ -458,7 +458,7 @@ class DepthwiseConv2D(_Convolution):
         return (h, w, out), kh_kw(args) * out + (out if args["use_bias"] else 0), 0
 
     def build(self, info):
-        from .build import activation_module
+        from .modules import activation_module
 
         a, c = info.args, info.input_shape[2]
         return conv_modules(info, c * a["depth_multiplier"], c, a["use_bias"]) + [activation_module(a["activation"])]
@@ -484,7 +484,7 @@ class SeparableConv2D(_Convolution):
     def build(self, info):
         from torch import nn
 
-        from .build import activation_module
+        from .modules import activation_module
 
         a, c = info.args, info.input_shape[2]
         depthwise = conv_modules(info, c * a["depth_multiplier"], c, False)
@@ -542,7 +542,7 @@ class ReLU(LayerKind):
         return shape, 0, 0
 
     def build(self, info):
-        from .build import KerasReLU
+        from .modules import KerasReLU
 
         a = info.args
         return [KerasReLU(a["max_value"], float(a["negative_slope"]), float(a["threshold"]))]
@@ -586,7 +586,7 @@ class LayerNormalization(LayerKind):
         return shape, c * (int(args["center"]) + int(args["scale"])), 0
 
     def build(self, info):
-        from .build import ChannelLayerNorm
+        from .modules import ChannelLayerNorm
 
         a = info.args
         return [ChannelLayerNorm(info.input_shape[-1], float(a["epsilon"]), a["center"], a["scale"])]
@@ -614,7 +614,7 @@ class _Merge(LayerKind):
         return tuple(out), 0, 0
 
     def build(self, info):
-        from .build import Merge
+        from .modules import Merge
 
         return [Merge(self.op)]
 
@@ -685,7 +685,7 @@ class Concatenate(LayerKind):
         return tuple(out), 0, 0
 
     def build(self, info):
-        from .build import Concat
+        from .modules import Concat
 
         return [Concat(torch_axis(info.args["axis"], len(info.input_shape)))]
 
@@ -721,6 +721,6 @@ class Reshape(LayerKind):
         return tuple(t), 0, 0
 
     def build(self, info):
-        from .build import ReshapeNHWC
+        from .modules import ReshapeNHWC
 
         return [ReshapeNHWC(info.output_shape)]

@@ -263,7 +263,7 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
                engine: str = "torch"):
     """The ASGI app: FastAPI wrapped in a request-size limit. ``engine='onnx'`` predicts with ONNX
     Runtime on each run's exported model."""
-    from .. import __version__
+    from ..version import __version__
     from .page import page_html
 
     if engine == "onnx":
