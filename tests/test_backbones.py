@@ -79,11 +79,11 @@ def mobilenet_file(tmp_path):
 def loads_and_computes_what_keras_computes(kmodel, path) -> None:
     """The backbone with the weights file ``path`` loaded: every weighted layer, the same features."""
     from cnnlab.engine.progress import Progress
-    from cnnlab.training import backbone_weights
+    from cnnlab.models.init import backbone_weights
 
     spec = parse_spec(backbone_spec("mobilenet_v2:0.35", (32, 32, 3), 4, pretrained=True))
     model = build_module(spec).eval()
-    report = backbone_weights(model, spec, str(path), Progress(1, 1, True))
+    report = backbone_weights(model, spec, str(path), Progress(1, 1, True).message)
     assert len(report["loaded"]) == sum(1 for layer in kmodel.layers if layer.weights)
     x = np.random.default_rng(2).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
     with torch.no_grad():

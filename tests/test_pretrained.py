@@ -281,7 +281,7 @@ def test_backbones_from_downloaded_weights_compute_what_keras_computes(name, ser
     from cnnlab.engine.progress import Progress
     from cnnlab.models import build_module, parse_spec
     from cnnlab.models.backbones import BACKBONES, backbone_spec, feature_layer
-    from cnnlab.training import backbone_weights
+    from cnnlab.models.init import backbone_weights
 
     app = getattr(keras.applications, APPLICATIONS[name])
     preprocess = getattr(keras.applications, MODULES[name]).preprocess_input
@@ -295,7 +295,7 @@ def test_backbones_from_downloaded_weights_compute_what_keras_computes(name, ser
     spec = parse_spec(backbone_spec(name, (40, 32, 3), 4, pretrained=pretrained.spec_flag(url)))
     assert sum(layer.params for layer in spec.layers[:feature_layer(spec) + 1]) == kmodel.count_params()
     model = build_module(spec).eval()
-    report = backbone_weights(model, spec, str(path), Progress(1, 1, True), bgr=BACKBONES[name].bgr)
+    report = backbone_weights(model, spec, str(path), Progress(1, 1, True).message, bgr=BACKBONES[name].bgr)
     assert len(report["loaded"]) == sum(1 for layer in leaf_layers(kmodel) if layer.weights)
     x = np.random.default_rng(0).integers(0, 256, (8, 40, 32, 3)).astype(np.uint8)
     prep = Preprocessing.fit(BACKBONES[name].settings["scale"], x)

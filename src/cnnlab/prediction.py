@@ -121,14 +121,14 @@ def _backbone_model(text: str, shape: tuple, weights: str | None, quiet: bool, i
     from .engine.progress import Progress
     from .models import build_module, parse_spec
     from .models.backbones import backbone_spec, parse_backbone
+    from .models.init import pretrained_weights
     from .models.pretrained import spec_flag
-    from .training import pretrained_weights
 
     spec = parse_spec(backbone_spec(text, shape, 2, pretrained=spec_flag(weights), include_top=include_top))
     model = build_module(spec).eval()
     source = None
     if weights is not None:
-        source = pretrained_weights(model, spec, text, weights, shape, Progress(1, 1, True), quiet,
+        source = pretrained_weights(model, spec, text, weights, shape, Progress(1, 1, True).message, quiet,
                                     include_top)["source"]
     mode = parse_backbone(text)[0].settings.get("scale", "255")
     return model, spec, Preprocessing.fit(mode, np.zeros((1, 1, 1, 3), np.uint8)), source

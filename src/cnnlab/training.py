@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from .engine.signals import stop_on_sigterm
 from .errors import ConfigError, DataError, MissingRunError, TrainingError, warn
 from .evaluation import evaluate_probs
 from .models import Spec, build_module, check_fits, spec_from
+from .models.init import freeze_until, pretrained_weights
 from .models.stats import weight_stats
 from .runs import Run, RunDir, check_writable, environment, load_run
 
@@ -167,22 +169,13 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     becomes NaN. A Ctrl-C or SIGTERM stops training cleanly: the run is saved and marked
     interrupted. status.json says 'running' from the directory's first second.
     """
-    t_wall = time.perf_counter()
-    from .engine.threads import LoadMeter
+    return TrainingSession.start(cfg, spec_override, dataset, callbacks).run()
 
-    # other processes' load while the data loads: the governor's first thread count (engine/threads.py)
-    load_meter = LoadMeter() if cfg.threads is None else None
-    cfg.validate()
-    dist = join_processes(cfg)
-    threads = set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    device = process_device(cfg, dist)
-    progress_out = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
-    check_writable(cfg.runs_dir)
+
+def _data_and_spec(cfg: TrainConfig, spec_override: dict | None, dataset: Dataset | None, device) -> tuple:
+    """The data (a given dataset gets only the splits it lacks) and the checked spec for it."""
     if spec_override is None and cfg.backbone is None:
         spec_from(cfg.model)  # an unknown preset or a bad spec file fails before data loads
-    # A given dataset gets only the splits it lacks; prepare_splits keeps the ones it has.
     ds = load_data(cfg) if dataset is None else prepare_splits(dataset, cfg.val_split, cfg.test_split, cfg.seed)
     if spec_override is None and cfg.backbone is not None:
         from .models.backbones import backbone_spec
@@ -193,6 +186,11 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
                         ds.input_shape, ds.num_classes)
     check_training_memory(spec, cfg.batch_size, device)
     check_loss(cfg.loss, ds, spec)
+    return ds, spec
+
+
+def _say_plan(cfg: TrainConfig, ds: Dataset, dist: Dist, progress_out: Progress) -> None:
+    """The data, what was held out and the recipe, said before training; warnings about them."""
     progress_out.message(ds.summary())
     held_out = carved_text(ds, cfg.seed)
     if held_out:
@@ -205,21 +203,21 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
         warn(f"there is no validation split, so early stopping (patience {cfg.patience}) and the best checkpoint "
              "watch the training loss", "--val-split 0",
              "give a validation split (--val-split 0.2), or train a fixed number of epochs (--patience none)")
-    with warnings.catch_warnings():
-        if not dist.is_main:  # every rank checks the same data; one says what it found
-            warnings.simplefilter("ignore")
-        check = data_check(cfg, ds, progress_out) if cfg.check else None
-    # a bad class-weight file fails here, before the run directory exists
-    weights = class_weights(cfg.class_weight, ds["train"].y, ds.class_names) if cfg.class_weight != "none" else None
-    prep = Preprocessing.fit(cfg.scale, ds["train"].x)
+
+
+def _initial_model(cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, device, dist: Dist,
+                   progress_out: Progress) -> tuple:
+    """(model, what was loaded into it, the layers waiting for the second phase): built from the
+    seed, with its starting weights (an earlier run, a backbone's file, patch whitening) and frozen
+    layers; a model with nothing left to train is refused here."""
     torch.manual_seed(cfg.seed)
     model = build_module(spec).to(device)
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
     init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else \
-        pretrained_weights(model, spec, cfg.backbone, cfg.weights, ds.input_shape, progress_out, cfg.quiet) \
+        pretrained_weights(model, spec, cfg.backbone, cfg.weights, ds.input_shape, progress_out.message, cfg.quiet) \
         if cfg.weights else None
-    freeze_until(model, spec, cfg.freeze_until, progress_out, cfg.unfreeze_from)
+    freeze_until(model, spec, cfg.freeze_until, progress_out.message, cfg.unfreeze_from)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
     if cfg.features and dist.active:
         raise ConfigError("--recipe features runs in one process (its features are computed once)", "--nproc",
@@ -227,14 +225,7 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("every layer is frozen: nothing would train", "--freeze-until",
                           "freeze fewer layers (cnnlab summary shows their names)")
-    if dist.rank:
-        torch.manual_seed(cfg.seed + 7919 * dist.rank)  # the same initial model, each rank its own dropout
-
-    rd = RunDir.create(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}") if dist.is_main else None
-    return _guarded(rd, dist, lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out,
-                                                t_wall, in_memory=dataset is not None, check=check, weights=weights,
-                                                user_callbacks=callbacks, dist=dist, init_report=init_report,
-                                                phase_frozen=phase_frozen, load_meter=load_meter))
+    return model, init_report, phase_frozen
 
 
 def check_loss(loss: str, ds: Dataset, spec: Spec) -> None:
@@ -291,14 +282,12 @@ def head_phase(model, spec: Spec, cfg: TrainConfig, init_report: dict | None, di
 
 def initial_weights(model, spec: Spec, source: str, progress_out: Progress,
                     class_names: list[str] | None = None) -> dict:
-    """Load an earlier run's (or a .safetensors file's) weights into every layer whose name (a
-    file: position) and weight shapes match. The output layer is re-initialised when it differs or
-    when the run's classes are others (new classes need a new head); any other layer that differs is
-    an error naming it, before the run directory exists."""
-    from collections import defaultdict
+    """``--init-from RUN|FILE``: an earlier run's (or a .safetensors file's) weights into every layer
+    whose name (a file: position) and weight shapes match (models/init.py: load_matching)."""
     from pathlib import Path
 
-    from .errors import RunError, SpecError
+    from .errors import RunError
+    from .models.init import load_matching
     from .runs import load_weights
 
     p = Path(source)
@@ -316,123 +305,7 @@ def initial_weights(model, spec: Spec, source: str, progress_out: Progress,
     else:
         raise ConfigError(f"init_from {source!r} is not a run directory or a .safetensors file", "--init-from",
                           "give a run directory (runs/...) or a .safetensors file")
-    by_block: dict[int, dict] = defaultdict(dict)
-    for k, v in theirs.items():
-        parts = k.split(".", 2)
-        if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
-            by_block[int(parts[1])][parts[2]] = v
-    state = model.state_dict()
-    loaded, fresh, missing = [], [], []
-    for i, layer in enumerate(spec.layers):
-        mine = {k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"blocks.{i}.")}
-        if not mine:
-            continue  # no weights (pooling, dropout, ...)
-        j = names.get(layer.name) if names is not None else i
-        if j is None or j not in by_block:
-            missing.append(layer.name)
-            continue
-        src = by_block[j]
-        if i == len(spec.layers) - 1 and new_classes:
-            fresh.append(layer.name)  # the same number of classes, but other ones: a new head
-            continue
-        if set(src) != set(mine) or any(tuple(src[k].shape) != tuple(v.shape) for k, v in mine.items()):
-            if i == len(spec.layers) - 1:
-                fresh.append(layer.name)  # a new head: other classes
-                continue
-            got = {k: list(v.shape) for k, v in src.items() if k.endswith("weight")}
-            want = {k: list(v.shape) for k, v in mine.items() if k.endswith("weight")}
-            raise SpecError(f"layer '{layer.name}' has weights {got} in {source} but {want} here", "--init-from",
-                            "start from a run with the same input shape and channel count (--image-size, "
-                            "--color-mode) and the same layers")
-        for k, v in src.items():
-            state[f"blocks.{i}.{k}"] = v.to(state[f"blocks.{i}.{k}"].dtype)
-        loaded.append(layer.name)
-    if not loaded:
-        raise SpecError(f"no layer of {source} matches this model", "--init-from",
-                        "start from a run of the same model (cnnlab summary shows the layer names)")
-    model.load_state_dict(state)
-    progress_out.message(f"weights from {source}: loaded {', '.join(loaded)}"
-                         + (f"; re-initialised {', '.join(fresh)} (new output)" if fresh else "")
-                         + (f"; not in the source: {', '.join(missing)}" if missing else ""))
-    return {"source": str(source), "loaded": loaded, "reinitialised": fresh, "not_in_source": missing}
-
-
-def weights_file(backbone_text: str, weights: str, input_shape: tuple, quiet: bool = False,
-                 include_top: bool = False) -> str:
-    """``--weights``' local file for ``--backbone``: ``imagenet`` and URLs are fetched into the cache (once)."""
-    from .models.backbones import parse_backbone
-    from .models.pretrained import resolve_weights
-
-    backbone, width = parse_backbone(backbone_text)
-    size = input_shape[0] if input_shape[0] == input_shape[1] else None
-    return str(resolve_weights(weights, backbone.name, width, size, include_top, quiet))
-
-
-def pretrained_weights(model, spec: Spec, backbone_text: str, weights: str, input_shape: tuple,
-                       progress_out: Progress, quiet: bool = False, include_top: bool = False) -> dict:
-    """``--backbone NAME --weights imagenet|URL|FILE`` loaded into ``model`` (the file fetched once into
-    the cache; BGR weights made to take RGB); ``include_top``: Keras' own top loads too."""
-    from .models.backbones import parse_backbone
-
-    path = weights_file(backbone_text, weights, input_shape, quiet, include_top)
-    return backbone_weights(model, spec, path, progress_out, parse_backbone(backbone_text)[0].bgr,
-                            new_head=not include_top)
-
-
-def backbone_weights(model, spec: Spec, path: str, progress_out: Progress, bgr: bool = False,
-                     new_head: bool = True) -> dict:
-    """``--weights FILE.h5``: a backbone's pretrained weights, layer by layer by Keras' names; the
-    new head starts fresh (``new_head=False``: the file's top loads too). Every other layer must be
-    in the file, with weights that fit. ``bgr``: the weights expect BGR pixels (Keras' caffe mode);
-    the first convolution's input channels are reversed, so that it takes cnnlab's RGB and computes
-    the same numbers."""
-    from .errors import SpecError
-    from .models.kerasfiles import put_weights, read_weights
-
-    head = [spec.layers[-1].name] if new_head else []
-    order = [("input_layer", "InputLayer")] + [(layer.name, layer.type) for layer in spec.layers]  # Keras 3 files
-    state, loaded, missing = put_weights(spec, model.state_dict(), read_weights(path, order), path, skip=tuple(head))
-    if missing:
-        raise SpecError(f"the weights file has no layer {missing[0]} ({len(missing)} of the backbone's layers are "
-                        "not in it)", path, "give the weights file of the same backbone and width "
-                        "(cnnlab backbones says which)")
-    if bgr:
-        from .models.kerasfiles import bgr_to_rgb
-
-        bgr_to_rgb(spec, state)
-    model.load_state_dict(state)
-    progress_out.message(f"weights from {path}: loaded {len(loaded)} layers" +
-                         (f"; new head {', '.join(head)}" if head else ""))
-    return {"source": str(path), "loaded": loaded, "reinitialised": head, "not_in_source": []}
-
-
-def freeze_until(model, spec: Spec, name: str | None, progress_out: Progress, unfreeze_from: str | None = None) -> None:
-    """``--freeze-until NAME``: the layers up to and including NAME keep their weights.
-    ``--unfreeze-from NAME``: every layer before NAME does (NAME may be a block: ``block5`` is the
-    first layer whose name starts with ``block5_``), as Chollet unfreezes a network's last block."""
-    if name is None and unfreeze_from is None:
-        return
-    import difflib
-
-    from .errors import SpecError
-
-    names = [layer.name for layer in spec.layers]
-    asked, flag = (name, "--freeze-until") if name is not None else (unfreeze_from, "--unfreeze-from")
-    found = asked if asked in names else next((n for n in names if n.startswith(f"{asked}_")), None)
-    if found is None:
-        close = difflib.get_close_matches(asked, names, 1)
-        shown = ", ".join(names) if len(names) <= 30 else ", ".join(names[:30]) + f" ... ({len(names)} layers)"
-        raise SpecError(f"no layer or block named '{asked}'" if unfreeze_from else f"no layer named '{asked}'", flag,
-                        (f"did you mean {close[0]}? " if close else "") + f"the layers are {shown}")
-    last = names.index(found) - (1 if name is None else 0)
-    if last < 0:
-        raise SpecError(f"'{asked}' is the first layer: nothing comes before it to freeze", flag,
-                        "name a later layer, or leave the option out")
-    for i in range(last + 1):
-        model.freeze(i)
-    frozen = names[:last + 1]
-    listed = ", ".join(frozen) if len(frozen) <= 8 else f"{', '.join(frozen[:3])} ... {frozen[-1]}"
-    progress_out.message(f"frozen: {len(frozen)} layer(s): {listed}")
+    return load_matching(model, spec, theirs, names, new_classes, source, progress_out.message)
 
 
 def join_processes(cfg: TrainConfig) -> Dist:
@@ -493,17 +366,15 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     finished epoch, in its own directory: the same data, weights, optimizer state, random states
     and history, so it ends as the uninterrupted run would have. ``session``: any of SESSION_KEYS.
     A run trained on in-memory data (the API's arrays) needs the same ``dataset`` again."""
-    from .errors import RunError
-    from .runs import check_resume_point, load_weights
+    return TrainingSession.resume(path, dataset, callbacks, **session).run()
 
-    t_wall = time.perf_counter()
-    rd = RunDir(path)
-    if not rd.path.is_dir():
-        raise MissingRunError("run directory not found", str(rd.path), "give a run directory (runs/...)")
-    if not (rd / RunDir.CONFIG).is_file():
-        raise RunError("not a cnnlab run (no config.yaml)", str(rd.path),
-                       "give a run directory that cnnlab train wrote")
-    dist = join_processes_for_resume()
+
+def _resume_point(rd: RunDir, dist: Dist, session: dict) -> tuple[dict, TrainConfig, dict]:
+    """(the resume point, the run's configuration with ``session``'s changes, data.json) of a run
+    that can be resumed; one error line for one that cannot."""
+    from .errors import RunError
+    from .runs import check_resume_point
+
     where, why = rd.state() if dist.is_main else ("stopped", "")
     if where == "training":
         raise RunError(f"cannot resume: {why}", str(rd.path), "wait for it to end, or stop it first")
@@ -512,8 +383,7 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
         raise ConfigError(f"a resumed run keeps its settings; {changed[0]} cannot change", changed[0],
                           f"resume with only {', '.join(SESSION_KEYS)}, or train a new run")
     state = rd.read_resume()
-    stored = rd.read_config()
-    cfg = TrainConfig.from_stored(stored)
+    cfg = TrainConfig.from_stored(rd.read_config())
     data = rd.read_data()
     validated = "validation" in (data.get("splits") or {})
     check_resume_point(state, str(rd / RunDir.RESUME), cfg.epochs,
@@ -527,9 +397,13 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
         raise ConfigError(f"the run trained on {ranks} process(es); this is {dist.world}", "--nproc",
                           f"resume with {'--nproc ' + str(ranks) if ranks > 1 else 'one process'}: each process "
                           "continues its own random numbers")
-    threads = set_threads(cfg.threads)
-    device = process_device(cfg, dist)
-    progress_out = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
+    return state, cfg, data
+
+
+def _same_data(cfg: TrainConfig, rd: RunDir, data: dict, dataset: Dataset | None) -> Dataset:
+    """The run's data again, checked against the fingerprints it started with."""
+    from .errors import RunError
+
     if data.get("in_memory") and dataset is None:
         raise RunError("this run was trained on in-memory data", str(rd.path),
                        "resume it from Python with the same data: cnnlab.resume(run, data)")
@@ -539,121 +413,24 @@ def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), *
     if changed or set(saved) - set(ds.splits):
         raise DataError(f"the {(changed or sorted(set(saved) - set(ds.splits)))[0]} split differs from the one the "
                         "run started with", cfg.source, "resume with the same data, or train a new run")
-    spec = rd.read_spec()
-    prep = rd.read_preprocessing(spec)
-    model = build_module(spec).to(device)
-    freeze_until(model, spec, cfg.freeze_until, Progress(cfg.epochs, 1, quiet=True), cfg.unfreeze_from)
-    phase_frozen = list(state.get("phase_frozen", []))
-    if cfg.head_epochs and state["epoch"] < cfg.head_epochs:  # still in the first phase
-        for i in phase_frozen:
-            model.freeze(i)
-    weights = rd.read_optional(RunDir.CLASS_WEIGHTS)
-    weights = [float(weights[n]) for n in ds.class_names] if weights else None
-    # the best weights as of the resume point (best.safetensors may hold a later, partial epoch's)
+    return ds
+
+
+def _best_so_far(rd: RunDir, state: dict) -> dict | None:
+    """The best weights as of the resume point (best.safetensors may hold a later, partial epoch's)."""
+    from .runs import load_weights
+
     best = state.get("best_model") or (state["model"] if state.get("best_epoch") and
                                        state["best_epoch"] == state["epoch"] else None)
     if best is None and state.get("best_epoch") and (rd / RunDir.BEST).is_file():  # a point from before 0.2
         best = load_weights(rd / RunDir.BEST)
-    Progress(cfg.epochs, 1, quiet=not dist.is_main).message(
-        f"resuming {rd.path} after epoch {state['epoch']} of {cfg.epochs}"
-        + (f" (best epoch so far: {state['best_epoch']})" if state.get("best_epoch") else ""))
-    if dist.rank:
-        torch.manual_seed(cfg.seed + 7919 * dist.rank)
-    if dist.is_main:
-        rd.reopen()
-        if best is not None:
-            rd.checkpoint(best)
-    return _guarded(rd if dist.is_main else None, dist,
-                    lambda: _train_in(rd, cfg, spec, ds, prep, model, device, threads, progress_out, t_wall,
-                                      in_memory=dataset is not None, check=None, weights=weights,
-                                      user_callbacks=callbacks, resume=state, best_state=best, dist=dist,
-                                      phase_frozen=phase_frozen))
+    return best
 
 
 def join_processes_for_resume() -> Dist:
     from .engine.distributed import SINGLE, init, launched
 
     return init("auto") if launched() else SINGLE
-
-
-def _train_in(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, device,
-              threads: int, progress_out: Progress, t_wall: float, in_memory: bool, check: dict | None,
-              weights: list[float] | None, user_callbacks: list | tuple, resume: dict | None = None,
-              best_state: dict | None = None, dist: Dist | None = None, init_report: dict | None = None,
-              phase_frozen: list[int] | None = None, load_meter=None) -> Run | None:
-    from .engine.distributed import SINGLE
-
-    dist = dist or SINGLE
-    main = dist.is_main  # only rank 0 writes the run directory
-    if resume is None and main:
-        _start(rd, cfg, spec, ds, prep, model, in_memory, check, weights, progress_out)
-    y_tr = torch.from_numpy(ds["train"].y).to(device)
-    val = ds.splits.get("validation")
-    y_va = torch.from_numpy(val.y).to(device) if val is not None else None
-    if cfg.features:  # Chollet's fast feature extraction: the head trains on cached pooled features
-        x_tr, x_va, fit_prep = feature_inputs(model, spec, prep, ds, device, progress_out,
-                                              autocast_dtype(cfg.precision, device))
-    else:
-        x_tr, fit_prep = on_device(ds["train"].x, device), prep
-        x_va = on_device(val.x, device) if val is not None else None
-    steps = -(-len(x_tr) // cfg.batch_size)
-    monitor = cfg.monitor if val is not None else cfg.monitor.removeprefix("val_")  # no validation: training's
-    earlier = dict(resume or {})
-    resumes = [*earlier.get("resumes", []), earlier["epoch"]] if resume else []
-
-    def bookkeeping(state) -> dict:  # saved with each resume point
-        return {"resumes": resumes, "train_time_s": earlier.get("train_time_s", 0.0) + time.perf_counter()
-                - state.t_start, "phase_frozen": list(phase_frozen or [])}
-
-    callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best,
-                                (lambda epoch, state: rd.checkpoint(state)) if main else None, best_state=best_state)]
-    if main:
-        callbacks += [ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history)]
-    callbacks.append(EarlyStopping(monitor, cfg.patience, cfg.min_delta))
-    if cfg.time_limit is not None:
-        callbacks.append(TimeLimit(cfg.time_limit))
-    callbacks.append(ResumePoint(rd.save_resume if main else None, bookkeeping))
-    governor = None
-    if cfg.threads is None and device.type == "cpu":  # the free cores, measured (engine/threads.py)
-        from .engine.threads import ThreadGovernor
-
-        governor = ThreadGovernor(meter=load_meter)
-        callbacks.append(governor)
-    if phase_frozen and (resume is None or resume["epoch"] < cfg.head_epochs):
-        from .engine.optim import DEFAULT_LR, make_optimizer
-
-        lr = (cfg.lr or DEFAULT_LR[cfg.optimizer]) * cfg.finetune_factor
-        callbacks.insert(0, Unfreeze(cfg.head_epochs, phase_frozen, lambda: make_optimizer(
-            cfg.optimizer, [p for p in model.parameters() if p.requires_grad], lr, cfg.momentum, cfg.weight_decay)))
-    try:
-        result = fit(model, FitData(x_tr, y_tr, x_va, y_va, fit_prep), plan_from(cfg, weights),
-                     callbacks + list(user_callbacks), resume=resume, dist=dist, run_dir=str(rd.path) if rd else None)
-    finally:
-        model.start = 0  # images again: the test split, predictions and exports run the whole network
-    if not main:
-        return None
-    result.train_time_s += earlier.get("train_time_s", 0.0)
-    rd.write_history(result.history)
-    if result.best_epoch is not None:
-        rd.save_model(model.state_dict())
-    metrics = {"status": result.status, "stop_reason": result.stop_reason,
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-               "monitor": monitor,
-               "restored_best": bool(cfg.restore_best and result.best_epoch is not None),
-               "train_time_s": round(result.train_time_s, 3)}
-    if resumes:
-        metrics["resumed_after_epochs"] = resumes
-    if governor is not None and governor.changes:  # the load changed the thread count: when, and to what
-        metrics["threads_changed"] = [{"epoch": e, "step": s, "threads": t} for e, s, t in governor.changes]
-    if init_report:
-        metrics["init_from"] = init_report
-    if dist.active:
-        metrics["distributed"] = {"world_size": dist.world, "backend": dist.backend,
-                                  "global_batch_size": cfg.batch_size,
-                                  "batch_size_per_process": cfg.batch_size // dist.world}
-    if result.status in ("completed", "early_stopped", "nan_loss"):
-        rd.discard_resume()  # nothing left to continue; interrupted and timed-out runs keep theirs
-    return _evaluate_and_finish(rd, cfg, ds, result, metrics, device, threads, progress_out, t_wall)
 
 
 def feature_inputs(model, spec: Spec, prep: Preprocessing, ds: Dataset, device, progress_out: Progress,
@@ -712,51 +489,262 @@ def stored_config(cfg: TrainConfig) -> dict:
     return d
 
 
-def _start(rd: RunDir, cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessing, model, in_memory: bool,
-           check: dict | None, weights: list[float] | None, progress_out: Progress) -> None:
-    """The run directory's files that exist before the first step."""
-    rd.start(config=stored_config(cfg), spec=spec.to_dict(), preprocessing=prep.to_dict(),
-             classes={"class_names": ds.class_names, "labels": cfg.labels}, weights_init=weight_stats(model),
-             check=check, data=data_record(ds, in_memory))
-    progress_out.message(f"model {spec.name}: {spec.total_params:,} parameters; run directory {rd.path}")
-    if weights is not None:
-        rd.save_class_weights(dict(zip(ds.class_names, weights)))
-        progress_out.message("class weights: " + ", ".join(f"{n} {v:.3g}" for n, v in zip(ds.class_names, weights)))
+@dataclass
+class TrainingSession:
+    """One training run, from its checked set-up to its finished run directory. It owns what the
+    run needs: the configuration, data, spec, preprocessing, model, device, data-parallel context,
+    run directory (rank 0 only) and progress. ``start`` (a new run) and ``resume`` (a stopped run,
+    from its resume point) are its two constructors; ``run()`` trains and returns the loaded run
+    (None on ranks other than 0). train, resume, tune's trials, compare's folds and the API all
+    train through it."""
 
+    cfg: TrainConfig
+    ds: Dataset
+    spec: Spec
+    prep: Preprocessing
+    model: torch.nn.Module
+    device: torch.device
+    dist: Dist
+    rd: RunDir | None
+    progress: Progress
+    threads: int
+    t_wall: float  # when the command started: metrics' wall time counts from it
+    in_memory: bool  # the data came as arrays, not a source a resume can load again
+    callbacks: tuple = ()  # the user's
+    check: dict | None = None  # the data check's findings (a new run)
+    class_weights: list[float] | None = None
+    init_report: dict | None = None  # what --init-from or --weights loaded
+    phase_frozen: list[int] = field(default_factory=list)  # layers waiting for fine-tuning's second phase
+    load_meter: object = None  # other processes' load as the data loaded (engine/threads.py)
+    resume_point: dict | None = None  # the saved state a resumed run continues from
+    best_state: dict | None = None  # a resumed run's best weights so far
 
-def _evaluate_and_finish(rd: RunDir, cfg: TrainConfig, ds: Dataset, result, metrics: dict, device, threads: int,
-                         progress_out: Progress, t_wall: float) -> Run:
-    """Test-set evaluation with the final weights, metrics.json, and the loaded run."""
-    run_dir = rd.path
-    if result.history and result.best_epoch:
-        best = result.history[result.best_epoch - 1]
-        metrics["best"] = {k: v for k, v in best.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-    run = None
-    if result.best_epoch is not None and result.status not in ("interrupted", "nan_loss") and "test" in ds.splits:
-        run = load_run(run_dir, device=str(device))
-        t = ds["test"]
-        ev = evaluate_probs(run.predict_proba(t.x), t.y, ds.class_names)
-        rd.save_evaluation({"split": "test", **ev})
-        metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
-    metrics["wall_time_s"] = round(time.perf_counter() - t_wall, 3)
-    metrics["environment"] = environment(str(device), threads, cfg.seed)
-    metrics["environment"]["precision"] = describe(autocast_dtype(cfg.precision, device))
-    metrics["environment"]["pid"] = os.getpid()
-    rd.finish(metrics)
-    progress_out.message(f"stopped: {result.stop_reason}")
-    if result.status == "nan_loss":
-        kept = (f"the best checkpoint (epoch {result.best_epoch}) is kept in {run_dir}"
-                if result.best_epoch else f"no epoch finished, so there is no checkpoint; see {run_dir}")
-        raise TrainingError(f"training stopped: the loss became NaN at {result.nan_at}", str(run_dir),
-                            f"lower --lr or check the data's scaling; {kept}")
-    if run is None and result.best_epoch is not None:
-        run = load_run(run_dir, device=str(device))
-    if run is None:
-        resumable = (run_dir / RunDir.RESUME).is_file()
-        in_memory = (rd.read_optional(RunDir.DATA) or {}).get("in_memory")
-        raise TrainingError(f"training ended before an epoch finished ({result.stop_reason})", str(run_dir),
-                            (f"continue it: cnnlab train --resume {run_dir}" + (" (from Python: cnnlab.resume(RUN, "
-                             "data))" if in_memory else "")) if resumable else "train again")
-    run.metrics = metrics
-    run.dataset = ds  # figures and the report reuse it instead of reloading
-    return run
+    @classmethod
+    def start(cls, cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset | None = None,
+              callbacks: list | tuple = ()) -> TrainingSession:
+        """A new run, checked (config, spec, data, weights) before its directory is created."""
+        t_wall = time.perf_counter()
+        from .engine.threads import LoadMeter
+
+        # other processes' load while the data loads: the governor's first thread count (engine/threads.py)
+        load_meter = LoadMeter() if cfg.threads is None else None
+        cfg.validate()
+        dist = join_processes(cfg)
+        threads = set_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        device = process_device(cfg, dist)
+        progress = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
+        check_writable(cfg.runs_dir)
+        ds, spec = _data_and_spec(cfg, spec_override, dataset, device)
+        _say_plan(cfg, ds, dist, progress)
+        with warnings.catch_warnings():
+            if not dist.is_main:  # every rank checks the same data; one says what it found
+                warnings.simplefilter("ignore")
+            check = data_check(cfg, ds, progress) if cfg.check else None
+        # a bad class-weight file fails here, before the run directory exists
+        weights = class_weights(cfg.class_weight, ds["train"].y, ds.class_names) if cfg.class_weight != "none" \
+            else None
+        prep = Preprocessing.fit(cfg.scale, ds["train"].x)
+        model, init_report, phase_frozen = _initial_model(cfg, spec, ds, prep, device, dist, progress)
+        if dist.rank:
+            torch.manual_seed(cfg.seed + 7919 * dist.rank)  # the same initial model, each rank its own dropout
+        rd = RunDir.create(cfg.runs_dir, cfg.name or f"{spec.name}-{ds.source.split(':')[0]}") if dist.is_main \
+            else None
+        return cls(cfg, ds, spec, prep, model, device, dist, rd, progress, threads, t_wall, dataset is not None,
+                   tuple(callbacks), check, weights, init_report, phase_frozen, load_meter)
+
+    @classmethod
+    def resume(cls, path, dataset: Dataset | None = None, callbacks: list | tuple = (),
+               **session) -> TrainingSession:
+        """A stopped run, from its resume point; ``session``: any of SESSION_KEYS."""
+        from .errors import RunError
+
+        t_wall = time.perf_counter()
+        rd = RunDir(path)
+        if not rd.path.is_dir():
+            raise MissingRunError("run directory not found", str(rd.path), "give a run directory (runs/...)")
+        if not (rd / RunDir.CONFIG).is_file():
+            raise RunError("not a cnnlab run (no config.yaml)", str(rd.path),
+                           "give a run directory that cnnlab train wrote")
+        dist = join_processes_for_resume()
+        state, cfg, data = _resume_point(rd, dist, session)
+        threads = set_threads(cfg.threads)
+        device = process_device(cfg, dist)
+        progress = Progress(cfg.epochs, 1, cfg.quiet or not dist.is_main)
+        ds = _same_data(cfg, rd, data, dataset)
+        spec = rd.read_spec()
+        prep = rd.read_preprocessing(spec)
+        model = build_module(spec).to(device)
+        freeze_until(model, spec, cfg.freeze_until, lambda line: None, cfg.unfreeze_from)
+        phase_frozen = list(state.get("phase_frozen", []))
+        if cfg.head_epochs and state["epoch"] < cfg.head_epochs:  # still in the first phase
+            for i in phase_frozen:
+                model.freeze(i)
+        weights = rd.read_optional(RunDir.CLASS_WEIGHTS)
+        weights = [float(weights[n]) for n in ds.class_names] if weights else None
+        best = _best_so_far(rd, state)
+        Progress(cfg.epochs, 1, quiet=not dist.is_main).message(
+            f"resuming {rd.path} after epoch {state['epoch']} of {cfg.epochs}"
+            + (f" (best epoch so far: {state['best_epoch']})" if state.get("best_epoch") else ""))
+        if dist.rank:
+            torch.manual_seed(cfg.seed + 7919 * dist.rank)
+        if dist.is_main:
+            rd.reopen()
+            if best is not None:
+                rd.checkpoint(best)
+        return cls(cfg, ds, spec, prep, model, device, dist, rd if dist.is_main else None, progress, threads,
+                   t_wall, dataset is not None, tuple(callbacks), None, weights, None, phase_frozen,
+                   resume_point=state, best_state=best)
+
+    def run(self) -> Run | None:
+        """Train (SIGTERM a clean stop); the run directory says how it ended, whatever happened."""
+        return _guarded(self.rd, self.dist, self._train)
+
+    # ------------------------------------------------------------------ the steps of run()
+    def _train(self) -> Run | None:
+        cfg, main = self.cfg, self.dist.is_main  # only rank 0 writes the run directory
+        if self.resume_point is None and main:
+            self._write_start()
+        data = self._fit_data()
+        val = data.x_val is not None
+        monitor = cfg.monitor if val else cfg.monitor.removeprefix("val_")  # no validation: training's
+        callbacks, governor = self._loop_callbacks(monitor, -(-len(data.x_train) // cfg.batch_size))
+        try:
+            result = fit(self.model, data, plan_from(cfg, self.class_weights), callbacks + list(self.callbacks),
+                         resume=self.resume_point, dist=self.dist, run_dir=str(self.rd.path) if self.rd else None)
+        finally:
+            self.model.start = 0  # images again: the test split, predictions and exports run the whole network
+        if not main:
+            return None
+        result.train_time_s += (self.resume_point or {}).get("train_time_s", 0.0)
+        self.rd.write_history(result.history)
+        if result.best_epoch is not None:
+            self.rd.save_model(self.model.state_dict())
+        metrics = self._metrics(result, monitor, governor)
+        if result.status in ("completed", "early_stopped", "nan_loss"):
+            self.rd.discard_resume()  # nothing left to continue; interrupted and timed-out runs keep theirs
+        return self._evaluate_and_finish(result, metrics)
+
+    def _write_start(self) -> None:
+        """The run directory's files that exist before the first step."""
+        rd, ds = self.rd, self.ds
+        rd.start(config=stored_config(self.cfg), spec=self.spec.to_dict(), preprocessing=self.prep.to_dict(),
+                 classes={"class_names": ds.class_names, "labels": self.cfg.labels},
+                 weights_init=weight_stats(self.model), check=self.check, data=data_record(ds, self.in_memory))
+        self.progress.message(f"model {self.spec.name}: {self.spec.total_params:,} parameters; run directory "
+                              f"{rd.path}")
+        if self.class_weights is not None:
+            rd.save_class_weights(dict(zip(ds.class_names, self.class_weights)))
+            self.progress.message("class weights: " + ", ".join(
+                f"{n} {v:.3g}" for n, v in zip(ds.class_names, self.class_weights)))
+
+    def _fit_data(self) -> FitData:
+        """The training and validation inputs on the device: images, or with --recipe features the
+        backbone's cached pooled features."""
+        ds, device = self.ds, self.device
+        y_tr = torch.from_numpy(ds["train"].y).to(device)
+        val = ds.splits.get("validation")
+        y_va = torch.from_numpy(val.y).to(device) if val is not None else None
+        if self.cfg.features:  # Chollet's fast feature extraction: the head trains on cached pooled features
+            x_tr, x_va, fit_prep = feature_inputs(self.model, self.spec, self.prep, ds, device, self.progress,
+                                                  autocast_dtype(self.cfg.precision, device))
+        else:
+            x_tr, fit_prep = on_device(ds["train"].x, device), self.prep
+            x_va = on_device(val.x, device) if val is not None else None
+        return FitData(x_tr, y_tr, x_va, y_va, fit_prep)
+
+    def _loop_callbacks(self, monitor: str, steps: int) -> tuple[list, object]:
+        """The loop's own callbacks (best checkpoint, progress, history, early stopping, time limit,
+        resume points, the thread governor, fine-tuning's second phase) and the governor (or None)."""
+        cfg, rd, main = self.cfg, self.rd, self.dist.is_main
+        earlier = dict(self.resume_point or {})
+        resumes = self._resumes()
+
+        def bookkeeping(state) -> dict:  # saved with each resume point
+            return {"resumes": resumes, "train_time_s": earlier.get("train_time_s", 0.0) + time.perf_counter()
+                    - state.t_start, "phase_frozen": list(self.phase_frozen or [])}
+
+        callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best,
+                                    (lambda epoch, state: rd.checkpoint(state)) if main else None,
+                                    best_state=self.best_state)]
+        if main:
+            callbacks += [ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history)]
+        callbacks.append(EarlyStopping(monitor, cfg.patience, cfg.min_delta))
+        if cfg.time_limit is not None:
+            callbacks.append(TimeLimit(cfg.time_limit))
+        callbacks.append(ResumePoint(rd.save_resume if main else None, bookkeeping))
+        governor = None
+        if cfg.threads is None and self.device.type == "cpu":  # the free cores, measured (engine/threads.py)
+            from .engine.threads import ThreadGovernor
+
+            governor = ThreadGovernor(meter=self.load_meter)
+            callbacks.append(governor)
+        if self.phase_frozen and (self.resume_point is None or self.resume_point["epoch"] < cfg.head_epochs):
+            from .engine.optim import DEFAULT_LR, make_optimizer
+
+            lr = (cfg.lr or DEFAULT_LR[cfg.optimizer]) * cfg.finetune_factor
+            callbacks.insert(0, Unfreeze(cfg.head_epochs, self.phase_frozen, lambda: make_optimizer(
+                cfg.optimizer, [p for p in self.model.parameters() if p.requires_grad], lr, cfg.momentum,
+                cfg.weight_decay)))
+        return callbacks, governor
+
+    def _resumes(self) -> list[int]:
+        """The epochs after which this run was resumed, this time included."""
+        point = self.resume_point
+        return [*point.get("resumes", []), point["epoch"]] if point else []
+
+    def _metrics(self, result, monitor: str, governor) -> dict:
+        metrics = {"status": result.status, "stop_reason": result.stop_reason,
+                   "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                   "monitor": monitor,
+                   "restored_best": bool(self.cfg.restore_best and result.best_epoch is not None),
+                   "train_time_s": round(result.train_time_s, 3)}
+        if self._resumes():
+            metrics["resumed_after_epochs"] = self._resumes()
+        if governor is not None and governor.changes:  # the load changed the thread count: when, and to what
+            metrics["threads_changed"] = [{"epoch": e, "step": s, "threads": t} for e, s, t in governor.changes]
+        if self.init_report:
+            metrics["init_from"] = self.init_report
+        if self.dist.active:
+            metrics["distributed"] = {"world_size": self.dist.world, "backend": self.dist.backend,
+                                      "global_batch_size": self.cfg.batch_size,
+                                      "batch_size_per_process": self.cfg.batch_size // self.dist.world}
+        return metrics
+
+    def _evaluate_and_finish(self, result, metrics: dict) -> Run:
+        """Test-set evaluation with the final weights, metrics.json, and the loaded run."""
+        rd, ds, device = self.rd, self.ds, self.device
+        run_dir = rd.path
+        if result.history and result.best_epoch:
+            best = result.history[result.best_epoch - 1]
+            metrics["best"] = {k: v for k, v in best.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        run = None
+        if result.best_epoch is not None and result.status not in ("interrupted", "nan_loss") and "test" in ds.splits:
+            run = load_run(run_dir, device=str(device))
+            t = ds["test"]
+            ev = evaluate_probs(run.predict_proba(t.x), t.y, ds.class_names)
+            rd.save_evaluation({"split": "test", **ev})
+            metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
+        metrics["wall_time_s"] = round(time.perf_counter() - self.t_wall, 3)
+        metrics["environment"] = environment(str(device), self.threads, self.cfg.seed)
+        metrics["environment"]["precision"] = describe(autocast_dtype(self.cfg.precision, device))
+        metrics["environment"]["pid"] = os.getpid()
+        rd.finish(metrics)
+        self.progress.message(f"stopped: {result.stop_reason}")
+        if result.status == "nan_loss":
+            kept = (f"the best checkpoint (epoch {result.best_epoch}) is kept in {run_dir}"
+                    if result.best_epoch else f"no epoch finished, so there is no checkpoint; see {run_dir}")
+            raise TrainingError(f"training stopped: the loss became NaN at {result.nan_at}", str(run_dir),
+                                f"lower --lr or check the data's scaling; {kept}")
+        if run is None and result.best_epoch is not None:
+            run = load_run(run_dir, device=str(device))
+        if run is None:
+            resumable = (run_dir / RunDir.RESUME).is_file()
+            in_memory = (rd.read_optional(RunDir.DATA) or {}).get("in_memory")
+            raise TrainingError(f"training ended before an epoch finished ({result.stop_reason})", str(run_dir),
+                                (f"continue it: cnnlab train --resume {run_dir}" + (" (from Python: cnnlab.resume("
+                                 "RUN, data))" if in_memory else "")) if resumable else "train again")
+        run.metrics = metrics
+        run.dataset = ds  # figures and the report reuse it instead of reloading
+        return run

@@ -199,7 +199,7 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
 
     names = resolve_models(models)
     subsamples = per_model(subsample_n, names, "--subsample", int)
-    limits = per_model(time_limit, names, "--trial-time-limit", float)
+    limits = per_model(time_limit, names, "--trial-time-limit (--time-limit)", float)
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}", "--jobs", "use e.g. --jobs 2")
     explicit_none = [k for k, v in options.items() if v is None]

@@ -338,7 +338,8 @@ def check_points(s: Search, ds) -> None:
     draws it fails with its reason, and the search goes on."""
     import torch
 
-    from ..training import check_training_memory, resolve_spec, weights_file
+    from ..models.init import weights_file
+    from ..training import check_training_memory, resolve_spec
     from .space import points_to_check
 
     base = s.base_config()
@@ -391,10 +392,12 @@ def make_search(source: str, space: str | dict, *, trials: int = 20, time_limit:
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ConfigError(f"trials must be a whole number of at least 1, got {trials!r}", "--trials",
                           "use e.g. --trials 20")
-    for name, v in (("--search-time-limit", time_limit), ("--trial-time-limit", trial_time_limit)):
+    for name, old, v in (("--search-time-limit", " (--time-limit)", time_limit),
+                         ("--trial-time-limit", "", trial_time_limit)):
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0
                               or v != v or v == float("inf")):
-            raise ConfigError(f"{name} must be a number of seconds above 0, got {v!r}", name, f"use e.g. {name} 600")
+            raise ConfigError(f"{name} must be a number of seconds above 0, got {v!r}", name + old,
+                              f"use e.g. {name} 600")
     if isinstance(space, dict):
         from .space import check_space
 
