@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -193,3 +194,39 @@ def test_serve_with_the_onnx_engine_answers_like_torch(tmp_path):
         assert explained["gradcam_png"]  # figures still come from the torch model
     assert (run.path / "model.onnx").is_file()  # exported on first use
     np.testing.assert_allclose(answers["onnx"], answers["torch"], atol=1e-5)
+
+
+def test_a_new_export_format_and_engine_are_one_file_each(tmp_path, monkeypatch, capsys):
+    """Issue 29: an export format and a prediction engine register like layer kinds. One file here
+    adds both (weights as a NumPy archive; an engine that always says the last class), and the
+    command line offers and runs them end to end."""
+    from cnnlab.shipping import ENGINES, FORMATS, Engine, ExportFormat, register_engine, register_format
+
+    (tmp_path / "myplugin.py").write_text(textwrap.dedent('''
+        import numpy as np
+
+        def export(run, out, options):
+            path = out or str(run.path / "model.npz")
+            np.savez(path, **{k: v.detach().cpu().numpy() for k, v in run.model.state_dict().items()})
+            return [f"wrote {path}"]
+
+        def last_class(run):
+            k = len(run.class_names)
+            return run.with_engine(lambda x, batch_size=256: np.eye(k, dtype=np.float32)[[k - 1] * len(x)])
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("cnnlab.shipping.FORMATS", dict(FORMATS))  # the registries as they were, after the test
+    monkeypatch.setattr("cnnlab.shipping.ENGINES", dict(ENGINES))
+    register_format(ExportFormat("npz", "weights as a NumPy archive", "myplugin:export"))
+    register_engine(Engine("last", "always the last class", "myplugin:last_class"))
+    run = train_tiny_run(tmp_path, class_names=["horizontal", "vertical", "diagonal"])
+    assert main(["export", str(run.path), "--format", "npz"]) == 0
+    assert f"wrote {run.path / 'model.npz'}" in capsys.readouterr().out
+    saved = np.load(run.path / "model.npz")
+    assert all(np.array_equal(saved[k], v.cpu().numpy()) for k, v in run.model.state_dict().items())
+    x, _ = bars(2, seed=7)
+    Image.fromarray(x[0][..., 0]).save(tmp_path / "a.png")
+    assert main(["predict", str(run.path), str(tmp_path / "a.png"), "--engine", "last"]) == 0
+    assert "diagonal" in capsys.readouterr().out
+    code = main(["export", str(run.path), "--format", "tflite"])
+    assert code == 2 and "(choose from 'onnx', 'keras', 'npz')" in capsys.readouterr().err

@@ -4,6 +4,7 @@ only where the hardware has it natively; the run records what it used."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -76,8 +77,10 @@ def test_prediction_precision(tmp_path, capsys):
     run = _train(tmp_path, "p", precision="fp32")
     xt, _ = bars(6, seed=2)
     exact = run.predict_proba(xt)
-    run.precision = "bf16"
-    low = run.predict_proba(xt)
+    low = run.with_precision("bf16").predict_proba(xt)
+    assert run.precision == "fp32"  # a view is a new run; this one is unchanged, and cannot be changed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.precision = "bf16"
     assert low.dtype == np.float32 and np.abs(low - exact).max() < 0.05
     assert np.allclose(low.sum(1), 1, atol=1e-5)
     assert main(["evaluate", str(run.path), "--precision", "bf16", "--json"]) == 0

@@ -19,7 +19,7 @@ import torch
 
 from . import atomic
 from .errors import CnnlabError, RunError, first_line
-from .runs import Run, as_run
+from .runs import Run, RunDir, as_run
 
 ONNX_HINT = "pip install 'cnnlab[onnx]' (onnx and onnxruntime)"
 TOLERANCE = 1e-5  # the largest probability difference an export may show against the run
@@ -91,7 +91,7 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
     onnx, _ = require_onnx()
     if not 7 <= opset <= 23:
         raise CnnlabError(f"opset {opset} is not one the exporter writes", "--opset", "use e.g. --opset 17")
-    out = Path(out) if out else run.path / "model.onnx"
+    out = Path(out) if out else run.path / RunDir.ONNX
     h, w = run.image_size
     c = 3 if run.color_mode == "rgb" else 1
     wrapper = RawImageModel(run)
@@ -188,8 +188,8 @@ def verify(path: str | Path, run: Run, images: np.ndarray) -> tuple[float, bool]
 
 def onnx_file(run: Run) -> Path:
     """RUN/model.onnx, exported now if it is missing or older than the run's weights."""
-    path = run.path / "model.onnx"
-    weights = run.path / ("model.safetensors" if (run.path / "model.safetensors").is_file() else "best.safetensors")
+    path = run.path / RunDir.ONNX
+    weights = RunDir(run.path).weights_file()
     if not path.is_file() or path.stat().st_mtime < weights.stat().st_mtime:
         try:
             export_onnx(run, path)
@@ -213,7 +213,7 @@ def snippet(run: Run, path: Path) -> str:
 
 
 def use_onnx(run: Run) -> Run:
-    """Let ``run`` predict with ONNX Runtime on its exported model (RUN/model.onnx, exported now when
+    """``run`` predicting with ONNX Runtime on its exported model (RUN/model.onnx, exported now when
     missing or older than the weights); a model.onnx of other weights is refused."""
     path = onnx_file(run)
     sess = session(path)
@@ -223,8 +223,7 @@ def use_onnx(run: Run) -> Run:
         sess = session(path)
     check_identity(sess, run, path)
     binary = run.spec.head == "binary"
-    run.engine = lambda x, batch_size=256: onnx_proba(sess, x, binary, batch_size)
-    return run
+    return run.with_engine(lambda x, batch_size=256: onnx_proba(sess, x, binary, batch_size))
 
 
 def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarray | None = None) -> dict:
@@ -236,7 +235,7 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     from .models.kerasfiles import keras_proba, parse_keras_spec, read_keras, write_keras
 
     run = as_run(run)
-    out = Path(out) if out else run.path / "model.keras"
+    out = Path(out) if out else run.path / RunDir.KERAS
     if out.is_dir():
         raise CnnlabError("the output is a folder", str(out), "give a file name, e.g. --out model.keras")
     h, w = run.image_size
@@ -281,3 +280,21 @@ def keras_snippet(run: Run, path: Path) -> str:
     h, w = run.image_size
     c = 3 if run.color_mode == "rgb" else 1
     return KERAS_SNIPPET.format(path=path, mode="RGB" if c == 3 else "L", w=w, h=h, c=c)
+
+
+def onnx_command(run: Run, out: str | None, options: dict) -> list[str]:
+    """``cnnlab export --format onnx``: the file written and checked, and how to use it."""
+    result = export_onnx(run, out, options.get("opset", 17))
+    return [f"wrote {result['path']} (opset {result['opset']}; checked on {result['checked_images']} images: largest "
+            f"probability difference {result['max_abs_diff']:.1e})", "use it with onnxruntime:",
+            snippet(run, result["path"])]
+
+
+def keras_command(run: Run, out: str | None, options: dict) -> list[str]:
+    """``cnnlab export --format keras``: the file written and checked, and how to use it."""
+    result = export_keras(run, out)
+    lines = [f"wrote {result['path']} (checked on {result['checked_images']} images: largest probability "
+             f"difference {result['max_abs_diff']:.1e})"]
+    if result["flip_tta_left_out"]:
+        lines.append("note: the run averages flipped images (--tta flip); the .keras model predicts without that")
+    return lines + ["use it with Keras 3:", keras_snippet(run, result["path"])]

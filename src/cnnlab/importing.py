@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,7 @@ def import_keras(path: str | Path, *, data: str | None = None, class_names: str 
     except BaseException:
         shutil.rmtree(rd.path, ignore_errors=True)  # no half-written run is left behind
         raise
-    run = load_run(rd.path)
-    run.dataset = ds
+    run = replace(load_run(rd.path), dataset=ds)
     progress(f"imported {spec.name}: {spec.total_params:,} parameters, {len(spec.layers)} layers, classes "
              f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}; pixels scaled: {mode}")
     if ds is not None:

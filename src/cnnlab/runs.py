@@ -19,7 +19,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +182,11 @@ def run_state(run_dir: Path) -> tuple[str, str]:
                        "the weights are the last checkpoint it saved")
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Run:
-    """A loaded run: its model, preprocessing, class names and records."""
+    """A loaded run: its model, preprocessing, class names and records. Immutable: another way of
+    predicting is a new view of the same run (``with_engine``, ``with_precision``); the one thing it
+    keeps once made is its data, loaded on first use (``dataset_or``)."""
 
     path: Path
     spec: Spec
@@ -202,6 +204,28 @@ class Run:
     engine: object = field(default=None, repr=False, compare=False)
     # predictions' precision: fp32 (exact), or auto / bf16 / fp16 autocast (engine.precision)
     precision: str = "fp32"
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)  # the data, once loaded
+
+    def with_engine(self, engine) -> Run:
+        """This run predicting with ``engine`` (probabilities of conformed uint8 images, e.g. ONNX
+        Runtime's: exporting.use_onnx); None: the torch model again."""
+        return replace(self, engine=engine)
+
+    def with_precision(self, precision: str) -> Run:
+        """This run predicting in ``precision`` (fp32, or auto / bf16 / fp16 autocast)."""
+        return replace(self, precision=precision)
+
+    def with_results(self, metrics: dict, dataset=None) -> Run:
+        """This run with the metrics of the training that just ended, and its data."""
+        return replace(self, metrics=metrics, dataset=dataset)
+
+    def dataset_or(self, load) -> object:
+        """The run's data: the one it was made with, else ``load(self)``, called once per run."""
+        if self.dataset is not None:
+            return self.dataset
+        if "dataset" not in self._memo:
+            self._memo["dataset"] = load(self)
+        return self._memo["dataset"]
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -306,6 +330,8 @@ class RunDir:
     WEIGHTS_INIT = "weights_init.json"  # weight statistics at initialisation (histograms)
     REPORT = "report.html"
     RESUME = "resume.pt"  # after each epoch: what `cnnlab train --resume` needs; removed when the run ends
+    ONNX = "model.onnx"  # cnnlab export's default ONNX file (and the onnx engine's)
+    KERAS = "model.keras"  # cnnlab export --format keras's default file
     REQUIRED = (SPEC, PREPROCESSING, CLASSES, DATA)
 
     def __init__(self, path: str | Path):
@@ -527,8 +553,7 @@ class RunDir:
         class_names = self.read_class_names(spec)
         prep = self.read_preprocessing(spec)
         run = Run(p, spec, model, prep, class_names, self.read_data(), config, self.read_metrics(),
-                  self.read_history())
-        run.state = state
+                  self.read_history(), state=state)
         if state != "finished":
             warn(f"the run did not finish: {why}", str(p),
                  "wait for it to finish" if state == "training" else

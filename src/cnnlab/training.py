@@ -745,6 +745,4 @@ class TrainingSession:
             raise TrainingError(f"training ended before an epoch finished ({result.stop_reason})", str(run_dir),
                                 (f"continue it: cnnlab train --resume {run_dir}" + (" (from Python: cnnlab.resume("
                                  "RUN, data))" if in_memory else "")) if resumable else "train again")
-        run.metrics = metrics
-        run.dataset = ds  # figures and the report reuse it instead of reloading
-        return run
+        return run.with_results(metrics, ds)  # figures and the report reuse the data instead of reloading

@@ -40,6 +40,14 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
                    help="torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does it natively")
 
 
+def add_engine_option(p: argparse.ArgumentParser) -> None:
+    """``--engine`` of a command that predicts with a run (predict, serve): the registered engines."""
+    from ..shipping import ENGINES
+
+    p.add_argument("--engine", default="torch", choices=list(ENGINES),
+                   help="what predicts: " + "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values()))
+
+
 def add_track_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tracking")
     g.add_argument("--track", choices=("tensorboard", "mlflow"), default=None,

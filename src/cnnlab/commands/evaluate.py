@@ -29,8 +29,7 @@ def handle(args) -> int:
     from ..evaluation import format_evaluation
     from ..runs import load_run
 
-    run = load_run(args.run)
-    run.precision = args.precision
+    run = load_run(args.run).with_precision(args.precision)
     ev = evaluate(run, args.source, args.split)
     if args.json:
         print(json.dumps({k: v for k, v in ev.items() if k != "report_text"}, indent=2, ensure_ascii=False))

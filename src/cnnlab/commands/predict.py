@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..textwidth import ljust
-from . import add_precision_option
+from . import add_engine_option, add_precision_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--label-column", default=None, help="CSV template: the column to fill")
     pr.add_argument("--submission", action="store_true",
                     help="CSV template: write only the template's columns (a competition submission)")
-    pr.add_argument("--engine", default="torch", choices=["torch", "onnx"],
-                    help="onnx: ONNX Runtime on RUN/model.onnx (exported first when missing; pip install "
-                    "'cnnlab[onnx]')")
+    add_engine_option(pr)
     add_precision_option(pr)
     pr.set_defaults(func=handle)
 
@@ -40,17 +38,15 @@ def handle(args) -> int:
         from ..errors import ConfigError
         from ..prediction import imagenet_run
 
-        if args.engine == "onnx":
-            raise ConfigError("--engine onnx needs a run directory to export into", "--engine",
+        if args.engine != "torch":
+            raise ConfigError(f"--engine {args.engine} needs a run directory to export into", "--engine",
                               "leave out --engine for imagenet:NAME")
         run = imagenet_run(args.run)
     else:
         run = load_run(args.run)
-    run.precision = args.precision
-    if args.engine == "onnx":
-        from ..exporting import use_onnx
+    from ..shipping import ENGINES
 
-        use_onnx(run)
+    run = ENGINES[args.engine].apply(run.with_precision(args.precision))
     if len(args.inputs) == 1 and args.inputs[0].lower().endswith(".csv") and Path(args.inputs[0]).is_file():
         cols, rows = predict_template(run, args.inputs[0], args.image_column, args.image_pattern,
                                       args.label_column, args.top_k, args.submission)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import add_engine_option
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -21,8 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image, pixels (413 above)")
     sv.add_argument("--threads", type=int, default=1,
                     help="torch threads per request; concurrent requests already use the other cores")
-    sv.add_argument("--engine", default="torch", choices=["torch", "onnx"],
-                    help="onnx: predictions through ONNX Runtime on each run's model.onnx (exported when missing)")
+    add_engine_option(sv)
     sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                     help="server log level")
     sv.set_defaults(func=handle)

@@ -48,7 +48,7 @@ def handle(args) -> int:
             run = train(cfg, callbacks=[live] if live else ())
         except Exception as e:  # the tracked run ends as failed, not running
             where = Path(getattr(e, "where", None) or "")
-            if live is not None and (where / "metrics.json").is_file():  # the loss became NaN: the run is kept
+            if live is not None and (where / RunDir.METRICS).is_file():  # the loss became NaN: the run is kept
                 tracker.log_run(where, live=live)
             elif live is not None:
                 live.abandon()

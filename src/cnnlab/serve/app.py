@@ -26,6 +26,7 @@ from ..data.drawing import prepare_drawing
 from ..data.images import to_array
 from ..errors import CnnlabError, CnnlabWarning, RunError
 from ..runs import RunDir, load_run
+from ..shipping import ENGINES
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 25_000_000  # 5,000 x 5,000
@@ -96,10 +97,7 @@ class Runs:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always", CnnlabWarning)
                         run = load_run(self.dirs[rid])
-                        if self.engine == "onnx":
-                            from ..exporting import use_onnx
-
-                            use_onnx(run)
+                        run = ENGINES[self.engine].apply(run)
                         self._loaded[rid] = (run, threading.Lock())
                     for w in caught:
                         self._described[rid]["warning"] = str(w.message)
@@ -266,10 +264,7 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
     from ..version import __version__
     from .page import page_html
 
-    if engine == "onnx":
-        from ..exporting import require_onnx
-
-        require_onnx()  # before the server starts: the packages are there
+    ENGINES[engine].require()  # before the server starts: what the engine needs is there
     runs = Runs(paths, engine)
     app = FastAPI(title="cnnlab serve", version=__version__, docs_url=None, redoc_url=None,
                   description="Classify images with trained cnnlab runs. POST /api/predict with a multipart "

@@ -117,7 +117,6 @@ def refit_best(s: Search, study, full=None) -> dict | None:
     count; a schedule (one-cycle, cosine) for the trial's epochs, so it runs as it did. ``full``:
     the source's splits if already loaded (else read again)."""
     import numpy as np
-    import yaml
     from optuna.trial import TrialState
 
     from ..data.dataset import Dataset, Split
@@ -135,7 +134,7 @@ def refit_best(s: Search, study, full=None) -> dict | None:
         raise ConfigError(f"the best trial's run directory is not on this machine: {run_dir}", "--refit",
                           "refit on the machine that ran that trial")
     rd = RunDir(run_dir)
-    stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    stored = rd.read_config()
     spec = rd.read_optional(RunDir.SPEC)
     if full is None:
         full, _ = trial_data(s)

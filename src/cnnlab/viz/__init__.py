@@ -278,11 +278,9 @@ def default_split(run) -> str:
 def run_split(run, split: str = "test"):
     """One split of the run's data, reloaded from its source and split as in training
     (loaded once per run object)."""
-    if run.dataset is None:
-        from ..api import run_dataset
+    from ..api import run_dataset
 
-        run.dataset = run_dataset(run)
-    ds = run.dataset
+    ds = run.dataset_or(run_dataset)
     if split not in ds.splits:
         from ..errors import DataError
 
