@@ -139,3 +139,57 @@ def test_missing_extra_and_uri_without_tracker_are_one_line(data, spec, tmp_path
     err = capsys.readouterr().err
     assert "pip install 'cnnlab[track]'" in err and err.count("\n") == 1
     assert not any((tmp_path).glob("*-npz"))  # nothing trained
+
+
+def test_a_new_tracker_is_one_class(data, spec, tmp_path, monkeypatch):
+    """Issue 29: a tracker kind registers like a layer kind. One file adds a tracker that appends
+    JSON lines; --track offers it, and train logs each epoch and the finished run through it."""
+    import textwrap
+
+    import cnnlab.tracking as tracking
+
+    monkeypatch.setattr(tracking, "TRACKERS", dict(tracking.TRACKERS))  # as it was, after the test
+    (tmp_path / "jsonl_tracker.py").write_text(textwrap.dedent('''
+        import json
+        from pathlib import Path
+
+        from cnnlab.tracking import Tracker, register_tracker
+
+        @register_tracker
+        class JsonLines(Tracker):
+            kind = "jsonl"
+
+            def default_uri(self, runs_dir):
+                return str(runs_dir / "log.jsonl")
+
+            def open_store(self):
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                Path(self.uri).touch()
+
+            def write(self, **row):
+                with open(self.uri, "a") as f:
+                    f.write(json.dumps(row) + "\\n")
+
+            def start(self, live, name):
+                live.handle = name
+
+            def epoch(self, live, logs, epoch, model):
+                self.write(run=live.handle, epoch=epoch, loss=logs["loss"])
+
+            def abandon(self, live):
+                self.write(run=live.handle, failed=True)
+
+            def log_run(self, run_dir, *, live=None, experiment=None, parent=None, name=None, tags=None):
+                metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+                self.write(run=Path(run_dir).name, test_accuracy=metrics["test"]["accuracy"])
+                return self.uri
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import jsonl_tracker  # noqa: F401  (registers the kind)
+
+    assert main(["train", data, "--model", spec, "--epochs", "2", "--runs-dir", str(tmp_path / "runs"),
+                 "--no-report", "--quiet", "--track", "jsonl"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "log.jsonl").read_text().splitlines()]
+    run = only_run(tmp_path / "runs")
+    assert [r.get("epoch") for r in rows] == [1, 2, None] and {r["run"] for r in rows} == {run.name}
+    assert rows[-1]["test_accuracy"] == json.loads((run / "metrics.json").read_text())["test"]["accuracy"]

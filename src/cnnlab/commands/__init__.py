@@ -50,7 +50,9 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
 
 def add_track_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tracking")
-    g.add_argument("--track", choices=("tensorboard", "mlflow"), default=None,
+    from ..tracking import TRACKERS
+
+    g.add_argument("--track", choices=list(TRACKERS), default=None,
                    help="also log to TensorBoard event files or an MLflow tracking store (needs cnnlab[track]; "
                    "default: neither)")
     g.add_argument("--track-uri", default=None, metavar="URI",
@@ -66,9 +68,9 @@ def tracker_from(args: argparse.Namespace, runs_dir, experiment: str = "cnnlab")
 
             raise ConfigError("--track-uri needs --track", "--track-uri", "add --track tensorboard or --track mlflow")
         return None
-    from ..tracking import Tracker
+    from ..tracking import make_tracker
 
-    return Tracker(args.track, args.track_uri, runs_dir, experiment)
+    return make_tracker(args.track, args.track_uri, runs_dir, experiment)
 
 
 def given_options(args: argparse.Namespace) -> dict:
