@@ -1,4 +1,5 @@
-"""Every example in README.md runs, line by line, on tiny stand-ins for the data it names.
+"""Every example in README.md and in the guides it links (docs/*.md, those in GUIDES, in that order)
+runs, line by line, on tiny stand-ins for the data it names; every relative link resolves.
 
 A "world" folder holds what the examples refer to: Fashion-MNIST and MNIST as small IDX files
 (found through $CNNLAB_DATA), photos/, more/*.jpg, new_photos/, shoe.png, my.yaml, the competition
@@ -27,12 +28,17 @@ from cnnlab.data.idx import write_idx
 from conftest import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = README.parent / "docs"
+# the guides whose examples run, in the order they run (the README's first); a block fenced as
+# ```sh is shown, not run (it needs the internet, or a real machine's data)
+GUIDES = [README] + [DOCS / f"{name}.md" for name in ("commands", "data", "models", "training", "deploy",
+                                                       "pretrained", "compare", "tune", "api")]
 RUN_ALIAS = "runs/20261123-101500-fashion-cnn-fashion-mnist"
 
 
 def code_blocks(lang: str) -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.S | re.M)
+    return [b for path in GUIDES for b in re.findall(rf"^```{lang}\n(.*?)^```", path.read_text(encoding="utf-8"),
+                                                     flags=re.S | re.M)]
 
 
 def commands(block: str) -> list[str]:
@@ -191,7 +197,7 @@ def test_usage_examples(world, mnist_mirror, monkeypatch, capsys):
         assert "internal error" not in err and "Traceback" not in err, line
     from fastapi.testclient import TestClient
 
-    assert sorted(s[1:] for s in served) == [("127.0.0.1", 8000), ("127.0.0.1", 8000), ("127.0.0.1", 8080)]
+    assert sorted(s[1:] for s in served) == [("127.0.0.1", 8000)] * 3 + [("127.0.0.1", 8080)]
     for app, _, _ in served:
         client = TestClient(app)
         assert client.get("/").status_code == 200 and client.get("/api/runs").status_code == 200
@@ -259,3 +265,35 @@ def test_python_api_example_top_to_bottom(world):
     assert namespace["one"].shape == (1, 10) and namespace["arrays_run"].config["optimizer"] == "adam"
     assert isinstance(namespace["rows"][0]["top1_prob"], float)
     assert list(namespace["board"]["model"]) and namespace["ds"].class_names[0] == "티셔츠"
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings."""
+    out = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+def test_every_relative_link_in_the_readme_and_the_docs_resolves():
+    broken = []
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
+        text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists():
+                broken.append(f"{path.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{path.name}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_readme_fits_and_the_index_links_every_guide():
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    assert {p.name for p in DOCS.glob("*.md")} - {"index.md"} <= set(re.findall(r"\]\(([\w-]+\.md)\)", index))
