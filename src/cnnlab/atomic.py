@@ -35,9 +35,10 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
             pass
         if isinstance(e, OSError) and e.filename in (tmp, None) and e.errno is not None:
             raise OSError(e.errno, e.strerror, str(path)) from None
-        if isinstance(getattr(e, "where", None), str) and tmp in e.where:  # a CnnlabError about the file
-            e.where = e.where.replace(tmp, str(path))  # names the file asked for, never our temporary one
-            e.args = (e.line(),)
+        where = getattr(e, "where", None)
+        if isinstance(where, str) and tmp in where:  # a CnnlabError about the file
+            e.where = where.replace(tmp, str(path))  # type: ignore[attr-defined]  # the file asked for, not ours
+            e.args = (e.line(),)  # type: ignore[attr-defined]
         code = storage_errno(e, path.parent) if isinstance(e, Exception) and not isinstance(e, OSError) else None
         if code is not None:  # a library's own error for a full or read-only disk: the OSError it is
             raise OSError(code, os.strerror(code), str(path)) from None

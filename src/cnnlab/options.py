@@ -154,8 +154,8 @@ class Key:
         if self.default is not None and (self.option.check is None or self.option.check.ok(self.default)):
             return str(self.default)
         if isinstance(self.option.check, Interval):
-            lo = self.option.check.lo
-            return str(int(lo) + 1 if self.option.check.open_lo else int(lo))
+            lo = int(self.option.check.lo or 0)
+            return str(lo + 1 if self.option.check.open_lo else lo)
         return "..."
 
 

@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +202,7 @@ class Run:
     dataset: object = field(default=None, repr=False, compare=False)
     state: str = "finished"  # finished | training | crashed | unknown (see run_state)
     # another engine's probabilities for conformed uint8 images, e.g. ONNX Runtime (exporting.use_onnx)
-    engine: object = field(default=None, repr=False, compare=False)
+    engine: Any = field(default=None, repr=False, compare=False)
     # predictions' precision: fp32 (exact), or auto / bf16 / fp16 autocast (engine.precision)
     precision: str = "fp32"
     _memo: dict = field(default_factory=dict, repr=False, compare=False)  # the data, once loaded

@@ -105,5 +105,5 @@ def os_error_line(e: OSError) -> str:
              errno.EACCES: "check the folder's permissions, or write elsewhere (--runs-dir / --out)",
              errno.EROFS: "the file system is read-only: write elsewhere (--runs-dir / --out)",
              errno.EDQUOT: "your disk quota is used up: free some space"}
-    fix = fixes.get(e.errno, "check the path, the disk and the permissions")
+    fix = fixes.get(e.errno or 0, "check the path, the disk and the permissions")
     return f"{e.strerror or e} ({where}): {fix}"

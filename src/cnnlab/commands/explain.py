@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from ..textwidth import ljust
@@ -44,6 +45,10 @@ def handle(args) -> int:
         print(f"  Grad-CAM: the evidence for {run.class_names[order[0]]} is strongest at the {where} "
               f"(pixel row {ys}, column {xs})")
     for name, fig in figs.items():
-        write_with(out_dir / f"{name}.png", lambda tmp, f=fig: f.savefig(tmp, format="png", dpi=100))
+        write_with(out_dir / f"{name}.png", functools.partial(_png, fig))
     print(f"figures written to {out_dir}")
     return 0
+
+
+def _png(fig, tmp: str) -> None:
+    fig.savefig(tmp, format="png", dpi=100)

@@ -78,7 +78,7 @@ def random_erase(x: torch.Tensor, p: float, g, scale=(0.02, 0.33), ratio=(0.3, 3
     """Erase (set to 0) one random rectangle per image with probability ``p``."""
     n, _, h, w = x.shape
     dev = x.device
-    area = _uniform(n, *scale, g, dev) * h * w
+    area = _uniform(n, scale[0], scale[1], g, dev) * h * w
     logr = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), g, dev)
     ar = torch.exp(logr)
     eh = torch.sqrt(area * ar).round().clamp(1, h)

@@ -140,7 +140,7 @@ class DiskImages:
             while end < len(rows) and rows[end] == rows[end - 1] + 1 and (end - start) * rb < (64 << 20):
                 end += 1
             want = (end - start) * rb
-            got = os.preadv(fd, [memoryview(flat[start:end]).cast("B")], int(rows[start]) * rb)
+            got = os.preadv(fd, [memoryview(flat[start:end]).cast("B")], int(rows[start]) * rb)  # type: ignore[arg-type]
             if got != want:
                 raise DataError(f"the decoded-image cache is shorter than expected ({got} of {want} bytes)",
                                 printable(self.path), "delete the cache folder; it is rebuilt on the next run")
@@ -162,7 +162,7 @@ def verify_chunks(path: Path, row_bytes: int, chunks: list) -> str | None:
     the last and a seeded sample). None when they match, else what differs."""
     starts = np.cumsum([0] + [int(n) for n, _ in chunks])
     total = int(starts[-1]) * row_bytes
-    picks = range(len(chunks))
+    picks: list[int] | range = range(len(chunks))
     if total > VERIFY_ALL_BYTES and len(chunks) > VERIFY_SAMPLE:
         rng = np.random.default_rng(len(chunks))
         picks = sorted({0, len(chunks) - 1, *rng.choice(len(chunks), VERIFY_SAMPLE - 2, replace=False).tolist()})
@@ -201,7 +201,7 @@ def read_cached(paths: list[Path], size: tuple[int, int], color_mode: str, on_ba
     folder = root / files_key(paths, size, color_mode, on_bad)
     meta_path = folder / META_FILE
     if meta_path.is_file():
-        problem = "its files are incomplete"
+        problem: str | None = "its files are incomplete"
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             x = DiskImages(folder / DATA_FILE, (size[0], size[1], channels), n_file=meta["n"])

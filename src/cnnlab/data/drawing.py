@@ -55,7 +55,7 @@ def prepare_drawing(img: Image.Image, size: tuple[int, int], color_mode: str, ba
         target = max(1, round(extent * min(h, w)))
         scale = target / max(crop.shape)
         ch, cw = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
-        small = np.asarray(Image.fromarray(crop).resize((cw, ch), Image.LANCZOS), dtype=np.float32)
+        small = np.asarray(Image.fromarray(crop).resize((cw, ch), Image.Resampling.LANCZOS), dtype=np.float32)
         mass = small.sum()
         cy = (small.sum(1) * np.arange(ch)).sum() / mass if mass else ch / 2
         cx = (small.sum(0) * np.arange(cw)).sum() / mass if mass else cw / 2

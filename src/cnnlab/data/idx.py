@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import DataError
 
 # IDX type codes -> numpy dtypes (big-endian on disk).
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, type | str] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def _read_bytes(path: Path) -> bytes:

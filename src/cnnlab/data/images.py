@@ -8,6 +8,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -19,7 +20,7 @@ ON_BAD_IMAGE = ("error", "skip")
 # Pillow warns above MAX_IMAGE_PIXELS (about 89 million) and refuses above twice that; cnnlab
 # refuses above it, from the header, before a single pixel is decoded (a decompression bomb).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # the most pixels an image may have (about 89 million)
+MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # the most pixels an image may have (about 89 million)
 BAD_IMAGE_FIX = "remove or replace the file, or pass --on-bad-image skip to leave it out"
 
 
@@ -53,7 +54,7 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in image_extensions() and not path.name.startswith(".")
 
 
-def printable(name: str | os.PathLike) -> str:
+def printable(name: object) -> str:
     """A file or folder name as text that can be printed and written as UTF-8: bytes that are
     not UTF-8 (kept by Python as surrogates) become ``\\xNN`` escapes."""
     return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -128,7 +129,7 @@ def to_array(img: Image.Image, size: tuple[int, int] | None, color_mode: str) ->
     img = _eight_bit(img)
     img = img.convert("L" if color_mode == "grayscale" else "RGB")
     if size is not None and (img.height, img.width) != tuple(size):
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
@@ -183,8 +184,8 @@ def probe(paths: list[Path]) -> tuple[tuple[int, int], str]:
 
 @dataclass
 class ReadResult:
-    x: np.ndarray  # uint8 (N_good, H, W, C)
-    size: tuple[int, int]
+    x: Any  # uint8 (N_good, H, W, C): an array, or images on disk (diskcache.DiskImages)
+    size: tuple[int, ...]
     color_mode: str
     kept: np.ndarray  # indices into the paths that were read
     bad: list[tuple[str, str]]  # (printable path, reason) of the files left out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .dataset import Dataset
+from .dataset import Dataset, Split
 
 
 def stratified_indices(y: np.ndarray, fraction: float, seed: int,
@@ -34,7 +34,7 @@ def prepare_splits(ds: Dataset, val_split: float, test_split: float, seed: int) 
     A test split is carved from train (``test_split``) only when the source has none; the
     validation split (``val_split``) likewise only when the source has no validation set.
     """
-    splits = dict(ds.splits)
+    splits: dict[str, Split] = dict(ds.splits)
     train = splits["train"]
     if train.y is None:
         raise DataError("the training data has no labels", ds.source, "give a labeled source")
@@ -45,12 +45,13 @@ def prepare_splits(ds: Dataset, val_split: float, test_split: float, seed: int) 
         carved["test"] = (len(held), len(train), test_split)
         train = train.take(keep)
     if "validation" not in splits and val_split > 0:
+        assert train.y is not None  # take() keeps the labels
         keep, held = stratified_indices(train.y, val_split, seed, ds.source)
         splits["validation"] = train.take(held)
         carved["validation"] = (len(held), len(train), val_split)
         train = train.take(keep)
     splits["train"] = train
-    ordered = {k: splits[k] for k in ("train", "validation", "test") if k in splits}
+    ordered: dict[str, Split] = {k: splits[k] for k in ("train", "validation", "test") if k in splits}
     info = dict(ds.info)
     if carved:
         info["carved"] = {**info.get("carved", {}), **carved}

@@ -251,5 +251,5 @@ def launch(nproc: int, argv: list[str]) -> None:
                               "its own error, if it printed one, is above; a stopped run continues from its last "
                               "finished epoch with cnnlab train --resume RUN --nproc " + str(nproc))
         # exit code 2: the process said what was wrong in its one error line; a second line adds nothing
-        error.reported = any(f.exitcode == 2 for f in e.failures.values())
+        error.reported = any(f.exitcode == 2 for f in e.failures.values())  # type: ignore[attr-defined]
         raise error from None

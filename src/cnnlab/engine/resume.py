@@ -19,7 +19,8 @@ def rng_states(generators: dict) -> dict:
 
     import numpy as np
 
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, state_keys, pos, has_gauss, gauss = np.random.get_state()
+    keys: np.ndarray = np.asarray(state_keys)
     out = {"torch": torch.get_rng_state(), "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                                                        "has_gauss": int(has_gauss), "gauss": float(gauss)},
            "python": list(random.getstate()[1]), "generators": {k: g.get_state() for k, g in generators.items()}}

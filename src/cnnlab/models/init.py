@@ -124,7 +124,7 @@ def freeze_until(model, spec: Spec, name: str | None, say: Callable[[str], None]
     asked, flag = (name, "--freeze-until") if name is not None else (unfreeze_from, "--unfreeze-from")
     found = asked if asked in names else next((n for n in names if n.startswith(f"{asked}_")), None)
     if found is None:
-        close = difflib.get_close_matches(asked, names, 1)
+        close = difflib.get_close_matches(str(asked), names, 1)
         shown = ", ".join(names) if len(names) <= 30 else ", ".join(names[:30]) + f" ... ({len(names)} layers)"
         raise SpecError(f"no layer or block named '{asked}'" if unfreeze_from else f"no layer named '{asked}'", flag,
                         (f"did you mean {close[0]}? " if close else "") + f"the layers are {shown}")

@@ -598,7 +598,7 @@ class _Merge(LayerKind):
 
     merge = True
     op = ""
-    at_most = None  # Subtract takes exactly two
+    at_most: int | None = None  # Subtract takes exactly two
 
     def infer(self, args, shapes, where):
         if self.at_most and len(shapes) > self.at_most:

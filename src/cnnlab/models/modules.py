@@ -5,17 +5,20 @@ nothing of specs, so the layer kinds and ``build`` both import them and not each
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 def activation_module(name: str | None) -> nn.Module:
-    return {
+    table: dict[str | None, Callable[[], nn.Module]] = {
         None: nn.Identity, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "selu": nn.SELU,
         "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "silu": nn.SiLU, "softplus": nn.Softplus,
         "leaky_relu": lambda: nn.LeakyReLU(0.2), "softmax": lambda: nn.Softmax(dim=1),
-    }[name]()
+    }
+    return table[name]()
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -191,7 +194,7 @@ class ChannelLayerNorm(nn.Module):
 class Merge(nn.Module):
     """An element-wise merge of a list of tensors (Keras' Add, Subtract, Multiply, ...)."""
 
-    OPS = {"add": torch.add, "average": torch.add, "subtract": torch.sub, "multiply": torch.mul,
+    OPS: dict[str, Callable] = {"add": torch.add, "average": torch.add, "subtract": torch.sub, "multiply": torch.mul,
            "maximum": torch.maximum, "minimum": torch.minimum}
 
     def __init__(self, op: str):

@@ -4,13 +4,15 @@ plotting."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from torch import nn
 
 
-def weighted_layers(model) -> dict[str, nn.Module]:
+def weighted_layers(model) -> dict[str, Any]:
     """Spec layer name -> its Conv2d or Linear module, in order."""
-    out = {}
+    out: dict[str, Any] = {}
     for info, block in zip(model.spec.layers, model.blocks):
         for m in block.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):

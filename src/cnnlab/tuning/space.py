@@ -161,7 +161,7 @@ def draw(space: dict, suggest: Suggest) -> tuple[dict, dict | str | None]:
     return values, model
 
 
-def _draw(v, path: str, suggest: Suggest, names: dict, copy: int | None = None):
+def _draw(v, path: str, suggest: Suggest, names: dict, copy: int | str | None = None):
     if is_node(v):
         kind = next(k for k in KINDS if k in v)
         name = str(v.get("name") or path)
@@ -183,7 +183,7 @@ def _draw(v, path: str, suggest: Suggest, names: dict, copy: int | None = None):
     return v
 
 
-def _repeat(block: dict, path: str, suggest: Suggest, names: dict, copy: int | None) -> list:
+def _repeat(block: dict, path: str, suggest: Suggest, names: dict, copy: int | str | None) -> list:
     extra = sorted(set(block) - {"repeat", "layers"})
     if extra or not isinstance(block.get("layers"), list) or not block["layers"]:
         raise ConfigError(f"a repeat block takes 'repeat' and a list of 'layers'{', not ' + extra[0] if extra else ''}",
