@@ -25,6 +25,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, first_line
 
@@ -321,7 +322,8 @@ class Live:
     (a TensorBoard writer, an MLflow run id), opened when training begins."""
 
     def __init__(self, tracker: Tracker):
-        self.tracker, self.handle = tracker, None
+        self.tracker = tracker
+        self.handle: Any = None  # a TensorBoard writer, an MLflow run id
 
     def on_train_begin(self, state) -> None:
         if state.run_dir is None:  # a data-parallel process other than rank 0

@@ -254,7 +254,7 @@ def read_images(paths: list[Path], size: tuple[int, int] | None = None, color_mo
 
 
 def load_images(paths: list[Path], size: tuple[int, int] | None = None,
-                color_mode: str = "auto") -> tuple[np.ndarray, tuple[int, int], str]:
+                color_mode: str = "auto") -> tuple[np.ndarray, tuple[int, ...], str]:
     """Read files into uint8 (N, H, W, C); any unusable file is a DataError."""
     r = read_images(paths, size, color_mode, "error")
     return r.x, r.size, r.color_mode

@@ -227,7 +227,7 @@ def keras_layer_order(layers: list[dict], output: str) -> list[dict]:
     a depth-first walk from the output meets them. Keras files each layer's weights by its place in
     this order, not by name, so a file written in any other order puts weights into the wrong
     layers when Keras loads it (two parallel branches swapped their convolutions)."""
-    by_name = {layer.get("name"): layer for layer in layers}
+    by_name: dict = {layer.get("name"): layer for layer in layers}
     parents = {name: [p for p in _inbound_names(layer) if p in by_name] for name, layer in by_name.items()}
     if output not in by_name:
         return list(layers)
@@ -638,8 +638,8 @@ def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> di
     leading Rescaling layer named ``cnnlab_scaling``."""
     shape = list(spec.input_shape)
     shapes = {spec.input_name: shape}
-    layers = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
-               "name": spec.input_name, "inbound_nodes": [],
+    layers: list[dict] = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+                           "name": spec.input_name, "inbound_nodes": [],
                "config": {"batch_shape": [None, *shape], "dtype": "float32", "name": spec.input_name}}]
     first = spec.input_name
     if scaling is not None:

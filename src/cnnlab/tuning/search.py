@@ -146,14 +146,15 @@ class Gate:
     """A lock file in the study folder: held from "may I start a trial?" until the trial exists."""
 
     def __init__(self, path: Path):
-        self.path, self.fd = path, None
+        self.path = path
+        self.fd: int | None = None
 
     def acquire(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         with suppress(ImportError):
             import fcntl
 
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
 
     def release(self) -> None:
         if self.fd is not None:
