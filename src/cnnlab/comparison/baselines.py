@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class Baseline:
     name: str
     kind: str
     description: str
-    make: Callable[[int, int], object]  # (seed, jobs) -> an unfitted estimator
+    make: Callable[[int, int], Any]  # (seed, jobs) -> an unfitted estimator
     size: Callable[[object], tuple[int, str]]  # a fitted estimator -> (size, unit)
     features: str = "pixels"  # pixels | hog
     needs: str | None = None  # an optional package
@@ -225,7 +226,7 @@ class _Worker:
     task starts a new one."""
 
     proc = None
-    conn = None
+    conn: Any = None
 
     @classmethod
     def run(cls, args: tuple, time_limit: float) -> tuple[dict | None, int | None]:

@@ -9,6 +9,7 @@ mirrors, checked against the published MD5 sums and written atomically into the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -188,8 +189,9 @@ def how_to_get(name: str) -> str:
 def load_idx_set(name: str, data_dir: str | None = None, allow_download: bool = True,
                  labels: str = "en", quiet: bool = False) -> Dataset:
     paths = locate(name, data_dir)
-    if paths is None and keras_npz(name) is not None:
-        return load_keras_npz(name, keras_npz(name), labels)
+    npz = keras_npz(name)
+    if paths is None and npz is not None:
+        return load_keras_npz(name, npz, labels)
     if paths is None:
         places = [str(d) for d in candidate_dirs(name, data_dir)]
         if name in KERAS_NPZ:
@@ -260,11 +262,16 @@ def _found(name: str) -> tuple[bool, str]:
     return (True, str(found["train_images"].parent)) if found else (False, "not found; " + how_to_get(name))
 
 
+def _idx_loader(n: str):
+    def load(path, opts, names, require_labels, on_missing) -> Dataset:
+        return load_idx_set(n, opts.data_dir, opts.download, opts.labels, opts.quiet)
+
+    return load
+
+
 for _name, _set in IDX_SETS.items():
-    register_source(SourceKind(
-        _name, lambda path, opts, names, require_labels, on_missing, n=_name:
-            load_idx_set(n, opts.data_dir, opts.download, opts.labels, opts.quiet),
-        _set.title, in_memory=True, translates=True, available=lambda n=_name: _found(n)))
+    register_source(SourceKind(_name, _idx_loader(_name), _set.title, in_memory=True, translates=True,
+                               available=functools.partial(_found, _name)))
 register_source(SourceKind("digits", lambda *_: load_digits_set(),
                            "scikit-learn digits: 1,797 grayscale 8x8 images, 10 classes", in_memory=True,
                            available=lambda: (True, "scikit-learn (embedded)")))

@@ -72,7 +72,8 @@ class Preprocessing:
 
     def apply_numpy(self, x: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> float32 NHWC, for the scikit-learn baselines and tests."""
-        return ((x.astype(np.float32) - np.float32(self.offset)) / np.float32(self.scale)).astype(np.float32)
+        off, scale = np.asarray(self.offset, np.float32), np.asarray(self.scale, np.float32)
+        return ((x.astype(np.float32) - off) / scale).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "offset": list(self.offset), "scale": list(self.scale)}

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def is_improvement(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -64,7 +65,7 @@ class TrainState:
     nan_at: str | None = None
     t_start: float = 0.0
     running: Callable[[], dict] = lambda: {}  # this epoch's loss and accuracy so far (synchronises)
-    optimizer: object = None
+    optimizer: Any = None
     generators: dict = field(default_factory=dict)  # the loop's own random generators, by name
     resumed_from: int | None = None  # the last finished epoch a resumed run starts after
     dist: object = None  # engine.distributed.Dist: this process's rank among data-parallel processes

@@ -282,7 +282,7 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
                 break
             logs = {"epoch": epoch, **run.logs(dist)}
             sync_batchnorm_stats(model, dist)  # every rank evaluates (and rank 0 saves) the same model
-            if data.x_val is not None:
+            if data.x_val is not None and data.y_val is not None:
                 # in float32, as predictions are: the restored best epoch scores what history says
                 logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, data.x_val, data.y_val, data.prep,
                                                                           dist=dist)

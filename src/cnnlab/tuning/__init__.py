@@ -88,7 +88,7 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
         print(f"warning: {len(failed)} worker(s) ended with an error; the study holds what they finished",
               file=sys.stderr)
     base, trial_ds = s.base_config(), loaded[1]
-    meta = {"study": s.study, "source": source, "metric": s.metric, "storage": s.storage,
+    meta: dict = {"study": s.study, "source": source, "metric": s.metric, "storage": s.storage,
             "settings": f"trials train on {len(trial_ds['train']):,} images and are scored on "
                         f"{len(trial_ds['validation']):,} validation images (val_split {base.val_split:g}, seed "
                         f"{base.seed}, pixel scaling {base.scale}); {s.trials} trial(s) asked for"
