@@ -77,18 +77,22 @@ def test_shapes_and_counts_equal_keras(shape, layers):
         assert got == tuple(mine.output_shape), mine.name
 
 
+def layer_output_agrees(layers: list, shape: list, index: int, x: np.ndarray) -> None:
+    """Layer ``index``'s output for ``x`` (N, H, W, C), built by cnnlab and by Keras, within 1e-5."""
+    ours = build_module(parse_spec({"input_shape": shape, "layers": layers})).eval()
+    theirs = keras_model(shape, layers)
+    mine = ours.features(torch.from_numpy(x).permute(0, 3, 1, 2))[index].permute(0, 2, 3, 1).detach().numpy()
+    sub = keras.Model(theirs.inputs, theirs.layers[index].output)
+    np.testing.assert_allclose(mine, keras.ops.convert_to_numpy(sub(x)), atol=1e-5)
+
+
 def test_weight_free_layers_compute_what_keras_computes():
     layers = [{"type": "ZeroPadding2D", "padding": [[2, 1], [0, 3]]},
               {"type": "ReLU", "negative_slope": 0.2, "threshold": 0.3, "max_value": 1.5},
               {"type": "LayerNormalization", "epsilon": 0.01}, {"type": "ReLU", "max_value": 6.0},
               {"type": "Flatten"}, {"type": "Dense", "units": 2}]
     shape = [5, 4, 3]
-    ours = build_module(parse_spec({"input_shape": shape, "layers": layers})).eval()
-    theirs = keras_model(shape, layers)
-    x = np.random.default_rng(0).normal(0, 1.5, (4, *shape)).astype(np.float32)
-    mine = ours.features(torch.from_numpy(x).permute(0, 3, 1, 2))[3].permute(0, 2, 3, 1).detach().numpy()
-    sub = keras.Model(theirs.inputs, theirs.layers[3].output)
-    np.testing.assert_allclose(mine, keras.ops.convert_to_numpy(sub(x)), atol=1e-5)
+    layer_output_agrees(layers, shape, 3, np.random.default_rng(0).normal(0, 1.5, (4, *shape)).astype(np.float32))
 
 
 def test_per_channel_rescaling_and_normalization_compute_what_keras_computes():
@@ -96,12 +100,7 @@ def test_per_channel_rescaling_and_normalization_compute_what_keras_computes():
               {"type": "Normalization", "mean": [1.0, 2.0, 3.0], "variance": [4.0, 1.0, 0.25]},
               {"type": "Flatten"}, {"type": "Dense", "units": 2}]
     shape = [4, 3, 3]
-    ours = build_module(parse_spec({"input_shape": shape, "layers": layers})).eval()
-    theirs = keras_model(shape, layers)
-    x = np.random.default_rng(1).normal(0, 3, (4, *shape)).astype(np.float32)
-    mine = ours.features(torch.from_numpy(x).permute(0, 3, 1, 2))[1].permute(0, 2, 3, 1).detach().numpy()
-    np.testing.assert_allclose(mine, keras.ops.convert_to_numpy(keras.Model(theirs.inputs, theirs.layers[1].output)(x)),
-                               atol=1e-5)
+    layer_output_agrees(layers, shape, 1, np.random.default_rng(1).normal(0, 3, (4, *shape)).astype(np.float32))
 
 
 def test_noise_shape_drops_whole_images_in_training():

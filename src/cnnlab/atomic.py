@@ -88,5 +88,16 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def write_npy(path: str | os.PathLike, array) -> Path:
+    """A NumPy array as a .npy file (never pickled objects)."""
+    import numpy as np
+
+    def _w(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+
+    return write_with(path, _w)
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

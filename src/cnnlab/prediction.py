@@ -138,11 +138,7 @@ def write_features(path: str | Path, names: list[str], features: np.ndarray) -> 
     """``.npy``: the (N, D) float32 array; ``.csv``: one row per input, columns input, f0..f{D-1}."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        def save(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, features.astype(np.float32))
-
-        return atomic.write_with(path, save)
+        return atomic.write_npy(path, features.astype(np.float32))
     cols = ["input"] + [f"f{j}" for j in range(features.shape[1])]
     rows = [{"input": n, **{f"f{j}": float(v) for j, v in enumerate(row)}} for n, row in zip(names, features)]
     return write_csv(path, cols, rows)

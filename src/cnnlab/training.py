@@ -219,9 +219,6 @@ def _initial_model(cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessin
         if cfg.weights else None
     freeze_until(model, spec, cfg.freeze_until, progress_out.message, cfg.unfreeze_from)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
-    if cfg.features and dist.active:
-        raise ConfigError("--recipe features runs in one process (its features are computed once)", "--nproc",
-                          "leave out --nproc")
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("every layer is frozen: nothing would train", "--freeze-until",
                           "freeze fewer layers (cnnlab summary shows their names)")
@@ -445,8 +442,9 @@ def feature_inputs(model, spec: Spec, prep: Preprocessing, ds: Dataset, device, 
     upto = feature_layer(spec)
     for i in range(upto + 1):
         model.freeze(i)
-    feats = {k: as_inputs(cached_features(model, spec, prep, ds[k].x, k, progress_out.message, dtype), device)
-             for k in ("train", "validation") if k in ds.splits}
+    feats = {k: as_inputs(v, device) for k, v in cached_features(
+        model, spec, prep, {k: ds[k].x for k in ("train", "validation") if k in ds.splits}, progress_out.message,
+        dtype).items()}
     head = [layer.name for layer in spec.layers[upto + 1:]]
     progress_out.message(f"features: {spec.layers[upto].name} ({feats['train'].shape[1]:,} values per image) into "
                          f"the head: {', '.join(head)}")
@@ -530,6 +528,9 @@ class TrainingSession:
         load_meter = LoadMeter() if cfg.threads is None else None
         cfg.validate()
         dist = join_processes(cfg)
+        if cfg.features and dist.active:
+            raise ConfigError("--recipe features runs in one process (its features are computed once)", "--nproc",
+                              "leave out --nproc")
         threads = set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)

@@ -52,10 +52,9 @@ def pooled_features(model, upto: int, prep, x, batch_size: int = 64, dtype: torc
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def cache_key(model, spec, upto: int, prep, x, dtype: torch.dtype | None = None) -> str:
-    """What the features of ``x`` depend on, as one hash (see the module's docstring)."""
-    from ..data.dataset import in_chunks
-
+def backbone_digest(model, spec, upto: int, prep, dtype: torch.dtype | None = None) -> hashlib._Hash:
+    """A hash of what features depend on besides the images: the layers up to ``upto`` (kinds,
+    arguments, shapes), their weights as loaded, the scaling and the precision of the pass."""
     h = hashlib.sha256()
     layers = [[info.type, info.name, info.args, list(info.input_shape)] for info in spec.layers[:upto + 1]]
     h.update(json.dumps([layers, prep.to_dict(), str(dtype)], sort_keys=True, default=str).encode())
@@ -65,18 +64,31 @@ def cache_key(model, spec, upto: int, prep, x, dtype: torch.dtype | None = None)
         if parts[0] == "blocks" and int(parts[1]) <= upto:
             h.update(k.encode())
             h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h
+
+
+def cache_key(backbone: hashlib._Hash, x) -> str:
+    """The cache file's name for images ``x`` through the backbone ``backbone`` hashes."""
+    from ..data.dataset import in_chunks
+
+    h = backbone.copy()
     h.update(str(tuple(x.shape)).encode())
     for part in in_chunks(x):
         h.update(part.data)
     return h.hexdigest()[:32]
 
 
-def cached_features(model, spec, prep, x, what: str, message=print, dtype: torch.dtype | None = None) -> np.ndarray:
-    """The pooled features of images ``x`` (one split, called ``what`` in the message): from the
-    cache, else computed once (``dtype``: the run's autocast type) and written there (atomically;
-    a cache that cannot be written only costs the next run the pass again)."""
+def cached_features(model, spec, prep, splits: dict, message=print, dtype: torch.dtype | None = None) -> dict:
+    """The pooled features of each split's images (``splits``: name -> images), from the cache,
+    else computed once (``dtype``: the run's autocast type) and written there (atomically; a cache
+    that cannot be written only costs the next run the pass again)."""
     upto = feature_layer(spec)
-    path = features_home() / f"{cache_key(model, spec, upto, prep, x, dtype)}.npy"
+    backbone = backbone_digest(model, spec, upto, prep, dtype)
+    return {what: _one_split(model, spec, upto, prep, x, features_home() / f"{cache_key(backbone, x)}.npy",
+                             what, message, dtype) for what, x in splits.items()}
+
+
+def _one_split(model, spec, upto: int, prep, x, path: Path, what: str, message, dtype) -> np.ndarray:
     if path.is_file():
         try:
             feats = np.load(path, allow_pickle=False)
@@ -90,12 +102,7 @@ def cached_features(model, spec, prep, x, what: str, message=print, dtype: torch
     took = time.perf_counter() - t0
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-
-        def save(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, feats)
-
-        atomic.write_with(path, save)
+        atomic.write_npy(path, feats)
         where = f"cached in {path}"
     except OSError as e:
         where = f"not cached ({type(e).__name__}: {e})"

@@ -163,29 +163,25 @@ class SpecModel(nn.Module):
             x = step(x)
         return x
 
-    def _graph(self, x: torch.Tensor, keep: bool) -> list:
-        """Run a graph spec: values[0] is the input, values[i + 1] layer i's output; a value no
-        later layer needs is dropped (unless ``keep``), so memory stays that of the widest cut."""
-        values: list = [x]
-        for block, (sources, merge, done) in zip(self.blocks, self._wiring):
+    def _graph(self, x: torch.Tensor, keep: bool, first: int = 0, last: int | None = None) -> list:
+        """Run layers ``first`` to ``last`` (default: all) of the graph on ``x``, the output of layer
+        ``first - 1`` (the model's input for 0): values[0] is the input, values[i + 1] layer i's
+        output; a value no later layer needs is dropped (unless ``keep``), so memory stays that of
+        the widest cut. Returns the outputs of the layers that ran."""
+        values: list = [None] * first + [x]
+        for i in range(first, len(self.blocks) if last is None else last + 1):
+            sources, merge, done = self._wiring[i]
             ins = [values[k] for k in sources]
-            values.append(block(ins if merge else ins[0]))
+            values.append(self.blocks[i](ins if merge else ins[0]))
             if not keep:
                 for k in done:
                     values[k] = None
-        return values[1:]
+        return values[first + 1:]
 
     def run_to(self, x: torch.Tensor, last: int) -> torch.Tensor:
         """Layer ``last``'s output; the layers after it do not run."""
         if self._plan is None:
-            values: list = [x]
-            for i, (block, (sources, merge, done)) in enumerate(zip(self.blocks, self._wiring)):
-                ins = [values[k] for k in sources]
-                values.append(block(ins if merge else ins[0]))
-                if i == last:
-                    return values[-1]
-                for k in done:
-                    values[k] = None
+            return self._graph(x, keep=False, last=last)[-1]
         for block in self.blocks[:last + 1]:
             x = block(x)
         return x
@@ -196,11 +192,7 @@ class SpecModel(nn.Module):
         no earlier layer's output."""
         if len(self.spec.layers[first - 1].output_shape) == 1:
             x = x.flatten(1)
-        values: list = [None] * first + [x]
-        for block, (sources, merge, _) in list(zip(self.blocks, self._wiring))[first:]:
-            ins = [values[k] for k in sources]
-            values.append(block(ins if merge else ins[0]))
-        return values[-1]
+        return self._graph(x, keep=False, first=first)[-1]
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output (for feature maps), in the spec's order."""

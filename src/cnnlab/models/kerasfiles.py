@@ -503,11 +503,12 @@ def put_weights(spec: Spec, state: dict, weights: dict, where: str, strict: bool
 
     state = dict(state)
     loaded, missing = [], []
+    ours = {layer.name for layer in spec.layers}
     for i, info in enumerate(spec.layers):
         keys = _block_keys(state, i)
         if not keys or info.name in skip:
             continue
-        name = info.name if info.name in weights else _auto_named(info.name, weights, spec)
+        name = info.name if info.name in weights else _auto_named(info.name, weights, ours)
         if name is None and not strict:
             missing.append(info.name)
             continue
@@ -529,12 +530,11 @@ def put_weights(spec: Spec, state: dict, weights: dict, where: str, strict: bool
     return state, loaded, missing
 
 
-def _auto_named(name: str, weights: dict, spec: Spec) -> str | None:
+def _auto_named(name: str, weights: dict, ours: set) -> str | None:
     """The file's layer for a layer Keras names itself (``layer_normalization`` becomes
     ``layer_normalization_3`` when the process built other models first): the one file layer of
-    that name and a number that no layer of ``spec`` has."""
+    that name and a number that no layer of ours (the names in ``ours``) has."""
     base = re.sub(r"_\d+$", "", name)
-    ours = {layer.name for layer in spec.layers}
     found = [k for k in weights if k not in ours and re.fullmatch(rf"{re.escape(base)}(_\d+)?", k)]
     return found[0] if len(found) == 1 else None
 
@@ -601,14 +601,18 @@ def read_weights(path: str | Path, layers: list[tuple[str, str]] | None = None) 
                         "download it again") from None
 
 
+def _numpy(t) -> np.ndarray:
+    """A tensor as NumPy: floats as float32, integers (Normalization's count) as they are."""
+    t = t.detach().cpu()
+    return (t.float() if t.is_floating_point() else t).numpy()
+
+
 def keras_weights(spec: Spec, state: dict) -> dict:
     """Layer name -> its weights as Keras stores them."""
     out = {}
     for i, info in enumerate(spec.layers):
         layout = LAYERS[info.type].keras_weights
-        out[info.name] = [_to_keras(layout[n] if n < len(layout) else "vector",
-                                    state[k].detach().cpu().numpy() if not state[k].is_floating_point()
-                                    else state[k].detach().cpu().float().numpy(), info)
+        out[info.name] = [_to_keras(layout[n] if n < len(layout) else "vector", _numpy(state[k]), info)
                           for n, k in enumerate(_block_keys(state, i))]
     return out
 
@@ -640,7 +644,7 @@ def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> di
     shapes = {spec.input_name: shape}
     layers: list[dict] = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
                            "name": spec.input_name, "inbound_nodes": [],
-               "config": {"batch_shape": [None, *shape], "dtype": "float32", "name": spec.input_name}}]
+                           "config": {"batch_shape": [None, *shape], "dtype": "float32", "name": spec.input_name}}]
     first = spec.input_name
     if scaling is not None:
         scale, offset = scaling
