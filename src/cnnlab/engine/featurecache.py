@@ -84,31 +84,31 @@ def cached_features(model, spec, prep, splits: dict, message=print, dtype: torch
     that cannot be written only costs the next run the pass again)."""
     upto = feature_layer(spec)
     backbone = backbone_digest(model, spec, upto, prep, dtype)
-    return {what: _one_split(model, spec, upto, prep, x, features_home() / f"{cache_key(backbone, x)}.npy",
-                             what, message, dtype) for what, x in splits.items()}
 
-
-def _one_split(model, spec, upto: int, prep, x, path: Path, what: str, message, dtype) -> np.ndarray:
-    if path.is_file():
+    def one(what: str, x) -> np.ndarray:
+        path = features_home() / f"{cache_key(backbone, x)}.npy"
+        if path.is_file():
+            try:
+                feats = np.load(path, allow_pickle=False)
+                if feats.shape[0] == len(x):
+                    message(f"features: {what} {len(x):,} images from the cache ({path})")
+                    return feats
+            except (OSError, ValueError):
+                pass  # damaged: computed again below
+        t0 = time.perf_counter()
+        feats = pooled_features(model, upto, prep, x, dtype=dtype)
+        took = time.perf_counter() - t0
         try:
-            feats = np.load(path, allow_pickle=False)
-            if feats.shape[0] == len(x):
-                message(f"features: {what} {len(x):,} images from the cache ({path})")
-                return feats
-        except (OSError, ValueError):
-            pass  # damaged: computed again below
-    t0 = time.perf_counter()
-    feats = pooled_features(model, upto, prep, x, dtype=dtype)
-    took = time.perf_counter() - t0
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_npy(path, feats)
-        where = f"cached in {path}"
-    except OSError as e:
-        where = f"not cached ({type(e).__name__}: {e})"
-    message(f"features: {what} {len(x):,} images through {spec.layers[upto].name} in {took:.1f} s "
-            f"({len(x) / max(took, 1e-9):,.0f} images/s), {where}")
-    return feats
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_npy(path, feats)
+            where = f"cached in {path}"
+        except OSError as e:
+            where = f"not cached ({type(e).__name__}: {e})"
+        message(f"features: {what} {len(x):,} images through {spec.layers[upto].name} in {took:.1f} s "
+                f"({len(x) / max(took, 1e-9):,.0f} images/s), {where}")
+        return feats
+
+    return {what: one(what, x) for what, x in splits.items()}
 
 
 def as_inputs(feats: np.ndarray, device) -> torch.Tensor:
