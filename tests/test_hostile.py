@@ -1146,7 +1146,7 @@ def api_tune_fractional_trials(ctx):
 
 @api
 def api_tune_jobs_as_text(ctx):
-    return lambda: cnnlab.tune(f"npz:{ctx.npz}", SPACE, jobs="2"), ValueError, "--jobs"
+    return lambda: cnnlab.tune(f"npz:{ctx.npz}", SPACE, jobs="2"), ValueError, "jobs must be a whole number"
 
 
 @api

@@ -141,7 +141,7 @@ def test_recipes_are_one_table():
 
 
 @pytest.mark.parametrize("command,new,dest", [("tune", "--search-time-limit", "search_time_limit"),
-                                              ("compare", "--trial-time-limit", "time_limit_each")])
+                                              ("compare", "--trial-time-limit", "trial_time_limit")])
 def test_time_limits_have_distinct_names_and_the_old_spelling_still_works(command, new, dest):
     """`--time-limit` means one training in train; in tune the whole search is --search-time-limit,
     in compare each model and fold is --trial-time-limit; the old spelling stays an alias."""

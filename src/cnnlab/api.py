@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .comparison import CompareOptions
 from .config import TrainConfig, make_config
 from .data.dataset import Dataset, Split, as_array, as_labels, describe_value, label_form, labeled_splits, model_batch
 from .data.sources import DataOptions, load_source
@@ -49,8 +50,9 @@ def summary(model: str | dict = TrainConfig.model, input_shape: tuple | None = N
 
 def train(source=TrainConfig.source, model: str | dict | None = None, *,
           config: str | Path | None = None, callbacks: list | tuple = (), validation_data=None, test_data=None,
-          **options) -> Run:
-    """Train and return the run (its directory is ``run.path``). ``model``: a preset (default
+          **options) -> Run | None:
+    """Train and return the run (its directory is ``run.path``; None in a data-parallel process
+    other than rank 0). ``model``: a preset (default
     fashion-cnn), a spec file or a spec mapping; or leave it out and give ``backbone``. ``source``: a source name, a
     loaded Dataset, or arrays ``(x_train, y_train)`` / ``((x_train, y_train), (x_test, y_test))``.
     With arrays, ``validation_data=(x_val, y_val)`` and ``test_data=(x_test, y_test)`` (Keras'
@@ -95,7 +97,7 @@ def train(source=TrainConfig.source, model: str | dict | None = None, *,
     return _train(cfg, spec_override=spec, dataset=dataset, callbacks=callbacks)
 
 
-def resume(run: Run | str | Path, data=None, *, callbacks: list | tuple = (), **session) -> Run:
+def resume(run: Run | str | Path, data=None, *, callbacks: list | tuple = (), **session) -> Run | None:
     """Continue a stopped run (killed, crashed, interrupted, out of time) from the end of its last
     finished epoch, in its own directory; it ends as the uninterrupted run would have. ``data``: the
     same Dataset or arrays again, for a run trained on in-memory data. ``session``: quiet, threads,
@@ -107,20 +109,19 @@ def resume(run: Run | str | Path, data=None, *, callbacks: list | tuple = (), **
     return _resume(run_path(run), data, callbacks, **session)
 
 
-def compare(source: str = TrainConfig.source, models=None, *,
-            cv: int | None = None, jobs: int = 1, subsample=None, time_limit=None, out=None,
-            config: str | Path | None = None, quiet: bool = True, **options):
+def compare(source: str = TrainConfig.source, models=CompareOptions.models, *, config: str | Path | None = None,
+            quiet: bool = True, **options):
     """A leaderboard (pandas DataFrame, best first) of ``models`` (default: tree, forest,
     logreg, hog-svm, fashion-cnn) trained on the same stratified
     split, or the same ``cv`` folds: baselines (tree, forest, extra-trees, logreg, knn,
-    linear-svm, hgb, hog-svm, xgboost, lightgbm), presets or spec files. ``subsample`` and
-    ``time_limit`` take a number or a per-model dict. Files go to ``out`` (``df.attrs["out"]``);
-    ``df.attrs["folds"]`` has one row per model and fold."""
+    linear-svm, hgb, hog-svm, xgboost, lightgbm), presets or spec files. ``options``: ``cv``,
+    ``jobs``, ``subsample`` and ``trial_time_limit`` (old name ``time_limit``; these two take a
+    number or a per-model dict), ``out`` (``df.attrs["out"]``), as ``cnnlab compare``'s options,
+    and training keys. ``df.attrs["folds"]`` has one row per model and fold."""
     from .comparison import DEFAULT_MODELS
     from .comparison import compare as _compare
 
-    return _compare(source, models or DEFAULT_MODELS, cv=cv, jobs=jobs, subsample_n=subsample, time_limit=time_limit,
-                    out=out, config=config, quiet=quiet, **options)
+    return _compare(source, models or DEFAULT_MODELS, config=config, quiet=quiet, **options)  # None: the default
 
 
 def _is_array(x) -> bool:
@@ -250,12 +251,12 @@ def evaluation_split(run: Run, source=None, split: str = "test") -> Split:
         opts.image_size, opts.color_mode, opts.quiet = run.image_size, run.color_mode, True
         # the other source's own class names (its folders, classes.txt, ...) are matched by name below
         opts.class_names, opts.labels = None, "en"
-        ds = align_classes(load_source(source, opts), run, source)
+        ds = align_classes(load_source(str(source), opts), run, str(source))
         if split != "all":
             ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)
     if split == "all":
-        parts = [s for s in ds.splits.values() if s.y is not None]
-        return Split(np.concatenate([s.x for s in parts]), np.concatenate([s.y for s in parts]))
+        labeled = [s for s in ds.splits.values() if s.y is not None]
+        return Split(np.concatenate([s.x for s in labeled]), np.concatenate([s.labels for s in labeled]))
     if split not in ds.splits:
         raise DataError(f"the data has no {split} split", source or run.data.get("source"),
                         f"use --split {' or '.join(ds.splits)} (or all)")
@@ -268,7 +269,7 @@ def evaluate(run: Run | str | Path, source=None, split: str = "test", save: bool
     ``(x, y)``."""
     run = as_run(run)
     part = evaluation_split(run, source, split)
-    ev = evaluate_probs(run.predict_proba(part.x), part.y, run.class_names)
+    ev = evaluate_probs(run.predict_proba(part.x), part.labels, run.class_names)
     ev["split"] = "all" if isinstance(source, (tuple, list)) else split
     ev["source"] = "arrays" if isinstance(source, (tuple, list)) else (source or run.data.get("source"))
     if save:
@@ -283,10 +284,10 @@ def predict(run: Run | str | Path, inputs, top_k: int | None = None):
     from .prediction import collect_inputs, predict_paths, rows_for
 
     run = as_run(run)
-    paths = isinstance(inputs, (list, tuple)) and [isinstance(i, (str, Path)) for i in inputs]
-    if _is_array(inputs) or (paths and not any(paths)):  # an array, or lists / arrays of pixels
+    named = isinstance(inputs, (list, tuple)) and [isinstance(i, (str, Path)) for i in inputs]
+    if _is_array(inputs) or (named and not any(named)):  # an array, or lists / arrays of pixels
         return run.predict_proba(inputs)
-    if paths and not all(paths):
+    if named and not all(named):
         raise ArgumentTypeError(f"expected image arrays or file paths, got {describe_value(inputs)} mixing "
                                 f"{', '.join(sorted({type(i).__name__ for i in inputs}))}", "inputs",
                                 "pass one image array (N, H, W[, C]), or a list of paths, folders or globs")

@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     previous_show = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
+        if getattr(args, "_options", None) is not None:  # the command's declared options, read and checked
+            from .options import read_options
+
+            read_options(args, args._options)
         return args.func(args)
     except CnnlabError as e:
         if args.debug:

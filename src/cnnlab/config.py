@@ -300,7 +300,7 @@ def recipe_defaults(values: dict) -> dict:
     """The recipe's settings for a config: the named recipe, else the model preset's own."""
     name = values.get("recipe")
     if name is None:
-        return {**_backbone_settings(values), **RECIPES[applied_recipe(values)].settings}
+        return {**_backbone_settings(values), **RECIPES[applied_recipe(values) or "keras"].settings}
     if not isinstance(name, str) or name not in RECIPES:
         return {}  # validation names the bad recipe, with the flag or key it came from
     return {**_backbone_settings(values), **RECIPES[name].settings}

@@ -42,6 +42,8 @@ class RawImageModel(torch.nn.Module):
         super().__init__()
         self.model = run.model.cpu().eval()
         off, inv = run.preprocessing.tensors("cpu")
+        self.off: torch.Tensor
+        self.inv: torch.Tensor
         self.register_buffer("off", off)
         self.register_buffer("inv", inv)
         self.flip = run.config.get("tta", "none") == "flip"
@@ -241,10 +243,11 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     h, w = run.image_size
     c = 3 if run.color_mode == "rgb" else 1
     prep = run.preprocessing
-    scale = [1.0 / s for s in prep.scale]  # (x - off) / s = x * (1 / s) + (-off / s)
-    offset = [-o / s for o, s in zip(prep.offset, prep.scale)]
-    if len(set(scale)) == 1 and len(set(offset)) == 1:
-        scale, offset = scale[0], offset[0]
+    per_channel = [1.0 / s for s in prep.scale]  # (x - off) / s = x * (1 / s) + (-off / s)
+    offsets = [-o / s for o, s in zip(prep.offset, prep.scale)]
+    one = len(set(per_channel)) == 1 and len(set(offsets)) == 1
+    scale: float | list[float] = per_channel[0] if one else per_channel
+    offset: float | list[float] = offsets[0] if one else offsets
     meta = {"class_names": run.class_names, "preprocessing": prep.to_dict(), "run_id": run.path.name,
             "image_size": [h, w], "color_mode": run.color_mode, "cnnlab_version": _version()}
     if check_images is None:
@@ -256,7 +259,7 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
         write_keras(Path(tmp), run.spec, run.model.state_dict(), (scale, offset), run.spec.name, meta)
         kf = read_keras(tmp)
         theirs = keras_proba(kf, parse_keras_spec(kf), check_images,
-                             Preprocessing.from_dict(kf.cnnlab["preprocessing"]))
+                             Preprocessing.from_dict((kf.cnnlab or {})["preprocessing"]))
         diffs.append(float(np.abs(ours - theirs).max()) if len(check_images) else 0.0)
         if diffs[0] > TOLERANCE:
             raise CnnlabError(f"the exported model differs from the run by {diffs[0]:.2g}", str(out),

@@ -6,15 +6,19 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import TrainConfig
 from .data.preprocess import Preprocessing
 from .errors import SpecError
-from .runs import Run, RunDir, environment, load_run
+from .options import Choice, option
+
+if TYPE_CHECKING:  # runs brings torch: imported when a file is imported, not for --help
+    from .runs import Run, RunDir
 
 IMPORT_SCALES = ("255", "127.5", "none")
 
@@ -25,18 +29,53 @@ def default_scale(spec) -> str:
     return "none" if spec.layers[0].type in ("Rescaling", "Normalization") else "255"
 
 
-def import_keras(path: str | Path, *, data: str | None = None, class_names: str | None = None,
-                 scale: str | None = None, name: str | None = None, runs_dir: str | Path = "runs",
-                 labels: str = "en", data_dir: str | None = None, out: str | Path | None = None,
-                 progress=print) -> Run:
+@dataclass
+class ImportOptions:
+    """What ``cnnlab import-keras`` and ``cnnlab.import_keras`` take besides the file, declared
+    once (cnnlab.options): the command's options and the API's keywords are checked from these."""
+
+    data: str | None = option(None, "the data the model was trained on (e.g. fashion-mnist, a folder): its class "
+                              "names, and the split evaluate and report use", metavar="SOURCE")
+    class_names: str | None = option(None, "class names: a file with one per line, or fashion-mnist / mnist",
+                                     metavar="FILE", default_text="the data's, else 0, 1, 2, ...")
+    labels: str = option("en", "class-name language of built-in sets", Choice(("en", "ko")))
+    scale: str | None = option(None, "what the notebook did to pixels before fit: 255 (x / 255.0), 127.5 (to "
+                               "[-1, 1]) or none", Choice(IMPORT_SCALES),
+                               default_text="none when the model starts with Rescaling or Normalization, else 255")
+    name: str | None = option(None, "the run's name", default_text="the model's name")
+    data_dir: str | None = option(None, "where built-in data sets are looked for")
+    runs_dir: str | Path = option("runs", "where the run directory is made")
+    out: str | Path | None = option(None, "the run directory itself (new or empty)", metavar="DIR",
+                                    default_text="RUNS_DIR/<timestamp>-<name>")
+
+
+@dataclass
+class _Imported:
+    """A Keras file read and rebuilt: what its run directory is written from."""
+
+    kf: Any
+    path: str | Path
+    spec: Any
+    model: Any
+    mode: str
+    t0: float
+
+
+def import_keras(path: str | Path, *, progress=print, **options) -> Run:
     """Turn a ``.keras`` or legacy ``.h5`` model into a run directory and return the loaded run.
 
-    ``scale``: what the notebook did to the pixels before ``fit`` (255: ``x / 255.0``; 127.5: to
-    [-1, 1]; none: raw values); default none when the model starts with Rescaling or Normalization,
-    else 255.
+    ``options`` (``ImportOptions``, as the command's): ``scale``: what the notebook did to the
+    pixels before ``fit`` (255: ``x / 255.0``; 127.5: to [-1, 1]; none: raw values); default none
+    when the model starts with Rescaling or Normalization, else 255.
     ``data``: the source the model belongs to (its classes, and evaluate / report without naming
-    it again); ``class_names``: a file with one per line, or fashion-mnist / mnist; ``out``: the
-    run directory (default ``runs_dir/<timestamp>-<name>``)."""
+    it again); ``class_names``: a file with one per line, or fashion-mnist / mnist; ``labels``,
+    ``name``, ``data_dir``, ``runs_dir``; ``out``: the run directory (default
+    ``runs_dir/<timestamp>-<name>``)."""
+    from .options import checked
+    from .runs import RunDir, load_run
+
+    o = checked(ImportOptions, "cnnlab.import_keras", **options)
+    data, class_names, scale, name, labels = o.data, o.class_names, o.scale, o.name, o.labels
     from .models import build_module, check_fits
     from .models.kerasfiles import parse_keras_spec, read_keras, torch_state
     from .training import load_data
@@ -64,7 +103,7 @@ def import_keras(path: str | Path, *, data: str | None = None, class_names: str 
     c = spec.input_shape[2] if len(spec.input_shape) == 3 else 1
     cfg = TrainConfig(source=data or "keras", model=spec.name, image_size=[h, w],
                       color_mode="rgb" if c == 3 else "grayscale", scale=mode, class_names=class_names,
-                      labels=labels, data_dir=data_dir, epochs=0, name=name)
+                      labels=labels, data_dir=o.data_dir, epochs=0, name=name)
     if "preprocessing" in ours and scale is None:
         prep = Preprocessing.from_dict(ours["preprocessing"])
     else:
@@ -89,9 +128,9 @@ def import_keras(path: str | Path, *, data: str | None = None, class_names: str 
     if len(names) != spec.num_classes:
         raise SpecError(f"{len(names)} class names for a model with {spec.num_classes} classes", "--class-names",
                         f"give {spec.num_classes} names, one per line")
-    rd = RunDir.create_at(out) if out is not None else RunDir.create(runs_dir, name or f"{spec.name}-keras")
+    rd = RunDir.create_at(o.out) if o.out is not None else RunDir.create(o.runs_dir, name or f"{spec.name}-keras")
     try:
-        metrics = _write(rd, kf, path, cfg, spec, model, prep, names, ds, mode, t0)
+        metrics = _write(rd, _Imported(kf, path, spec, model, mode, t0), cfg, prep, names, ds)
     except BaseException:
         shutil.rmtree(rd.path, ignore_errors=True)  # no half-written run is left behind
         raise
@@ -104,14 +143,15 @@ def import_keras(path: str | Path, *, data: str | None = None, class_names: str 
     return run
 
 
-def _write(rd: RunDir, kf, path, cfg: TrainConfig, spec, model, prep: Preprocessing, names: list[str], ds,
-           mode: str, t0: float) -> dict:
+def _write(rd: RunDir, imp: _Imported, cfg: TrainConfig, prep: Preprocessing, names: list[str], ds) -> dict:
     """The run's files; with data, its evaluation on the test (else validation) split."""
     from .engine.inference import predict_proba
     from .evaluation import evaluate_probs
     from .models.stats import weight_stats
+    from .runs import environment
     from .training import data_record
 
+    kf, path, spec, model, mode = imp.kf, imp.path, imp.spec, imp.model, imp.mode
     h, w = spec.input_shape[:2]
     record = data_record(ds, False) if ds is not None else {
         "source": None, "image_size": [h, w], "channels": 3 if cfg.color_mode == "rgb" else 1,
@@ -131,7 +171,7 @@ def _write(rd: RunDir, kf, path, cfg: TrainConfig, spec, model, prep: Preprocess
         rd.save_evaluation({"split": split, **ev})
         metrics[split] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
         metrics["evaluated_on"] = split
-    metrics["wall_time_s"] = round(time.perf_counter() - t0, 3)
+    metrics["wall_time_s"] = round(time.perf_counter() - imp.t0, 3)
     metrics["environment"] = {**environment("cpu", 0, cfg.seed), "pid": os.getpid()}
     rd.finish(metrics)
     rd.mark_finished("completed", "imported")

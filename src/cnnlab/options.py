@@ -40,26 +40,32 @@ class Constraint:
 @dataclass(frozen=True)
 class Choice(Constraint):
     """One of ``values``; ``aliases`` maps other spellings (Keras' names, e.g. "Adam" or
-    "RMSprop") to a value, and a value written in other letter case is that value."""
+    "RMSprop") to a value, and a value written in other letter case is that value. ``values`` may
+    be a callable that lists a registry's names (the export formats, the trackers), read when the
+    parser is built or a value is checked, so that a registered addition is a choice at once."""
 
-    values: tuple
+    values: tuple | Callable[[], typing.Iterable]
     aliases: dict = field(default_factory=dict)
+
+    def all(self) -> tuple:
+        return tuple(self.values()) if callable(self.values) else self.values
 
     def canonical(self, value):
         """The value ``value`` stands for, or ``value`` itself when it is none of them."""
-        if not isinstance(value, str) or value in self.values:
+        values = self.all()
+        if not isinstance(value, str) or value in values:
             return value
         if value in self.aliases:
             return self.aliases[value]
-        folded = [v for v in self.values if isinstance(v, str) and v.lower() == value.lower()]
+        folded = [v for v in values if isinstance(v, str) and v.lower() == value.lower()]
         folded += [a for k, a in self.aliases.items() if k.lower() == value.lower()]
         return folded[0] if len(set(folded)) == 1 else value
 
     def ok(self, value) -> bool:
-        return value in self.values
+        return value in self.all()
 
     def describe(self) -> str:
-        return "one of " + ", ".join(map(str, self.values))
+        return "one of " + ", ".join(map(str, self.all()))
 
 
 @dataclass(frozen=True)
@@ -111,13 +117,26 @@ class Option:
     item: type = float  # the type of each list element
     example: str | None = None  # a value that works, for the fix "use e.g. ..."
     default_text: str | None = None  # how --help shows the default, when its value says too little
-    positional: bool = False
+    positional: bool = False  # an argument without a flag: nargs None (one, required unless ``required=False``)
+    required: bool = False  # a flag the command needs (e.g. embed's --out); a positional: nargs "?" unless set
     aliases: tuple = ()  # other names of the key (Keras' validation_split): --validation-split, validation_split
+    renamed_from: tuple = ()  # old names, still read (--time-limit for --search-time-limit); messages name them
+
+    @property
+    def other_names(self) -> tuple:
+        return (*self.aliases, *self.renamed_from)
 
 
-def key(default, help: str, check: Constraint | None = None, **kw) -> typing.Any:
+def key(default, help: str | Callable[[], str], check: Constraint | None = None, **kw) -> typing.Any:
     """A configuration key as a dataclass field: ``batch_size: int = key(32, "batch size", Interval(1))``."""
     return field(default=default, metadata={"option": Option(help, check, **kw)})
+
+
+def option(default, help: str | Callable[[], str], check: Constraint | None = None, **kw) -> typing.Any:
+    """A command's own option, declared as a key is (:func:`key`); it shows among the command's
+    options unless ``group`` names one of the training keys' groups."""
+    kw.setdefault("group", "")
+    return key(default, help, check, **kw)
 
 
 @dataclass(frozen=True)
@@ -150,7 +169,7 @@ class Key:
         if self.option.example is not None:
             return self.option.example
         if isinstance(self.option.check, Choice):
-            return str(self.option.check.values[0])
+            return str(self.option.check.all()[0])
         if self.default is not None and (self.option.check is None or self.option.check.ok(self.default)):
             return str(self.default)
         if isinstance(self.option.check, Interval):
@@ -195,8 +214,8 @@ class Places:
         self.files = files or {}
 
     def where(self, k: Key) -> str:
-        if k.name in self.flags and k.flag:
-            return k.flag
+        if k.name in self.flags and k.flag:  # with the old spellings, so that either reads right
+            return k.flag + "".join(f" (--{a.replace('_', '-')})" for a in k.option.renamed_from)
         if k.name in self.files:
             return f"{self.files[k.name]}: {k.name}"
         return k.name
@@ -239,7 +258,7 @@ def canonical_values(obj) -> None:
 def resolve_aliases(d: dict, cls, where: str = "arguments") -> dict:
     """Keys given under another name (``validation_split`` for ``val_split``) under their own; the
     same key given twice is an error."""
-    names = {a: k.name for k in keys_of(cls).values() for a in k.option.aliases}
+    names = {a: k.name for k in keys_of(cls).values() for a in k.option.other_names}
     out = {}
     for name, v in d.items():
         real = names.get(name, name)
@@ -269,10 +288,10 @@ def check_value(k: Key, v, places: Places | None = None) -> None:
         if isinstance(said, tuple) and len(said) == 2:
             raise ConfigError(said[0], where, said[1])
     if isinstance(c, Choice):
-        close = difflib.get_close_matches(str(v), [str(x) for x in c.values], 1)
+        close = difflib.get_close_matches(str(v), [str(x) for x in c.all()], 1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise ConfigError(f"invalid choice {shown(v)} for {k.name}", where,
-                          f"{hint}use one of {', '.join(map(str, c.values))}")
+                          f"{hint}use one of {', '.join(map(str, c.all()))}")
     raise ConfigError(f"{k.name} must be {c.describe()}, got {shown(v)}", where,
                       "use e.g. " + places.use(k, k.example()))
 
@@ -315,44 +334,92 @@ def from_text(k: Key, text):
     if isinstance(text, list):
         whole = k.option.check.describe() if k.option.check else _TYPE_WORDS[k.option.item]
         values = [convert(t, k.option.item, whole) for t in text]
-        return values[0] if k.option.nargs == "+" and len(values) == 1 else values
+        scalar_too = k.option.nargs == "+" and len(values) == 1 and (int in k.types or float in k.types)
+        return values[0] if scalar_too else values
     if k.optional and text.lower() in NONE_WORDS and str not in k.types:
         return None
+    if str in k.types:  # text is among its values (compare's per-model "20000,knn=5000")
+        return text
     for tp in (int, float):
         if tp in k.types:
             return convert(text, tp)
     return text
 
 
+def _help(k: Key) -> str:
+    """A key's help with its default, in the one style every command uses: ``(default: ...)``."""
+    o = k.option
+    text = o.help() if callable(o.help) else o.help  # a registry's listing, read when the parser is built
+    if o.required or (o.positional and k.default is None and not k.optional):
+        return text
+    if k.is_bool:
+        return f"{text} (default: {o.default_text or ('on' if k.default else 'off')})"
+    if o.default_text:
+        return f"{text} (default: {o.default_text})"
+    shown = "none" if k.default is None else (" ".join(map(str, k.default)) if isinstance(k.default, (list, tuple))
+                                              else str(k.default))
+    return f"{text} (default: {shown})"
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[str],
-                  skip: typing.Container = (), only: typing.Container | None = None) -> dict:
+                  skip: typing.Container = (), only: typing.Container | None = None,
+                  sections: dict | None = None) -> dict:
     """The keys of ``cls`` as options of ``parser`` (in argument groups named ``groups``, in that
-    order). Values stay text (``dest`` = key, absent unless given): :func:`from_text` reads them.
-    Returns the argument groups by name, for a command's own options."""
-    sections = {g: parser.add_argument_group(g) for g in groups}
+    order, or in ``sections`` made before; a key of another group goes to the parser's own
+    options). Values stay text (``dest`` = key, absent unless given): :func:`from_text` reads them
+    (:func:`given`, :func:`read_options`). Returns the argument groups by name."""
+    sections = dict(sections or {})
+    sections.update({g: parser.add_argument_group(g) for g in groups if g not in sections})
     chosen = [k for k in keys_of(cls).values()
               if k.name not in skip and (only is None or k.name in only) and k.flag is not None]
-    for k in sorted(chosen, key=lambda k: list(groups).index(k.option.group)):
+    order = list(sections)
+    for k in sorted(chosen, key=lambda k: order.index(k.option.group) if k.option.group in order else len(order)):
         o = k.option
-        text = o.help() if callable(o.help) else o.help  # a registry's listing, read when the parser is built
-        shown = o.default_text or ("none" if k.default is None else str(k.default))
+        metavar = o.metavar
+        if metavar is None and isinstance(o.check, Choice) and not k.is_bool:
+            metavar = "{" + ",".join(map(str, o.check.all())) + "}"
         if o.positional:
-            parser.add_argument(k.name, nargs="?", default=argparse.SUPPRESS, help=f"{text} (default: {shown})")
+            nargs = o.nargs if o.nargs is not None else (None if o.required else "?")
+            parser.add_argument(k.name, nargs=nargs, default=argparse.SUPPRESS, metavar=o.metavar, help=_help(k))
             continue
-        names = [k.flag] + ([o.short] if o.short else []) + ["--" + a.replace("_", "-") for a in o.aliases]
-        section = sections[o.group]
+        names = [k.flag] + ([o.short] if o.short else []) + ["--" + a.replace("_", "-") for a in o.other_names]
+        if o.group and o.group not in sections:  # a group of the command's own (tracking)
+            sections[o.group] = parser.add_argument_group(o.group)
+        section = sections[o.group] if o.group else parser
         if k.is_bool:
             # off by default: --no-NAME too, for a recipe that turns it on (the best preset mirrors images)
             action = "store_false" if k.default is True else argparse.BooleanOptionalAction
-            section.add_argument(*names, dest=k.name, action=action, default=argparse.SUPPRESS,
-                                 help=f"{text} (default: {o.default_text or ('on' if k.default else 'off')})")
+            section.add_argument(*names, dest=k.name, action=action, default=argparse.SUPPRESS, help=_help(k))
             continue
-        metavar = o.metavar
-        if metavar is None and isinstance(o.check, Choice):
-            metavar = "{" + ",".join(map(str, o.check.values)) + "}"
         section.add_argument(*names, dest=k.name, default=argparse.SUPPRESS, metavar=metavar, nargs=o.nargs,
-                             help=f"{text} (default: {shown})")
+                             required=o.required, help=_help(k))
     return sections
+
+
+def read_options(args: argparse.Namespace, cls):
+    """A command's own options (the dataclass ``cls``) read from the command line: each given one
+    into its type, the others at their defaults, all checked by their declarations with the flag as
+    ``where``; the values are set on ``args`` too (``args.trials``). Returns the ``cls`` instance."""
+    flags = given(args, cls)
+    try:
+        opts = cls(**flags)
+    except TypeError as e:  # a __post_init__ of the class that met a value of the wrong type
+        raise ConfigError(str(e), "the command line", "see --help") from None
+    check_values(opts, Places(flags))
+    for name in keys_of(cls):
+        setattr(args, name, getattr(opts, name))
+    return opts
+
+
+def checked(cls, where: str = "arguments", **values):
+    """A command's options given as Python keywords (the API: ``cnnlab.tune(trials=...)``), made
+    and checked by the same declarations as the command line; an unknown keyword names the
+    closest key."""
+    values = resolve_aliases(values, cls, where)
+    check_names(values, cls, where)
+    opts = cls(**values)
+    check_values(opts)
+    return opts
 
 
 def given(args: argparse.Namespace, cls) -> dict:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import atomic
+from .data.dataset import Dataset
 from .data.preprocess import Preprocessing
 from .errors import MissingRunError, RunError, first_line, warn
 from .models import Spec, SpecModel, build_module, parse_spec
@@ -199,7 +200,7 @@ class Run:
     metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     # The run's data with its splits, once loaded (by training, or on first use by figures).
-    dataset: object = field(default=None, repr=False, compare=False)
+    dataset: Dataset | None = field(default=None, repr=False, compare=False)
     state: str = "finished"  # finished | training | crashed | unknown (see run_state)
     # another engine's probabilities for conformed uint8 images, e.g. ONNX Runtime (exporting.use_onnx)
     engine: Any = field(default=None, repr=False, compare=False)

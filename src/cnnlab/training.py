@@ -6,6 +6,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,10 +33,13 @@ from .engine.progress import Progress
 from .engine.signals import stop_on_sigterm
 from .errors import ConfigError, DataError, MissingRunError, TrainingError, warn
 from .evaluation import evaluate_probs
-from .models import Spec, build_module, check_fits, spec_from
+from .models import Spec, SpecModel, build_module, check_fits, spec_from
 from .models.init import freeze_until, pretrained_weights
 from .models.stats import weight_stats
 from .runs import Run, RunDir, check_writable, environment, load_run
+
+if TYPE_CHECKING:
+    from .engine.threads import LoadMeter
 
 
 def resolve_spec(model: str | dict, input_shape: tuple, num_classes: int) -> Spec:
@@ -65,6 +69,7 @@ def check_training_memory(spec: Spec, batch_size: int, device) -> None:
 
     activations = sum(math.prod(layer.output_shape) for layer in spec.layers) * batch_size
     need = 4 * (2 * activations + 4 * spec.total_params)
+    free: int | None
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
@@ -161,7 +166,7 @@ def set_threads(threads: int | None) -> int:
 
 
 def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset | None = None,
-          callbacks: list | tuple = ()) -> Run:
+          callbacks: list | tuple = ()) -> Run | None:
     """Train as configured and write the run directory; returns the loaded run.
 
     Everything that can be checked (config, spec, data) is checked before the run directory
@@ -170,6 +175,15 @@ def train(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset 
     interrupted. status.json says 'running' from the directory's first second.
     """
     return TrainingSession.start(cfg, spec_override, dataset, callbacks).run()
+
+
+def train_here(cfg: TrainConfig, spec_override: dict | None = None, dataset: Dataset | None = None,
+               callbacks: list | tuple = ()) -> Run:
+    """``train`` in this one process (tune's trials, compare's folds): the run, never None."""
+    run = train(cfg, spec_override, dataset, callbacks)
+    if run is None:
+        raise ConfigError("this training runs in one process", "torchrun", "start it without torchrun")
+    return run
 
 
 def _data_and_spec(cfg: TrainConfig, spec_override: dict | None, dataset: Dataset | None, device) -> tuple:
@@ -215,7 +229,8 @@ def _initial_model(cfg: TrainConfig, spec: Spec, ds: Dataset, prep: Preprocessin
     if any(layer.args.get("kernel_initializer") == "patch_whitening" for layer in spec.layers):
         model.init_from_data(whitening_sample(prep, ds["train"].x, device))
     init_report = initial_weights(model, spec, cfg.init_from, progress_out, ds.class_names) if cfg.init_from else \
-        pretrained_weights(model, spec, cfg.backbone, cfg.weights, ds.input_shape, progress_out.message, cfg.quiet) \
+        pretrained_weights(model, spec, cfg.backbone or "", cfg.weights, ds.input_shape, progress_out.message,
+                           cfg.quiet) \
         if cfg.weights else None
     freeze_until(model, spec, cfg.freeze_until, progress_out.message, cfg.unfreeze_from)
     phase_frozen = head_phase(model, spec, cfg, init_report, dist, progress_out)
@@ -358,7 +373,7 @@ def _guarded(rd: RunDir | None, dist: Dist, train_in) -> Run | None:
 SESSION_KEYS = ("quiet", "threads", "device", "time_limit")
 
 
-def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), **session) -> Run:
+def resume(path, dataset: Dataset | None = None, callbacks: list | tuple = (), **session) -> Run | None:
     """Continue a stopped run (killed, crashed, interrupted, out of time) from the end of its last
     finished epoch, in its own directory: the same data, weights, optimizer state, random states
     and history, so it ends as the uninterrupted run would have. ``session``: any of SESSION_KEYS.
@@ -500,7 +515,7 @@ class TrainingSession:
     ds: Dataset
     spec: Spec
     prep: Preprocessing
-    model: torch.nn.Module
+    model: SpecModel
     device: torch.device
     dist: Dist
     rd: RunDir | None
@@ -513,7 +528,7 @@ class TrainingSession:
     class_weights: list[float] | None = None
     init_report: dict | None = None  # what --init-from or --weights loaded
     phase_frozen: list[int] = field(default_factory=list)  # layers waiting for fine-tuning's second phase
-    load_meter: object = None  # other processes' load as the data loaded (engine/threads.py)
+    load_meter: LoadMeter | None = None  # other processes' load as the data loaded (engine/threads.py)
     resume_point: dict | None = None  # the saved state a resumed run continues from
     best_state: dict | None = None  # a resumed run's best weights so far
 
@@ -582,8 +597,8 @@ class TrainingSession:
         if cfg.head_epochs and state["epoch"] < cfg.head_epochs:  # still in the first phase
             for i in phase_frozen:
                 model.freeze(i)
-        weights = rd.read_optional(RunDir.CLASS_WEIGHTS)
-        weights = [float(weights[n]) for n in ds.class_names] if weights else None
+        stored = rd.read_optional(RunDir.CLASS_WEIGHTS)
+        weights = [float(stored[n]) for n in ds.class_names] if stored else None
         best = _best_so_far(rd, state)
         Progress(cfg.epochs, 1, quiet=not dist.is_main).message(
             f"resuming {rd.path} after epoch {state['epoch']} of {cfg.epochs}"
@@ -597,6 +612,13 @@ class TrainingSession:
         return cls(cfg, ds, spec, prep, model, device, dist, rd if dist.is_main else None, progress, threads,
                    t_wall, dataset is not None, tuple(callbacks), None, weights, None, phase_frozen,
                    resume_point=state, best_state=best)
+
+    @property
+    def out(self) -> RunDir:
+        """The run directory, which rank 0 alone writes (``rd`` is None on the other ranks)."""
+        if self.rd is None:
+            raise RuntimeError("only rank 0 writes the run directory")
+        return self.rd
 
     def run(self) -> Run | None:
         """Train (SIGTERM a clean stop); the run directory says how it ended, whatever happened."""
@@ -619,17 +641,17 @@ class TrainingSession:
         if not main:
             return None
         result.train_time_s += (self.resume_point or {}).get("train_time_s", 0.0)
-        self.rd.write_history(result.history)
+        self.out.write_history(result.history)
         if result.best_epoch is not None:
-            self.rd.save_model(self.model.state_dict())
+            self.out.save_model(self.model.state_dict())
         metrics = self._metrics(result, monitor, governor)
         if result.status in ("completed", "early_stopped", "nan_loss"):
-            self.rd.discard_resume()  # nothing left to continue; interrupted and timed-out runs keep theirs
+            self.out.discard_resume()  # nothing left to continue; interrupted and timed-out runs keep theirs
         return self._evaluate_and_finish(result, metrics)
 
     def _write_start(self) -> None:
         """The run directory's files that exist before the first step."""
-        rd, ds = self.rd, self.ds
+        rd, ds = self.out, self.ds
         rd.start(config=stored_config(self.cfg), spec=self.spec.to_dict(), preprocessing=self.prep.to_dict(),
                  classes={"class_names": ds.class_names, "labels": self.cfg.labels},
                  weights_init=weight_stats(self.model), check=self.check, data=data_record(ds, self.in_memory))
@@ -658,7 +680,7 @@ class TrainingSession:
     def _loop_callbacks(self, monitor: str, steps: int) -> tuple[list, object]:
         """The loop's own callbacks (best checkpoint, progress, history, early stopping, time limit,
         resume points, the thread governor, fine-tuning's second phase) and the governor (or None)."""
-        cfg, rd, main = self.cfg, self.rd, self.dist.is_main
+        cfg, rd = self.cfg, self.rd  # rd: rank 0 only
         earlier = dict(self.resume_point or {})
         resumes = self._resumes()
 
@@ -666,15 +688,15 @@ class TrainingSession:
             return {"resumes": resumes, "train_time_s": earlier.get("train_time_s", 0.0) + time.perf_counter()
                     - state.t_start, "phase_frozen": list(self.phase_frozen or [])}
 
-        callbacks = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best,
-                                    (lambda epoch, state: rd.checkpoint(state)) if main else None,
-                                    best_state=self.best_state)]
-        if main:
+        callbacks: list = [BestCheckpoint(monitor, cfg.min_delta, cfg.restore_best,
+                                          (lambda epoch, state: rd.checkpoint(state)) if rd is not None else None,
+                                          best_state=self.best_state)]
+        if rd is not None:
             callbacks += [ProgressBar(Progress(cfg.epochs, steps, cfg.quiet)), HistoryWriter(rd.write_history)]
         callbacks.append(EarlyStopping(monitor, cfg.patience, cfg.min_delta))
         if cfg.time_limit is not None:
             callbacks.append(TimeLimit(cfg.time_limit))
-        callbacks.append(ResumePoint(rd.save_resume if main else None, bookkeeping))
+        callbacks.append(ResumePoint(rd.save_resume if rd is not None else None, bookkeeping))
         governor = None
         if cfg.threads is None and self.device.type == "cpu":  # the free cores, measured (engine/threads.py)
             from .engine.threads import ThreadGovernor
@@ -685,7 +707,7 @@ class TrainingSession:
             from .engine.optim import DEFAULT_LR, make_optimizer
 
             lr = (cfg.lr or DEFAULT_LR[cfg.optimizer]) * cfg.finetune_factor
-            callbacks.insert(0, Unfreeze(cfg.head_epochs, self.phase_frozen, lambda: make_optimizer(
+            callbacks.insert(0, Unfreeze(cfg.head_epochs or 0, self.phase_frozen, lambda: make_optimizer(
                 cfg.optimizer, [p for p in self.model.parameters() if p.requires_grad], lr, cfg.momentum,
                 cfg.weight_decay)))
         return callbacks, governor
@@ -715,7 +737,7 @@ class TrainingSession:
 
     def _evaluate_and_finish(self, result, metrics: dict) -> Run:
         """Test-set evaluation with the final weights, metrics.json, and the loaded run."""
-        rd, ds, device = self.rd, self.ds, self.device
+        rd, ds, device = self.out, self.ds, self.device
         run_dir = rd.path
         if result.history and result.best_epoch:
             best = result.history[result.best_epoch - 1]
@@ -724,7 +746,7 @@ class TrainingSession:
         if result.best_epoch is not None and result.status not in ("interrupted", "nan_loss") and "test" in ds.splits:
             run = load_run(run_dir, device=str(device))
             t = ds["test"]
-            ev = evaluate_probs(run.predict_proba(t.x), t.y, ds.class_names)
+            ev = evaluate_probs(run.predict_proba(t.x), t.labels, ds.class_names)
             rd.save_evaluation({"split": "test", **ev})
             metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
         metrics["wall_time_s"] = round(time.perf_counter() - self.t_wall, 3)

@@ -11,58 +11,109 @@ from __future__ import annotations
 
 import argparse
 import errno
+from dataclasses import dataclass
+
+from ..options import Choice, option
 
 # the order of `cnnlab --help`
 COMMANDS = ("train", "compare", "tune", "check", "serve", "evaluate", "predict", "embed", "summary", "report", "plot",
             "explain", "export", "import_keras", "models", "backbones", "datasets", "download", "export_images")
 
 
-def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), report: bool = True,
-                      only: tuple | None = None) -> None:
+# training keys that tune and compare set per trial or model, so they are not their options
+PER_TRIAL_KEYS = ("model", "name", "time_limit")
+
+
+def add_train_options(p: argparse.ArgumentParser, skip: tuple = (), only: tuple | None = None) -> dict:
     """The training-configuration keys as options (generated from their declarations,
-    cnnlab.options); ``skip`` leaves some keys out, ``only`` keeps just those."""
+    cnnlab.options); ``skip`` leaves some keys out, ``only`` keeps just those. Returns the groups."""
     from ..config import GROUPS, TrainConfig
     from ..options import add_arguments
 
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with the same keys as these options; "
-                   "flags override it (default: none)")
-    groups = add_arguments(p, TrainConfig, GROUPS, skip, only)
-    if report:
-        groups["output"].add_argument("--no-report", dest="report", action="store_false", default=True,
-                                      help="skip writing report.html at the end (default: write it)")
+    return add_arguments(p, TrainConfig, GROUPS, skip, only)
 
 
-def add_precision_option(p: argparse.ArgumentParser) -> None:
-    """``--precision`` of a command that predicts (evaluate, predict): the choices are the engine's."""
+def _precisions() -> tuple:
     from ..engine.precision import PRECISIONS
 
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does it natively")
+    return tuple(PRECISIONS)
 
 
-def add_engine_option(p: argparse.ArgumentParser) -> None:
-    """``--engine`` of a command that predicts with a run (predict, serve): the registered engines."""
+def _engines() -> tuple:
     from ..shipping import ENGINES
 
-    p.add_argument("--engine", default="torch", choices=list(ENGINES),
-                   help="what predicts: " + "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values()))
+    return tuple(ENGINES)
 
 
-def add_track_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("tracking")
+def _engines_help() -> str:
+    from ..shipping import ENGINES
+
+    return "what predicts: " + "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values())
+
+
+def _trackers() -> tuple:
     from ..tracking import TRACKERS
 
-    g.add_argument("--track", choices=list(TRACKERS), default=None,
-                   help="also log to TensorBoard event files or an MLflow tracking store (needs cnnlab[track]; "
-                   "default: neither)")
-    g.add_argument("--track-uri", default=None, metavar="URI",
-                   help="TensorBoard: the log folder (default: RUNS_DIR/tensorboard); MLflow: the tracking URI "
-                   "(default: sqlite:///RUNS_DIR/mlflow.db)")
+    return tuple(TRACKERS)
+
+
+# The options several commands share, declared once (mixed into a command's own declaration).
+@dataclass
+class PrecisionOption:
+    """``--precision`` of a command that predicts (evaluate, predict): the engine's choices."""
+
+    precision: str = option("fp32", "torch engine: fp32 (exact), or autocast: auto is bf16 where the hardware does "
+                         "it natively", Choice(_precisions))
+
+
+@dataclass
+class EngineOption:
+    """``--engine`` of a command that predicts with a run (predict, serve): the registered engines."""
+
+    engine: str = option("torch", _engines_help, Choice(_engines))
+
+
+@dataclass
+class TrackOptions:
+    """``--track`` and ``--track-uri`` of a command that trains (train, tune, compare)."""
+
+    track: str | None = option(None, "also log to TensorBoard event files or an MLflow tracking store (needs "
+                            "cnnlab[track])", Choice(_trackers), group="tracking", default_text="neither")
+    track_uri: str | None = option(None, "TensorBoard: the log folder; MLflow: the tracking URI", group="tracking",
+                                metavar="URI", default_text="RUNS_DIR/tensorboard, or sqlite:///RUNS_DIR/mlflow.db")
+
+
+@dataclass
+class ConfigFileOption:
+    """``--config FILE.yaml`` of a command that takes training keys."""
+
+    config: str | None = option(None, "YAML file with the same keys as these options; flags override it",
+                             metavar="FILE.yaml")
+
+
+@dataclass
+class ReportOption:
+    report: bool = option(True, "skip writing report.html at the end", group="output", default_text="write it")
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, options, groups: tuple = (),
+                train: dict | None = None, **parser_kw):
+    """The parser of command ``name``: its options generated from the declaration ``options`` (a
+    dataclass of :func:`cnnlab.options.key` fields), after the training keys when ``train`` gives
+    ``add_train_options``' arguments. ``cli.main`` reads the options into their types and checks
+    them (:func:`cnnlab.options.read_options`) before the handler runs."""
+    from ..options import add_arguments
+
+    p = sub.add_parser(name, **parser_kw)
+    sections = add_train_options(p, **train) if train is not None else {}
+    add_arguments(p, options, groups, sections=sections)
+    p.set_defaults(_options=options)
+    return p
 
 
 def tracker_from(args: argparse.Namespace, runs_dir, experiment: str = "cnnlab"):
     """The Tracker the command line asks for, or None; checked before any training."""
-    if not getattr(args, "track", None):
+    if not getattr(args, "track", None):  # read by read_options: None when not given
         if getattr(args, "track_uri", None):
             from ..errors import ConfigError
 

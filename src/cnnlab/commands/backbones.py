@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+
+from ..options import option
+from . import add_command
+
+
+@dataclass
+class Options:
+    input_shape: tuple | list = option((224, 224, 3), "the image shape the counts are for", nargs=3, item=int,
+                                       metavar=("H", "W", "C"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("backbones", help="list the architectures --backbone builds, with their parameter counts",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("--input-shape", type=int, nargs=3, default=[224, 224, 3], metavar=("H", "W", "C"),
-                   help="the image shape the counts are for")
-    b.set_defaults(func=handle)
+    add_command(sub, "backbones", Options, help="list the architectures --backbone builds, with their parameter "
+                "counts").set_defaults(func=handle)
 
 
 def handle(args) -> int:

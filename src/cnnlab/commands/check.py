@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
-from . import add_train_options, config_from_args
+from ..options import option
+from . import ConfigFileOption, add_command, config_from_args
 
 # The keys that say what the data is and how it is split: `cnnlab check` takes these.
 DATA_KEYS = ("source", "val_source", "test_source", "data_dir", "image_size", "color_mode", "labels",
@@ -13,20 +15,21 @@ DATA_KEYS = ("source", "val_source", "test_source", "data_dir", "image_size", "c
              "val_split", "test_split", "seed", "strict")
 
 
+@dataclass
+class Options(ConfigFileOption):
+    json: bool = option(False, "print the report as JSON", default_text="text")
+    out: str | None = option(None, "also write the JSON report to FILE", metavar="FILE.json")
+    near: bool = option(True, "skip the near-duplicate search (perceptual hashes)", default_text="search")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    ck = sub.add_parser("check", help="check a dataset before training: duplicates, leakage, class balance, "
-                        "unreadable files",
-                        description="Load a data source as training would (same splits for the same --seed) and "
-                        "report exact duplicates within and across splits, near duplicates across splits, class "
-                        "counts and imbalance, unreadable files, image sizes and modes, and for CSV tables ids "
-                        "without a file and files not in the table. Exit code 2 with --strict when images are "
-                        "shared across splits.")
-    add_train_options(ck, report=False, only=DATA_KEYS)
-    ck.add_argument("--json", action="store_true", help="print the report as JSON (default: text)")
-    ck.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON report to FILE")
-    ck.add_argument("--no-near", action="store_true",
-                    help="skip the near-duplicate search (perceptual hashes; default: search)")
-    ck.set_defaults(func=handle)
+    add_command(sub, "check", Options, train={"only": DATA_KEYS},
+                help="check a dataset before training: duplicates, leakage, class balance, unreadable files",
+                description="Load a data source as training would (same splits for the same --seed) and "
+                "report exact duplicates within and across splits, near duplicates across splits, class "
+                "counts and imbalance, unreadable files, image sizes and modes, and for CSV tables ids "
+                "without a file and files not in the table. Exit code 2 with --strict when images are "
+                "shared across splits.").set_defaults(func=handle)
 
 
 def handle(args) -> int:
@@ -34,7 +37,7 @@ def handle(args) -> int:
     from ..data.check import check_source, findings, format_report
 
     cfg = config_from_args(args)
-    report = check_source(cfg, near=not args.no_near)
+    report = check_source(cfg, near=args.near)
     if args.out:
         write_json(args.out, report)
     if args.json:

@@ -4,54 +4,41 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import add_track_options, add_train_options, config_from_args, given_options, tracker_from
+from ..comparison import CompareOptions
+from . import PER_TRIAL_KEYS, ConfigFileOption, TrackOptions, add_command, config_from_args, given_options, tracker_from
+
+
+@dataclass
+class Options(ConfigFileOption, CompareOptions, TrackOptions):
+    pass
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..comparison import DEFAULT_MODELS
-    from ..comparison.baselines import BASELINES
-
-    c = sub.add_parser("compare", help="one leaderboard: decision tree, forest, ... and CNNs on the same split",
-                       description="Train every model on the same stratified split (or the same K stratified "
-                       "folds) with the same pixel scaling, and print a leaderboard: accuracy, macro-F1, size, "
-                       "train time and predict time. Saved as CSV, Markdown and HTML under --out; neural "
-                       "models keep their run directories there. The source's test split is never read.")
-    add_train_options(c, skip=("model", "name", "time_limit"), report=False)
-    cg = c.add_argument_group("comparison")
-    cg.add_argument("--models", default=",".join(DEFAULT_MODELS), metavar="LIST",
-                    help="comma-separated: baselines " + ", ".join(BASELINES) + "; any preset (cnnlab models) "
-                    "or spec file (default: %(default)s)")
-    cg.add_argument("--cv", type=int, default=None, metavar="K",
-                    help="K stratified folds of the labeled training data instead of one validation split "
-                    "(default: none)")
-    cg.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel jobs for the baselines (default: 1)")
-    cg.add_argument("--subsample", default=None, metavar="N",
-                    help="train each model on at most N images (stratified); per model: 20000,knn=5000 "
-                    "(default: all)")
-    cg.add_argument("--trial-time-limit", "--time-limit", dest="time_limit_each", default=None, metavar="S",
-                    help="seconds per model and fold; a baseline over it is reported as timeout, a neural "
-                    "model stops and keeps its best epoch; per model: 600,forest=120; --time-limit is the old "
-                    "spelling (default: none)")
-    cg.add_argument("--out", default=None, metavar="DIR",
-                    help="where the leaderboard goes (default: RUNS_DIR/<timestamp>-compare-<source>)")
-    add_track_options(c)
-    c.set_defaults(func=handle)
+    add_command(sub, "compare", Options, train={"skip": PER_TRIAL_KEYS},
+                help="one leaderboard: decision tree, forest, ... and CNNs on the same split",
+                description="Train every model on the same stratified split (or the same K stratified "
+                "folds) with the same pixel scaling, and print a leaderboard: accuracy, macro-F1, size, "
+                "train time and predict time. Saved as CSV, Markdown and HTML under --out; neural "
+                "models keep their run directories there. The source's test split is never read."
+                ).set_defaults(func=handle)
 
 
 def handle(args) -> int:
     from ..comparison import compare
     from ..comparison.leaderboard import markdown
+    from ..options import keys_of
 
     cfg = config_from_args(args)  # a bad value is named by its flag before any model trains
     source = getattr(args, "source", "fashion-mnist")
     tracker = tracker_from(args, cfg.runs_dir, experiment=f"compare-{str(source).split(':')[0]}")
     overrides = given_options(args)
     overrides.pop("source", None)
-    board = compare(getattr(args, "source", "fashion-mnist"), args.models, cv=args.cv, jobs=args.jobs,
-                    subsample_n=args.subsample, time_limit=args.time_limit_each, out=args.out,
-                    config=args.config, quiet=overrides.pop("quiet", False), **overrides)
+    own = {k: getattr(args, k) for k in keys_of(CompareOptions)}
+    board = compare(getattr(args, "source", "fashion-mnist"), config=args.config,
+                    quiet=overrides.pop("quiet", False), **own, **overrides)
     print(markdown(board, board.attrs["meta"]), end="")
     out = Path(board.attrs["out"])
     print(f"leaderboard written to {out / 'leaderboard.html'} (also .csv and .md)")

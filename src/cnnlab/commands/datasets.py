@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
+
+from ..options import option
+from . import add_command
+
+
+@dataclass
+class Options:
+    json: bool = option(False, "print JSON")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    ds = sub.add_parser("datasets", help="list data sources and where they are", formatter_class=fmt)
-    ds.add_argument("--json", action="store_true", help="print JSON")
-    ds.set_defaults(func=handle)
+    add_command(sub, "datasets", Options, help="list data sources and where they are").set_defaults(func=handle)
 
 
 def handle(args) -> int:

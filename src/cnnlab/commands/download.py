@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..options import Interval, option
+from . import add_command
+
+
+@dataclass
+class Options:
+    name: str | None = option(None, "fashion-mnist, mnist, or weights", positional=True, default_text="none")
+    backbone: str | None = option(None, "with weights: vgg16, resnet50, efficientnet_b0, convnext_tiny or "
+                                  "mobilenet_v2[:ALPHA]", positional=True, metavar="NAME[:WIDTH]")
+    include_top: bool = option(False, "with weights: the file with the 1000-class head",
+                               default_text="the file without it, as --backbone uses")
+    size: int | None = option(None, "with weights: the image size (mobilenet_v2 has one file per size: 96, 128, "
+                              "160, 192, 224)", Interval(1), metavar="N", default_text="224")
+    dir: str | None = option(None, "with a dataset: the target folder", default_text="the user cache")
+    list: bool = option(False, "list the weights cache with sizes")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    dl = sub.add_parser(
-        "download", help="download fashion-mnist or mnist, or a backbone's ImageNet weights, into the cache",
-        description="cnnlab download fashion-mnist | mnist; cnnlab download weights NAME[:WIDTH] "
-        "[--include-top] [--size N]: the file Keras Applications downloads for that backbone, checked against "
-        "its published hash (copy the cache to an offline machine to use it there); cnnlab download --list: what "
-        "the weights cache holds.")
-    dl.add_argument("name", nargs="?", help="fashion-mnist, mnist, or weights")
-    dl.add_argument("backbone", nargs="?", metavar="NAME[:WIDTH]",
-                    help="with weights: vgg16, resnet50, efficientnet_b0, convnext_tiny or mobilenet_v2[:ALPHA]")
-    dl.add_argument("--include-top", action="store_true", help="with weights: the file with the 1000-class head "
-                    "(default: the file without it, as --backbone uses)")
-    dl.add_argument("--size", type=int, default=None, metavar="N",
-                    help="with weights: the image size (mobilenet_v2 has one file per size: 96, 128, 160, 192, 224; "
-                    "default 224)")
-    dl.add_argument("--dir", default=None, help="with a dataset: the target folder (default: the user cache)")
-    dl.add_argument("--list", action="store_true", help="list the weights cache with sizes")
-    dl.set_defaults(func=handle)
+    add_command(sub, "download",
+                Options, help="download fashion-mnist or mnist, or a backbone's ImageNet weights, into the cache",
+                description="cnnlab download fashion-mnist | mnist; cnnlab download weights NAME[:WIDTH] "
+                "[--include-top] [--size N]: the file Keras Applications downloads for that backbone, checked "
+                "against its published hash (copy the cache to an offline machine to use it there); cnnlab download "
+                "--list: what the weights cache holds.").set_defaults(func=handle)
 
 
 def handle(args) -> int:

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..options import Interval, option
+from . import add_command
+
+
+@dataclass
+class Options:
+    source: str = option(None, "a run directory, or a backbone NAME[:WIDTH] (cnnlab backbones)", positional=True,
+                         required=True)
+    inputs: list = option(None, "image files, folders or glob patterns", positional=True, required=True, nargs="+",
+                          item=str)
+    out: str = option(None, "features.npy (an N x D float32 array, inputs in the order printed) or features.csv "
+                      "(a row per input)", short="-o", required=True, metavar="OUT")
+    weights: str | None = option(None, "with a backbone: its weights", metavar="imagenet|URL|FILE.h5",
+                                 default_text="none: random")
+    image_size: tuple | list = option((224, 224), "with a backbone: the size images are resized to",
+                                      nargs=2, item=int, metavar=("H", "W"))
+    batch_size: int = option(64, "images per forward pass", Interval(1))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    e = sub.add_parser("embed", formatter_class=fmt,
-                       help="write the features of images (a run's last hidden layer, or a backbone's pooled "
-                       "output) for similarity search and clustering")
-    e.add_argument("source", help="a run directory, or a backbone NAME[:WIDTH] (cnnlab backbones)")
-    e.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    e.add_argument("--out", "-o", required=True, help="features.npy (an N x D float32 array, inputs in the order "
-                   "printed) or features.csv (a row per input)")
-    e.add_argument("--weights", default=None, metavar="imagenet|URL|FILE.h5",
-                   help="with a backbone: its weights (none: random)")
-    e.add_argument("--image-size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"),
-                   help="with a backbone: the size images are resized to")
-    e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    e.set_defaults(func=handle)
+    add_command(sub, "embed", Options, help="write the features of images (a run's last hidden layer, or a "
+                "backbone's pooled output) for similarity search and clustering").set_defaults(func=handle)
 
 
 def handle(args) -> int:

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
-from . import add_precision_option
+from ..options import Choice, option
+from . import PrecisionOption, add_command
+
+
+def _splits() -> tuple:
+    from ..data.dataset import SPLITS
+
+    return (*SPLITS, "all")
+
+
+@dataclass
+class Options(PrecisionOption):
+    run: str = option(None, "run directory", positional=True, required=True)
+    source: str | None = option(None, "data to evaluate on", positional=True,
+                             default_text="the run's own data, split as in training")
+    split: str = option("test", "which split", Choice(_splits))
+    json: bool = option(False, "print JSON")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..data.dataset import SPLITS
-
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    e = sub.add_parser("evaluate", help="evaluate a run: loss, accuracy, per-class report, confusion matrix",
-                       formatter_class=fmt)
-    e.add_argument("run", help="run directory")
-    e.add_argument("source", nargs="?", default=None,
-                   help="data to evaluate on (default: the run's own data, split as in training)")
-    e.add_argument("--split", default="test", choices=[*SPLITS, "all"],
-                   help="which split")
-    e.add_argument("--json", action="store_true", help="print JSON")
-    add_precision_option(e)
-    e.set_defaults(func=handle)
+    add_command(sub, "evaluate", Options, help="evaluate a run: loss, accuracy, per-class report, confusion matrix"
+                ).set_defaults(func=handle)
 
 
 def handle(args) -> int:

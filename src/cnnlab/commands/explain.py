@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..options import option
 from ..textwidth import ljust
-from . import image_arg
+from . import add_command, image_arg
+
+
+@dataclass
+class Options:
+    run: str = option(None, "run directory", positional=True, required=True)
+    image: str = option(None, "an image file", positional=True, required=True)
+    out_dir: str | None = option(None, "where the PNG files go", default_text="RUN/explain/IMAGE_NAME")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    ex = sub.add_parser("explain", help="prediction, feature maps and Grad-CAM for one image", formatter_class=fmt)
-    ex.add_argument("run", help="run directory")
-    ex.add_argument("image", help="an image file")
-    ex.add_argument("--out-dir", default=None, help="where the PNG files go (default: RUN/explain/IMAGE_NAME)")
-    ex.set_defaults(func=handle)
+    add_command(sub, "explain", Options, help="prediction, feature maps and Grad-CAM for one image"
+                ).set_defaults(func=handle)
 
 
 def handle(args) -> int:

@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+
+from ..options import Choice, Interval, option
+from . import add_command
+
+
+def _formats() -> tuple:
+    from ..shipping import FORMATS
+
+    return tuple(FORMATS)
+
+
+def _formats_help() -> str:
+    from ..shipping import FORMATS
+
+    return "file format: " + "; ".join(f"{f.name}: {f.help}" for f in FORMATS.values())
+
+
+@dataclass
+class Options:
+    run: str = option(None, "run directory", positional=True, required=True)
+    format: str = option("onnx", _formats_help, Choice(_formats))
+    out: str | None = option(None, "output file", default_text="in the run directory: model.onnx, model.keras")
+    opset: int = option(17, "ONNX opset version (--format onnx)", Interval(1))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    ex = sub.add_parser("export", help="write the run as an ONNX or Keras model that takes raw images",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                        description="Export a run to ONNX (input uint8 images (N, H, W, C) at the run's size, "
-                        "output class probabilities) or to a Keras 3 .keras file (raw pixel values in, its "
-                        "first layer a Rescaling with the run's scaling). Class names, image size and colour "
-                        "mode go in the metadata. The export is checked against the run's own predictions "
-                        "before it is kept.")
-    ex.add_argument("run", help="run directory")
-    from ..shipping import FORMATS
-
-    ex.add_argument("--format", default="onnx", choices=list(FORMATS),
-                    help="file format: " + "; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
-    ex.add_argument("--out", default=None, help="output file (default: in the run directory: model.onnx, "
-                    "model.keras)")
-    ex.add_argument("--opset", type=int, default=17, help="ONNX opset version (--format onnx)")
-    ex.set_defaults(func=handle)
+    add_command(sub, "export", Options, help="write the run as an ONNX or Keras model that takes raw images",
+                description="Export a run to ONNX (input uint8 images (N, H, W, C) at the run's size, "
+                "output class probabilities) or to a Keras 3 .keras file (raw pixel values in, its "
+                "first layer a Rescaling with the run's scaling). Class names, image size and colour "
+                "mode go in the metadata. The export is checked against the run's own predictions "
+                "before it is kept.").set_defaults(func=handle)
 
 
 def handle(args) -> int:

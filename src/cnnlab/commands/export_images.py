@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+
+from ..options import Interval, option
+from . import add_command
+
+
+@dataclass
+class Options:
+    source: str = option(None, "a data source", positional=True, required=True)
+    out: str = option(None, "output folder", positional=True, required=True)
+    limit: int | None = option(None, "at most this many images per split", Interval(1), example="1000",
+                               default_text="all")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..data.sources import DataOptions
     from ..options import add_arguments
 
-    x = sub.add_parser("export-images", help="write a dataset as PNG files plus CSV labels",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    x.add_argument("source", help="a data source")
-    x.add_argument("out", help="output folder")
+    x = add_command(sub, "export-images", Options, help="write a dataset as PNG files plus CSV labels")
     add_arguments(x, DataOptions, ["data"], only=("data_dir", "labels"))
-    x.add_argument("--limit", type=int, default=None, help="at most this many images per split")
     x.set_defaults(func=handle)
 
 
@@ -23,10 +31,6 @@ def handle(args) -> int:
     from ..data.sources import DataOptions, load_source
     from ..options import Places, check_values, given
 
-    if args.limit is not None and args.limit < 1:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"limit must be >= 1, got {args.limit}", "--limit", "use e.g. --limit 1000, or leave it out")
     flags = given(args, DataOptions)
     opts = DataOptions(**flags)
     check_values(opts, Places(flags))

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+
+from . import add_command
+
+
+@dataclass
+class Options:
+    pass
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    m = sub.add_parser("models", help="list model presets and training recipes", formatter_class=fmt)
-    m.set_defaults(func=handle)
+    add_command(sub, "models", Options, help="list model presets and training recipes").set_defaults(func=handle)
 
 
 def handle(args) -> int:

@@ -3,37 +3,43 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import image_arg
+from ..options import Choice, Interval, option
+from . import add_command, image_arg
 
 PLOTS = ("curves", "confusion", "samples", "kernels", "feature-maps", "histograms", "misclassified",
          "diagram", "gradcam", "class-counts", "random", "augmentation")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def _splits() -> tuple:
     from ..data.dataset import SPLITS
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    pl = sub.add_parser("plot", help="write one figure of a run as PNG or SVG", formatter_class=fmt)
-    pl.add_argument("run", help="run directory")
-    pl.add_argument("kind", choices=PLOTS, help="which figure")
-    pl.add_argument("--format", default="png", choices=["png", "svg"], help="file format")
-    pl.add_argument("--out", default=None, help="output file (default: RUN/KIND.FORMAT)")
-    pl.add_argument("--image", default=None, help="image for feature-maps / gradcam (default: test images)")
-    pl.add_argument("--dpi", type=int, default=100, help="resolution of PNG files")
-    pl.add_argument("--split", default=None, choices=SPLITS,
-                    help="the split for confusion, misclassified, feature-maps and gradcam (default: test, or "
-                    "validation when the run has no test split)")
-    pl.add_argument("--twin", action="store_true",
-                    help="curves: loss and accuracy on one plot with two y axes (seed 003's figure)")
-    pl.add_argument("--untrained", action="store_true",
-                    help="kernels: the kernels at initialisation, on the same colour scale as the trained ones")
-    pl.add_argument("--seed", type=int, default=0,
-                    help="random, augmentation and misclassified --order random: which images are drawn")
-    pl.add_argument("--order", default="confident", choices=["confident", "random"],
-                    help="misclassified: the most confident mistakes first, or a random sample of them")
-    pl.set_defaults(func=handle)
+    return tuple(SPLITS)
+
+
+@dataclass
+class Options:
+    run: str = option(None, "run directory", positional=True, required=True)
+    kind: str = option(None, "which figure", Choice(PLOTS), positional=True, required=True,
+                       metavar="{" + ",".join(PLOTS) + "}")
+    format: str = option("png", "file format", Choice(("png", "svg")))
+    out: str | None = option(None, "output file", default_text="RUN/KIND.FORMAT")
+    image: str | None = option(None, "image for feature-maps / gradcam", default_text="test images")
+    dpi: int = option(100, "resolution of PNG files", Interval(1))
+    split: str | None = option(None, "the split for confusion, misclassified, feature-maps and gradcam",
+                               Choice(_splits), default_text="test, or validation when the run has no test split")
+    twin: bool = option(False, "curves: loss and accuracy on one plot with two y axes (seed 003's figure)")
+    untrained: bool = option(False, "kernels: the kernels at initialisation, on the same colour scale as the "
+                             "trained ones")
+    seed: int = option(0, "random, augmentation and misclassified --order random: which images are drawn")
+    order: str = option("confident", "misclassified: the most confident mistakes first, or a random sample of them",
+                        Choice(("confident", "random")))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    add_command(sub, "plot", Options, help="write one figure of a run as PNG or SVG").set_defaults(func=handle)
 
 
 def handle(args) -> int:

@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..options import Interval, option
 from ..textwidth import ljust
-from . import add_engine_option, add_precision_option
+from . import EngineOption, PrecisionOption, add_command
+
+
+@dataclass
+class Options(EngineOption, PrecisionOption):
+    run: str = option(None, "run directory, or imagenet:NAME[:WIDTH] for Keras Applications' ImageNet classifier "
+                      "(mobilenet_v2, vgg16, resnet50; its weights download once, as --weights imagenet)",
+                      positional=True, required=True)
+    inputs: list = option(None, "image files, folders, glob patterns, or one CSV template", positional=True,
+                          required=True, nargs="+", item=str)
+    out: str | None = option(None, "write predictions to this CSV file", short="-o", metavar="OUT")
+    top_k: int | None = option(None, "add the K most likely classes per image", Interval(1), metavar="K")
+    image_column: str | None = option(None, "CSV template: the image path/id column")
+    image_pattern: str | None = option(None, "CSV template: file name template for ids, e.g. 'images/test/{}.png'")
+    label_column: str | None = option(None, "CSV template: the column to fill")
+    submission: bool = option(False, "CSV template: write only the template's columns (a competition submission)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    pr = sub.add_parser("predict", help="classify image files, folders, globs or a CSV template",
-                        formatter_class=fmt)
-    pr.add_argument("run", help="run directory, or imagenet:NAME[:WIDTH] for Keras Applications' ImageNet "
-                    "classifier (mobilenet_v2, vgg16, resnet50; its weights download once, as --weights imagenet)")
-    pr.add_argument("inputs", nargs="+", help="image files, folders, glob patterns, or one CSV template")
-    pr.add_argument("--out", "-o", default=None, help="write predictions to this CSV file")
-    pr.add_argument("--top-k", type=int, default=None, help="add the K most likely classes per image")
-    pr.add_argument("--image-column", default=None, help="CSV template: the image path/id column")
-    pr.add_argument("--image-pattern", default=None,
-                    help="CSV template: file name template for ids, e.g. 'images/test/{}.png'")
-    pr.add_argument("--label-column", default=None, help="CSV template: the column to fill")
-    pr.add_argument("--submission", action="store_true",
-                    help="CSV template: write only the template's columns (a competition submission)")
-    add_engine_option(pr)
-    add_precision_option(pr)
-    pr.set_defaults(func=handle)
+    add_command(sub, "predict", Options, help="classify image files, folders, globs or a CSV template"
+                ).set_defaults(func=handle)
 
 
 def handle(args) -> int:

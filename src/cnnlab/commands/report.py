@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+
+from ..options import Choice, option
+from . import add_command
+
+
+def _splits() -> tuple:
+    from ..data.dataset import SPLITS
+
+    return tuple(SPLITS)
+
+
+@dataclass
+class Options:
+    run: str = option(None, "run directory", positional=True, required=True)
+    out: str | None = option(None, "output file", default_text="RUN/report.html")
+    split: str | None = option(None, "the split whose results it shows", Choice(_splits),
+                               default_text="test, or validation when the run has no test split")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..data.dataset import SPLITS
-
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    r = sub.add_parser("report", help="write the run's self-contained report.html", formatter_class=fmt)
-    r.add_argument("run", help="run directory")
-    r.add_argument("--out", default=None, help="output file (default: RUN/report.html)")
-    r.add_argument("--split", default=None, choices=SPLITS,
-                   help="the split whose results it shows (default: test, or validation when the run has no "
-                   "test split)")
-    r.set_defaults(func=handle)
+    add_command(sub, "report", Options, help="write the run's self-contained report.html").set_defaults(func=handle)
 
 
 def handle(args) -> int:

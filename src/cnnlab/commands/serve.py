@@ -4,42 +4,40 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
-from . import add_engine_option
+from ..options import Choice, Interval, Rule, option
+from . import EngineOption, add_command
+
+
+def _port_ok(v):
+    return True if 0 < v < 65536 else (f"invalid port {v}", "use 1-65535, e.g. 8000")
+
+
+@dataclass
+class Options(EngineOption):
+    runs: list = option(None, "run directories, or folders of runs", positional=True, required=True, nargs="+",
+                        item=str, metavar="RUN_OR_RUNS_DIR")
+    host: str = option("127.0.0.1", "address to bind; other machines can connect only if you give e.g. 0.0.0.0")
+    port: int = option(8000, "port", Rule(_port_ok, "a port number from 1 to 65535"))
+    max_upload_mb: float = option(5.0, "largest request body, MB (413 above)", Interval(0, open_lo=True))
+    max_pixels: int = option(25_000_000, "largest image, pixels (413 above)", Interval(1))
+    threads: int = option(1, "torch threads per request; concurrent requests already use the other cores",
+                          Interval(1))
+    log_level: str = option("warning", "server log level", Choice(("critical", "error", "warning", "info", "debug")))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    sv = sub.add_parser("serve", help="a web page to draw or upload images, and a JSON prediction API",
-                        formatter_class=fmt,
-                        description="Serve trained runs: a page to draw or upload an image and see the "
-                        "probabilities, feature maps and Grad-CAM; POST /api/predict, GET /api/model, docs at "
-                        "/docs. Reads only the runs it is given.")
-    sv.add_argument("runs", nargs="+", metavar="RUN_OR_RUNS_DIR", help="run directories, or folders of runs")
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind; other machines can connect only "
-                    "if you give e.g. 0.0.0.0")
-    sv.add_argument("--port", type=int, default=8000, help="port")
-    sv.add_argument("--max-upload-mb", type=float, default=5.0, help="largest request body, MB (413 above)")
-    sv.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image, pixels (413 above)")
-    sv.add_argument("--threads", type=int, default=1,
-                    help="torch threads per request; concurrent requests already use the other cores")
-    add_engine_option(sv)
-    sv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
-                    help="server log level")
-    sv.set_defaults(func=handle)
+    add_command(sub, "serve", Options, help="a web page to draw or upload images, and a JSON prediction API",
+                description="Serve trained runs: a page to draw or upload an image and see the "
+                "probabilities, feature maps and Grad-CAM; POST /api/predict, GET /api/model, docs at "
+                "/docs. Reads only the runs it is given.").set_defaults(func=handle)
 
 
 def handle(args) -> int:
-    from ..errors import ConfigError
     from ..serve import create_app, find_runs
 
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"invalid port {args.port}", "--port", "use 1-65535, e.g. 8000")
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0:
-        raise ConfigError("limits must be positive", "--max-upload-mb/--max-pixels", "use e.g. 5 and 25000000")
     runs = find_runs(args.runs)
-    if args.threads < 1:
-        raise ConfigError(f"invalid threads {args.threads}", "--threads", "use 1 or more")
     import torch
 
     torch.set_num_threads(args.threads)  # one image per request: parallel requests beat parallel ops

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
+
+from ..options import Interval, option
+from . import add_command
+
+
+@dataclass
+class Options:
+    model: str = option(None, "preset name or spec file (.yaml/.json)", positional=True, required=True)
+    input_shape: list | None = option(None, "adapt a preset to this input shape: H W C", nargs="+", item=int,
+                                      metavar="N")
+    classes: int | None = option(None, "adapt a preset to this many classes", Interval(1))
+    flops: bool = option(False, "also count FLOPs per image: predicting, and one training step (builds the model)")
+    json: bool = option(False, "print JSON")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    s = sub.add_parser("summary", help="Keras-style model summary of a preset or spec", formatter_class=fmt)
-    s.add_argument("model", help="preset name or spec file (.yaml/.json)")
-    s.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
-                   help="adapt a preset to this input shape: H W C")
-    s.add_argument("--classes", type=int, default=None, help="adapt a preset to this many classes")
-    s.add_argument("--flops", action="store_true",
-                   help="also count FLOPs per image: predicting, and one training step (builds the model)")
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(func=handle)
+    add_command(sub, "summary", Options, help="Keras-style model summary of a preset or spec").set_defaults(func=handle)
 
 
 def handle(args) -> int:

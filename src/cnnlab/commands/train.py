@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import add_track_options, add_train_options, config_from_args, given_options, os_error_line, tracker_from
+from ..options import Interval, option
+from . import (
+    ConfigFileOption,
+    ReportOption,
+    TrackOptions,
+    add_command,
+    config_from_args,
+    given_options,
+    os_error_line,
+    tracker_from,
+)
+
+
+@dataclass
+class Options(ConfigFileOption, ReportOption, TrackOptions):
+    resume: str | None = option(None, "continue a stopped run (killed, crashed, Ctrl-C, out of time) from the end of "
+                                "its last finished epoch, in its own directory; only --quiet, --threads, --device "
+                                "and --time-limit may change", metavar="RUN", default_text="a new run")
+    nproc: int | None = option(None, "data-parallel training in N processes on this machine, started through torchrun "
+                            "(gloo on CPU, NCCL with one GPU each); --batch-size is the global batch",
+                            Interval(1, 256), metavar="N", example="2",
+                            default_text="one process; several machines: torchrun ... -m cnnlab train, "
+                            "docs/distributed.md")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train a model and evaluate it on the test set",
-                       description="Train a model. With no arguments: fashion-cnn on Fashion-MNIST with the "
-                       "notebooks' recipe (Adam, validation split 0.2, early stopping with patience 2, "
-                       "best weights restored), evaluated on the test set.")
-    add_train_options(t)
-    add_track_options(t)
-    t.add_argument("--resume", metavar="RUN", default=None,
-                   help="continue a stopped run (killed, crashed, Ctrl-C, out of time) from the end of its last "
-                   "finished epoch, in its own directory; only --quiet, --threads, --device and --time-limit may "
-                   "change (default: a new run)")
-    t.add_argument("--nproc", type=int, default=None, metavar="N",
-                   help="data-parallel training in N processes on this machine, started through torchrun "
-                   "(gloo on CPU, NCCL with one GPU each); --batch-size is the global batch (default: one "
-                   "process; several machines: torchrun ... -m cnnlab train, docs/distributed.md)")
-    t.set_defaults(func=handle)
+    add_command(sub, "train", Options, train={}, help="train a model and evaluate it on the test set",
+                description="Train a model. With no arguments: fashion-cnn on Fashion-MNIST with the "
+                "notebooks' recipe (Adam, validation split 0.2, early stopping with patience 2, "
+                "best weights restored), evaluated on the test set.").set_defaults(func=handle)
 
 
 def handle(args) -> int:
@@ -108,8 +120,6 @@ def launch_processes(args) -> int:
     from ..engine.distributed import check_global_batch, launch
     from ..errors import ConfigError
 
-    if not 1 <= args.nproc <= 256:
-        raise ConfigError(f"nproc must be from 1 to 256, got {args.nproc}", "--nproc", "use e.g. --nproc 2")
     if not args.resume:  # what can be checked here is checked once, before N processes start
         import os
         from pathlib import Path

@@ -13,8 +13,9 @@ import difflib
 import hashlib
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from ..data.dataset import Dataset, Split
 from ..data.sources import load_source
 from ..data.split import stratified_indices
 from ..errors import ConfigError, DataError
+from ..options import Rule, option
 from .baselines import BASELINES, installed, run_baseline, stop_worker
 
 DEFAULT_MODELS = ("tree", "forest", "logreg", "hog-svm", "fashion-cnn")
@@ -63,7 +65,8 @@ def per_model(value, models: list[str], flag: str, cast) -> dict[str, float | No
     if isinstance(value, dict):
         items = list(value.items())
     elif isinstance(value, str):
-        items = [tuple(p.split("=", 1)) if "=" in p else (None, p) for p in value.split(",") if p.strip()]
+        items = [(p.split("=", 1)[0], p.split("=", 1)[1]) if "=" in p else (None, p)
+                 for p in value.split(",") if p.strip()]
     else:
         items = [(None, value)]
     default, named = None, {}
@@ -97,7 +100,7 @@ def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tupl
     stay out of every fold. Its training images keep train_test_split's order, on which
     StratifiedKFold and a forest's bootstrap samples depend, so a notebook's figures reproduce."""
     parts = [ds["train"]] + ([ds["validation"]] if "validation" in ds.splits else [])
-    pool = Split(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))
+    pool = Split(np.concatenate([p.x for p in parts]), np.concatenate([p.labels for p in parts]))
     if cv is None:
         if "validation" in ds.splits:
             n_tr = len(ds["train"])
@@ -105,7 +108,7 @@ def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tupl
         if not 0 < val_split < 1:
             raise ConfigError("a comparison needs evaluation images", "--val-split",
                               "use e.g. --val-split 0.2, or --cv 5")
-        keep, held = stratified_indices(pool.y, val_split, seed, ds.source)
+        keep, held = stratified_indices(pool.labels, val_split, seed, ds.source)
         return pool, [(keep, held)]
     from sklearn.model_selection import StratifiedKFold
 
@@ -114,10 +117,10 @@ def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tupl
     if "validation" in ds.splits:
         train_idx = np.arange(len(ds["train"]))
     elif val_split > 0:
-        train_idx, _ = stratified_indices(pool.y, val_split, seed, ds.source, ordered=False)
+        train_idx, _ = stratified_indices(pool.labels, val_split, seed, ds.source, ordered=False)
     else:
         train_idx = np.arange(len(pool))
-    y = pool.y[train_idx]
+    y = pool.labels[train_idx]
     smallest = int(np.bincount(y, minlength=len(ds.class_names)).min())
     if cv > smallest:
         raise DataError(f"{cv} folds need at least {cv} training images of every class; the smallest class has "
@@ -153,12 +156,13 @@ def warn_pool_duplicates(pool: Split, ds: Dataset) -> None:
              f"remove the copies (cnnlab check {ds.source} lists them)")
 
 
-def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
-    """Train a preset or spec on one fold (``cfg`` already holds that model's recipe)."""
+def _neural(plan: Plan, name: str, tr: np.ndarray, ev: np.ndarray, fold: int) -> dict:
+    """Train a preset or spec on one fold (its config already holds that model's recipe)."""
     from sklearn.metrics import f1_score
 
-    from ..training import train
+    from ..training import train_here as train
 
+    ds, pool, out, cfg, limit = plan.ds, plan.pool, plan.out, plan.model_cfgs[name], plan.limits[name]
     fold_ds = Dataset(ds.source, ds.class_names, {"train": pool.take(tr), "validation": pool.take(ev)}, ds.info)
     stem = Path(name).stem if name not in BASELINES else name
     # the pool is checked once for the whole comparison (compare); a check per fold would also be
@@ -171,7 +175,7 @@ def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
     t0 = time.perf_counter()
     pred = run.predict_proba(pool.x[ev]).argmax(1)
     predict_s = time.perf_counter() - t0
-    y = pool.y[ev]
+    y = pool.labels[ev]
     status = {"time_limit": "time limit", "interrupted": "interrupted"}.get(run.metrics["status"], "ok")
     convs = any(layer.type == "Conv2D" for layer in run.spec.layers)
     return {"accuracy": float((pred == y).mean()),
@@ -183,25 +187,90 @@ def _neural(name, cfg, ds, pool, tr, ev, fold, out: Path, limit):
             "note": run.metrics["stop_reason"] if status != "ok" else ""}
 
 
-def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | None = None, jobs: int = 1,
-            subsample_n=None, time_limit=None, out: str | Path | None = None, config: str | Path | None = None,
+def _two_or_more(v) -> bool:
+    return v >= 2
+
+
+def _one_or_more(v) -> bool:
+    return v >= 1
+
+
+def _models_help() -> str:
+    return "comma-separated: baselines " + ", ".join(BASELINES) + "; any preset (cnnlab models) or spec file"
+
+
+@dataclass
+class CompareOptions:
+    """A comparison's own settings, declared once: ``cnnlab compare``'s options and
+    ``cnnlab.compare``'s keywords are made and checked from these (cnnlab.options)."""
+
+    models: str | list | tuple = option(",".join(DEFAULT_MODELS), _models_help, group="comparison", metavar="LIST")
+    cv: int | None = option(None, "K stratified folds of the labeled training data instead of one validation split",
+                            Rule(_two_or_more, "a whole number >= 2"), group="comparison", metavar="K", example="5")
+    jobs: int = option(1, "parallel jobs for the baselines", Rule(_one_or_more, "a whole number >= 1"),
+                       group="comparison", metavar="N", example="2")
+    subsample: str | int | dict | None = option(None, "train each model on at most N images (stratified); per model: "
+                                                "20000,knn=5000", group="comparison", metavar="N", default_text="all")
+    trial_time_limit: str | float | dict | None = option(
+        None, "seconds per model and fold; a baseline over it is reported as timeout, a neural model stops and keeps "
+        "its best epoch; per model: 600,forest=120; --time-limit is the old spelling", group="comparison",
+        metavar="S", renamed_from=("time_limit",))
+    out: str | Path | None = option(None, "where the leaderboard goes", group="comparison", metavar="DIR",
+                                    default_text="RUNS_DIR/<timestamp>-compare-<source>")
+
+
+@dataclass
+class Plan:
+    """One comparison, set up: the models, their per-model settings, the data and its folds."""
+
+    opts: CompareOptions
+    names: list[str]
+    subsamples: dict
+    limits: dict
+    cfg: Any  # the comparison's TrainConfig (split, seed, scaling)
+    ds: Dataset
+    pool: Split
+    folds: list
+    model_cfgs: dict  # a neural model's TrainConfig, its recipe applied
+    out: Path
+    split_text: str = ""
+    quiet: bool = False
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+
+def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, config: str | Path | None = None,
             quiet: bool = False, **options):
     """Train every model on the same split (or the same ``cv`` stratified folds) and return the
-    leaderboard as a pandas DataFrame (best first). ``options`` are training-config keys (data
-    options such as val_split, seed and scale, and the neural models' epochs, batch_size, ...).
-    The leaderboard is written under ``out`` as CSV, Markdown and HTML; ``df.attrs`` holds
-    ``out`` and the per-fold table ``folds``."""
-    import torch
+    leaderboard as a pandas DataFrame (best first). ``options``: the comparison's own settings
+    (``CompareOptions``: cv, jobs, subsample, trial_time_limit (old name time_limit), out) and
+    training-config keys (data options such as val_split, seed and scale, and the neural models'
+    epochs, batch_size, ...). The leaderboard is written under ``out`` as CSV, Markdown and HTML;
+    ``df.attrs`` holds ``out`` and the per-fold table ``folds``."""
+    from ..options import checked, keys_of
 
-    from ..engine.loop import resolve_device
-    from ..runs import environment, new_run_dir
-    from .leaderboard import aggregate, write_leaderboard
+    own = {a for k in keys_of(CompareOptions).values() for a in (k.name, *k.option.other_names)}
+    opts = checked(CompareOptions, "cnnlab.compare", models=models,
+                   **{k: options.pop(k) for k in list(options) if k in own})
+    plan = _plan(source, opts, config, quiet, options)
+    rows: list[dict] = []
+    try:
+        interrupted = _run_models(plan, rows)
+    finally:
+        stop_worker()  # the baselines' worker process, if a time limit started one
+    return _leaderboard(plan, rows, interrupted)
 
-    names = resolve_models(models)
-    subsamples = per_model(subsample_n, names, "--subsample", int)
-    limits = per_model(time_limit, names, "--trial-time-limit (--time-limit)", float)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}", "--jobs", "use e.g. --jobs 2")
+
+def _plan(source: str, opts: CompareOptions, config, quiet: bool, options: dict) -> Plan:
+    """The models and data of a comparison, checked before the first model trains (and before
+    the output folder exists)."""
+    from ..runs import new_run_dir
+
+    names = resolve_models(opts.models)
+    subsamples = per_model(opts.subsample, names, "--subsample", int)
+    limits = per_model(opts.trial_time_limit, names, "--trial-time-limit (--time-limit)", float)
     explicit_none = [k for k, v in options.items() if v is None]
     # The comparison's split comes from the options, never from a recipe (the fast recipe trains
     # on every image); each model's recipe applies to its own config below.
@@ -213,81 +282,87 @@ def compare(source: str = "fashion-mnist", models=DEFAULT_MODELS, *, cv: int | N
     ds = load_source(cfg.source, cfg.data_options())
     if ds["train"].y is None:
         raise DataError("the data has no labels", cfg.source, "compare needs a labeled source")
-    pool, folds = make_folds(ds, cv, cfg.val_split, cfg.seed)
+    pool, folds = make_folds(ds, opts.cv, cfg.val_split, cfg.seed)
     # per neural model: its preset's own recipe fills what the options leave open; every spec is
-    # checked against the data before the first model trains (and before the output folder exists)
+    # checked against the data before the first model trains
     model_cfgs = {name: make_config(config, source=source, model=name, explicit_none=explicit_none, **options)
                   for name in names if name not in BASELINES}
     from ..training import resolve_spec
 
     for name in model_cfgs:
         resolve_spec(name, ds.input_shape, ds.num_classes)
-    out = Path(out) if out else new_run_dir(cfg.runs_dir, f"compare-{cfg.source.split(':')[0]}")
+    out = Path(opts.out) if opts.out else new_run_dir(cfg.runs_dir, f"compare-{cfg.source.split(':')[0]}")
     out.mkdir(parents=True, exist_ok=True)
-
-    def say(msg):
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    n_folded = sum(len(ev) for _, ev in folds) if cv else 0
-    split_text = (f"{len(folds)} stratified folds of {n_folded:,} training images (seed {cfg.seed}"
-                  + (f"; {len(pool) - n_folded:,} validation images held out, untouched)" if n_folded < len(pool)
-                     else ")") if cv else
-                  f"a stratified {cfg.val_split:g} validation split (seed {cfg.seed})"
-                  if "validation" not in ds.splits else "the source's validation split")
-    say(f"comparing {len(names)} models on {ds.source}: {len(pool):,} labeled images, {split_text}; "
-        f"results in {out}")
+    plan = Plan(opts, names, subsamples, limits, cfg, ds, pool, folds, model_cfgs, out, quiet=quiet)
+    n_folded = sum(len(ev) for _, ev in folds) if opts.cv else 0
+    plan.split_text = (f"{len(folds)} stratified folds of {n_folded:,} training images (seed {cfg.seed}"
+                       + (f"; {len(pool) - n_folded:,} validation images held out, untouched)" if n_folded < len(pool)
+                          else ")") if opts.cv else
+                       f"a stratified {cfg.val_split:g} validation split (seed {cfg.seed})"
+                       if "validation" not in ds.splits else "the source's validation split")
+    plan.say(f"comparing {len(names)} models on {ds.source}: {len(pool):,} labeled images, {plan.split_text}; "
+             f"results in {out}")
     if cfg.check:
         warn_pool_duplicates(pool, ds)
-    rows: list[dict] = []
-    try:
-        interrupted = False
-        for name in names:
-            for k, (tr, ev) in enumerate(folds):
-                tr_m = subsample(tr, pool.y, subsamples[name], cfg.seed)
-                kind = BASELINES[name].kind if name in BASELINES else "neural network"
-                row = {"model": name, "fold": k + 1, "n_train": len(tr_m), "n_eval": len(ev),
-                       "eval_digest": _digest(ev), "kind": kind}
-                try:
-                    if name in BASELINES:
-                        res = run_baseline(name, pool.x[tr_m], pool.y[tr_m], pool.x[ev], pool.y[ev], cfg.scale,
-                                           cfg.seed, jobs, limits[name])
-                        res.setdefault("note", res.pop("error", ""))
-                    else:
-                        res = _neural(name, model_cfgs[name], ds, pool, tr_m, ev, k, out, limits[name])
-                except KeyboardInterrupt:
-                    interrupted = True
-                    res = {"status": "interrupted", "note": "interrupted by the user (Ctrl-C)"}
-                except Exception as e:  # one failing model does not lose the whole comparison
-                    msg = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
-                    res = {"status": "error", "note": msg}
-                row.update(res)
-                rows.append(row)
-                acc = f"accuracy {row['accuracy']:.4f}" if "accuracy" in row else row["status"]
-                say(f"  {name:<14} fold {k + 1}/{len(folds)}  {acc}  "
-                    f"train {row.get('train_time_s', float('nan')):.1f} s  {row.get('note', '')}".rstrip())
-                if interrupted or row["status"] == "interrupted":
-                    interrupted = True
-                    break
-            if interrupted:
-                break
-    finally:
-        stop_worker()  # the baselines' worker process, if a time limit started one
-    board, fold_table = aggregate(rows, names)
+    return plan
+
+
+def _run_models(plan: Plan, rows: list[dict]) -> bool:
+    """Every model on every fold, a row each in ``rows``; True when Ctrl-C stopped it."""
+    for name in plan.names:
+        for k, (tr, ev) in enumerate(plan.folds):
+            tr_m = subsample(tr, plan.pool.labels, plan.subsamples[name], plan.cfg.seed)
+            kind = BASELINES[name].kind if name in BASELINES else "neural network"
+            row = {"model": name, "fold": k + 1, "n_train": len(tr_m), "n_eval": len(ev),
+                   "eval_digest": _digest(ev), "kind": kind}
+            try:
+                if name in BASELINES:
+                    data = (plan.pool.x[tr_m], plan.pool.labels[tr_m], plan.pool.x[ev], plan.pool.labels[ev])
+                    res = run_baseline(name, data, plan.cfg.scale, plan.cfg.seed, plan.opts.jobs, plan.limits[name])
+                    res.setdefault("note", res.pop("error", ""))
+                else:
+                    res = _neural(plan, name, tr_m, ev, k)
+            except KeyboardInterrupt:
+                res = {"status": "interrupted", "note": "interrupted by the user (Ctrl-C)"}
+            except Exception as e:  # one failing model does not lose the whole comparison
+                msg = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+                res = {"status": "error", "note": msg}
+            row.update(res)
+            rows.append(row)
+            acc = f"accuracy {row['accuracy']:.4f}" if "accuracy" in row else row["status"]
+            plan.say(f"  {name:<14} fold {k + 1}/{len(plan.folds)}  {acc}  "
+                     f"train {row.get('train_time_s', float('nan')):.1f} s  {row.get('note', '')}".rstrip())
+            if row["status"] == "interrupted":
+                return True
+    return False
+
+
+def _leaderboard(plan: Plan, rows: list[dict], interrupted: bool):
+    """The leaderboard of the rows, written under the plan's folder with its settings."""
+    import torch
+
+    from ..engine.loop import resolve_device
+    from ..runs import environment
+    from .leaderboard import aggregate, write_leaderboard
+
+    cfg, pool, folds = plan.cfg, plan.pool, plan.folds
+    board, fold_table = aggregate(rows, plan.names)
     settings = {}
-    for name in names:
-        st = {"train_images": int(np.mean([len(subsample(tr, pool.y, subsamples[name], cfg.seed)) for tr, _ in folds])),
-              "subsample": subsamples[name], "time_limit": limits[name]}
-        if name in model_cfgs:
-            mc = model_cfgs[name]
+    for name in plan.names:
+        st = {"train_images": int(np.mean([len(subsample(tr, pool.labels, plan.subsamples[name], cfg.seed))
+                                           for tr, _ in folds])),
+              "subsample": plan.subsamples[name], "time_limit": plan.limits[name]}
+        if name in plan.model_cfgs:
+            mc = plan.model_cfgs[name]
             st.update(recipe=mc.recipe, epochs=mc.epochs, batch_size=mc.batch_size, optimizer=mc.optimizer, lr=mc.lr,
                       patience=mc.patience)
         settings[name] = st
-    meta = {"source": ds.source, "models": names, "cv": cv, "val_split": None if cv else cfg.val_split,
-            "split": split_text, "n_labeled": len(pool), "seed": cfg.seed, "scale": cfg.scale,
-            "jobs": jobs, "subsample": subsamples, "time_limit": limits, "interrupted": interrupted,
-            "class_names": ds.class_names, "settings": settings,
+    meta = {"source": plan.ds.source, "models": plan.names, "cv": plan.opts.cv,
+            "val_split": None if plan.opts.cv else cfg.val_split, "split": plan.split_text, "n_labeled": len(pool),
+            "seed": cfg.seed, "scale": cfg.scale, "jobs": plan.opts.jobs, "subsample": plan.subsamples,
+            "time_limit": plan.limits, "interrupted": interrupted, "class_names": plan.ds.class_names,
+            "settings": settings,
             "environment": environment(str(resolve_device(cfg.device)), torch.get_num_threads(), cfg.seed)}
-    write_leaderboard(out, board, fold_table, meta, folds)
-    board.attrs.update(out=str(out), folds=fold_table, meta=meta)
+    write_leaderboard(plan.out, board, fold_table, meta, folds)
+    board.attrs.update(out=str(plan.out), folds=fold_table, meta=meta)
     return board

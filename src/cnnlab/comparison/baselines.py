@@ -276,11 +276,11 @@ def _over(time_limit: float, took: float | None = None) -> dict:
     return {"status": "timeout", "error": f"{took_text}over the time limit of {time_limit:g} s"}
 
 
-def run_baseline(name: str, x_train, y_train, x_eval, y_eval, scale: str, seed: int, jobs: int,
-                 time_limit: float | None) -> dict:
-    """``fit_and_score``, in a worker process when there is a time limit, so that it can be
-    stopped; a model that runs out of time gets status ``timeout``."""
-    args = (name, x_train, y_train, x_eval, y_eval, scale, seed, jobs)
+def run_baseline(name: str, data: tuple, scale: str, seed: int, jobs: int, time_limit: float | None) -> dict:
+    """``fit_and_score`` on ``data`` (x_train, y_train, x_eval, y_eval), in a worker process when
+    there is a time limit, so that it can be stopped; a model that runs out of time gets status
+    ``timeout``."""
+    args = (name, *data, scale, seed, jobs)
     if time_limit is None:
         return fit_and_score(*args)  # the caller reports an exception as this model's error
     result, code = _Worker.run(args, time_limit)

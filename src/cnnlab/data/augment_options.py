@@ -48,8 +48,9 @@ class AugmentOptions:
     random_erasing: float = _aug(0.0, "probability of erasing a random rectangle", Interval(0, 1), metavar="P",
                                  example="0.5")
 
-    def validate(self) -> None:
-        check_values(self)
+    def validate(self, places=None) -> object:
+        check_values(self, places)
+        return self
 
     def zoom_bounds(self) -> tuple[float, float]:
         z = self.zoom_range

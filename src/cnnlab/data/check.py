@@ -85,7 +85,7 @@ def exact_duplicates(ds: Dataset, hashes: dict[str, np.ndarray]) -> dict:
     dup = counts[inverse] > 1
     within = {k: int(len(hashes[k]) - len(np.unique(hashes[k]))) for k in names}
     across: dict[str, int] = {}
-    conflicting, examples = 0, []
+    conflicting, examples = 0, []  # type: tuple[int, list[list[dict]]]
     groups: dict[int, list[int]] = {}
     for pos in np.nonzero(dup)[0]:
         groups.setdefault(int(inverse[pos]), []).append(int(pos))
@@ -95,8 +95,8 @@ def exact_duplicates(ds: Dataset, hashes: dict[str, np.ndarray]) -> dict:
             for b in range(a + 1, len(splits_in)):
                 key = f"{names[splits_in[a]]}/{names[splits_in[b]]}"
                 across[key] = across.get(key, 0) + sum(1 for p in members if owner[p] == splits_in[b])
-        labels = {int(ds.splits[names[owner[p]]].y[local[p]]) for p in members
-                  if ds.splits[names[owner[p]]].y is not None}
+        ys = [ds.splits[names[owner[p]]].y for p in members]
+        labels = {int(y[local[p]]) for p, y in zip(members, ys) if y is not None}
         conflicting += len(labels) > 1
         if len(examples) < EXAMPLES and (len(splits_in) > 1 or len(labels) > 1):
             examples.append([_ref(ds, names[owner[p]], local[p]) for p in members[:4]])
@@ -161,7 +161,7 @@ def near_duplicates(ds: Dataset) -> dict:
 def class_report(ds: Dataset) -> dict:
     counts = {k: np.bincount(s.y, minlength=ds.num_classes).tolist() for k, s in ds.splits.items()
               if s.y is not None}
-    train = counts.get("train") or next(iter(counts.values()), [])
+    train: list[int] = counts.get("train") or next(iter(counts.values()), [])
     present = [c for c in train if c > 0]
     ratio = (max(present) / min(present)) if present else None
     missing = {k: [ds.class_names[i] for i, c in enumerate(v) if c == 0] for k, v in counts.items()}
@@ -228,14 +228,14 @@ def check_source(cfg, near: bool = True) -> dict:
     from .split import prepare_splits
 
     kind, path = parse_source(cfg.source)
-    if kind in ("folder", "csv") and not Path(path).exists():
+    if kind in ("folder", "csv") and path is not None and not Path(path).exists():
         from ..errors import MissingDataError
 
         raise MissingDataError(f"{'folder' if kind == 'folder' else 'table'} not found", path,
                                "check the path (cnnlab check folder:PATH or csv:FILE)")
     opts = cfg.data_options()
     opts.quiet, opts.on_bad_image = True, "skip"
-    scan = scan_files(kind, path, opts) if kind in ("folder", "csv") else None
+    scan = scan_files(kind, path, opts) if kind in ("folder", "csv") and path is not None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CnnlabWarning)
         ds = load_configured(cfg, opts, on_missing="skip")

@@ -29,6 +29,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def labels(self) -> np.ndarray:
+        """``y`` where labels are needed; an unlabeled split there is an error."""
+        if self.y is None:
+            raise DataError("the images have no labels", "data", "give a labeled source")
+        return self.y
+
     def fingerprint(self) -> str:
         """A short hash of the pixels and labels: the same split gives the same text."""
         import hashlib

@@ -271,11 +271,13 @@ def read_image_table(p: Path, label_column: str | None, image_column: str | None
     return columns, rows, label_col, img_col, ids
 
 
-def load_csv(path: str, label_column: str | None = None, image_column: str | None = None,
-             image_pattern: str | None = None, image_size=None, color_mode: str = "auto",
-             class_names: list[str] | None = None, require_labels: bool = True,
-             on_bad: str = "error", on_missing: str = "error", cache: str = "memory", quiet: bool = False) -> Dataset:
-    """A table with an image column (path or id) and a label column (index or class name)."""
+def load_csv(path: str, opts, class_names: list[str] | None = None, require_labels: bool = True,
+             on_missing: str = "error") -> Dataset:
+    """A table with an image column (path or id) and a label column (index or class name).
+    ``opts``: the source's DataOptions (the columns, image pattern, size, colour mode, what to do
+    with a bad image, the cache and quiet)."""
+    label_column, image_column, image_pattern = opts.label_column, opts.image_column, opts.image_pattern
+    image_size, color_mode, on_bad = opts.image_size, opts.color_mode, opts.on_bad_image
     p = Path(path)
     columns, rows, label_col, img_col, ids = read_image_table(p, label_column, image_column)
     if label_col is None and require_labels:
@@ -293,7 +295,7 @@ def load_csv(path: str, label_column: str | None = None, image_column: str | Non
     keep = drop_duplicates(paths, raw, ids, printable(p)) if labeled else np.arange(len(paths))
     if len(keep) < len(paths):
         paths, ids, raw = [paths[i] for i in keep], [ids[i] for i in keep], [raw[i] for i in keep]
-    r = read_any(paths, image_size, color_mode, on_bad, cache, quiet)
+    r = read_any(paths, image_size, color_mode, on_bad, opts.cache, opts.quiet)
     bad = _note_skipped(r, printable(p), f"csv:{printable(p)}")
     ids = [ids[i] for i in r.kept]
     names_from = None
@@ -392,8 +394,7 @@ register_source(SourceKind(
     claims=lambda p: p.is_dir()))
 register_source(SourceKind(
     "csv", lambda path, opts, names, require_labels, on_missing:
-        load_csv(path, opts.label_column, opts.image_column, opts.image_pattern, opts.image_size, opts.color_mode,
-                 names, require_labels, opts.on_bad_image, on_missing, opts.cache, opts.quiet),
+        load_csv(path, opts, names, require_labels, on_missing),
     "a table with an image column (path or id) and a label column", takes_path=True,
     claims=lambda p: p.suffix.lower() == ".csv" and p.exists(), reads_class_names=True))
 register_source(SourceKind(

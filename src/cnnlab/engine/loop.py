@@ -191,107 +191,16 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     from .signals import Terminated
 
     keep_freed_memory()  # before the first step's tensors (engine/allocator.py)
-    x_train, y_train = data.x_train, data.y_train
-    device = y_train.device
-    read = batch_reader(x_train, device)
-    # images on disk: a thread reads the next batch while this one trains
-    ahead = None if isinstance(x_train, torch.Tensor) else ThreadPoolExecutor(1, thread_name_prefix="cnnlab-read")
-    # a layer with trainable: false keeps its weights (e.g. a patch_whitening first layer)
-    opt = make_optimizer(plan.optimizer, [p for p in model.parameters() if p.requires_grad], plan.lr,
-                         plan.momentum, plan.weight_decay)
-    base_lr = opt.param_groups[0]["lr"]
-    net = wrap(model, dist)  # the step's forward; the model's own methods stay on `model`
-    amp_dtype = autocast_dtype(plan.precision, device)  # None: float32
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    g = torch.Generator(device=device).manual_seed(plan.seed + 7919 * dist.rank)  # augmentation: each rank its own
-    cpu_g = torch.Generator().manual_seed(plan.seed)  # the epoch's order: the same on every rank
-    off, inv = data.prep.tensors(device)
-    aug = plan.augment if plan.augment.active else None
-    n = len(x_train)
-    batch = plan.batch_size // dist.world  # --batch-size is the global batch
-    steps = math.ceil(math.ceil(n / dist.world) / batch)
-    total_steps = plan.epochs * steps
-    if plan.sampler == "balanced":  # each image's probability: 1 / (number of classes * its class's count)
-        draw_p = (1.0 / torch.bincount(y_train.cpu()).double())[y_train.cpu()]
-    class_weights = (torch.tensor(plan.class_weights, dtype=torch.float32, device=device)
-                     if plan.class_weights is not None else None)
-    state = TrainState(model, plan.epochs, steps, t_start=time.perf_counter(), optimizer=opt,
-                       generators={"order": cpu_g, "augment": g}, dist=dist, scaler=scaler,
-                       run_dir=run_dir)
+    loop = _Loop(model, data, plan, callbacks, dist, run_dir)
+    state = loop.state
     if resume is not None:
-        load_resume_point(resume, model, opt, scaler, state, dist)
+        load_resume_point(resume, model, loop.opt, loop.scaler, state, dist)
         state.epoch = state.resumed_from = resume["epoch"]
         state.history, state.best_epoch = list(resume["history"]), resume["best_epoch"]
     call(callbacks, "on_train_begin", state)
     try:
         for epoch in range(state.epoch + 1, plan.epochs + 1):
-            state.epoch = epoch
-            model.train()
-            call(callbacks, "on_epoch_begin", state)
-            if state.optimizer is not opt:  # a callback changed it (fine-tuning's second phase)
-                opt = state.optimizer
-                base_lr = opt.param_groups[0]["lr"]
-            t0 = time.perf_counter()
-            if plan.sampler == "balanced":
-                perm = torch.multinomial(draw_p, n, replacement=True, generator=cpu_g).to(device)
-            else:
-                perm = torch.randperm(n, generator=cpu_g).to(device)
-            perm = shard(perm, dist)
-            run = Running(device)
-            state.running = run.logs
-            pending = ahead.submit(read, perm[:batch]) if ahead is not None else None
-            for step in range(steps):
-                if plan.schedule != "constant":
-                    lr_now = base_lr * lr_factor(plan.schedule, (epoch - 1) * steps + step, total_steps, plan.warmup)
-                    for group in opt.param_groups:
-                        group["lr"] = lr_now
-                idx = perm[step * batch:(step + 1) * batch]
-                if pending is not None:
-                    xb = pending.result().float()
-                    if step + 1 < steps:
-                        pending = ahead.submit(read, perm[(step + 1) * batch:(step + 2) * batch])
-                else:
-                    xb = read(idx).float()
-                if aug is not None:
-                    xb = augment(xb, aug, g)
-                xb = ((xb - off) * inv).contiguous(memory_format=torch.channels_last)
-                yb = y_train[idx]
-                with autocast(amp_dtype, device):
-                    logits = net(xb)
-                logits = logits.float()  # the loss in float32
-                loss = model.loss(logits, yb, plan.label_smoothing, class_weights)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                run.add(loss, model.predicted(logits) == yb, len(idx))
-                if (step == steps - 1 or step % 50 == 0) and not math.isfinite(run.loss()):
-                    state.nan_at = f"epoch {epoch}, batch {step + 1}"
-                    state.request_stop(f"loss became NaN at {state.nan_at}", "nan_loss")
-                else:
-                    call(callbacks, "on_batch_end", state, step + 1)
-                agree_stop(state, dist)
-                if state.stop:  # e.g. the time limit: this partial epoch is still validated
-                    state.partial_epoch = step + 1 < steps
-                    break
-            if state.status == "nan_loss":
-                break
-            logs = {"epoch": epoch, **run.logs(dist)}
-            sync_batchnorm_stats(model, dist)  # every rank evaluates (and rank 0 saves) the same model
-            if data.x_val is not None and data.y_val is not None:
-                # in float32, as predictions are: the restored best epoch scores what history says
-                logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, data.x_val, data.y_val, data.prep,
-                                                                          dist=dist)
-            logs["lr"] = opt.param_groups[0]["lr"]
-            logs["time_s"] = time.perf_counter() - t0
-            state.history.append(logs)
-            call(callbacks, "on_epoch_end", state, logs)
-            agree_stop(state, dist)
-            if state.stop:
+            if not loop.epoch(epoch):
                 break
     except RuntimeError as e:  # DDP's own all-reduce (in backward) found another rank gone
         if not dist.lost_peer(e):
@@ -302,9 +211,129 @@ def fit(model, data: FitData, plan: Plan, callbacks: list, resume: dict | None =
     except KeyboardInterrupt as e:
         state.stop, state.status = True, "interrupted"
         state.stop_reason = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted by the user (Ctrl-C)"
-    if ahead is not None:
-        ahead.shutdown(wait=True, cancel_futures=True)
+    if loop.ahead is not None:
+        loop.ahead.shutdown(wait=True, cancel_futures=True)
     train_time = time.perf_counter() - state.t_start
     call(callbacks, "on_train_end", state)
     model.eval()
     return FitResult(state.history, state.best_epoch, state.status, state.stop_reason, train_time, state.nan_at)
+
+
+class _Loop:
+    """One fit's working parts (optimizer, generators, batch reader, scaler) and its epochs and
+    steps; ``fit`` runs it and turns its end into a FitResult."""
+
+    def __init__(self, model, data: FitData, plan: Plan, callbacks: list, dist: Dist, run_dir: str | None):
+        self.model, self.data, self.plan, self.callbacks, self.dist = model, data, plan, callbacks, dist
+        x_train, y_train = data.x_train, data.y_train
+        self.device = device = y_train.device
+        self.read = batch_reader(x_train, device)
+        # images on disk: a thread reads the next batch while this one trains
+        self.ahead = None if isinstance(x_train, torch.Tensor) else \
+            ThreadPoolExecutor(1, thread_name_prefix="cnnlab-read")
+        # a layer with trainable: false keeps its weights (e.g. a patch_whitening first layer)
+        self.opt = make_optimizer(plan.optimizer, [p for p in model.parameters() if p.requires_grad], plan.lr,
+                                  plan.momentum, plan.weight_decay)
+        self.base_lr = self.opt.param_groups[0]["lr"]
+        self.net = wrap(model, dist)  # the step's forward; the model's own methods stay on `model`
+        self.amp_dtype = autocast_dtype(plan.precision, device)  # None: float32
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
+        # augmentation: each rank its own; the epoch's order: the same on every rank
+        self.g = torch.Generator(device=device).manual_seed(plan.seed + 7919 * dist.rank)
+        self.cpu_g = torch.Generator().manual_seed(plan.seed)
+        self.off, self.inv = data.prep.tensors(device)
+        self.aug = plan.augment if plan.augment.active else None
+        self.n = len(x_train)
+        self.batch = plan.batch_size // dist.world  # --batch-size is the global batch
+        self.steps = math.ceil(math.ceil(self.n / dist.world) / self.batch)
+        self.total_steps = plan.epochs * self.steps
+        if plan.sampler == "balanced":  # each image's probability: 1 / (number of classes * its class's count)
+            self.draw_p = (1.0 / torch.bincount(y_train.cpu()).double())[y_train.cpu()]
+        self.class_weights = (torch.tensor(plan.class_weights, dtype=torch.float32, device=device)
+                              if plan.class_weights is not None else None)
+        self.state = TrainState(model, plan.epochs, self.steps, t_start=time.perf_counter(), optimizer=self.opt,
+                                generators={"order": self.cpu_g, "augment": self.g}, dist=dist, scaler=self.scaler,
+                                run_dir=run_dir)
+
+    def epoch(self, epoch: int) -> bool:
+        """Train one epoch and validate it; False when training stops after it."""
+        state, plan, model, dist = self.state, self.plan, self.model, self.dist
+        state.epoch = epoch
+        model.train()
+        call(self.callbacks, "on_epoch_begin", state)
+        if state.optimizer is not self.opt:  # a callback changed it (fine-tuning's second phase)
+            self.opt = state.optimizer
+            self.base_lr = self.opt.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        if plan.sampler == "balanced":
+            perm = torch.multinomial(self.draw_p, self.n, replacement=True, generator=self.cpu_g).to(self.device)
+        else:
+            perm = torch.randperm(self.n, generator=self.cpu_g).to(self.device)
+        perm = shard(perm, dist)
+        run = Running(self.device)
+        state.running = run.logs
+        self.batches(epoch, perm, run)
+        if state.status == "nan_loss":
+            return False
+        logs = {"epoch": epoch, **run.logs(dist)}
+        sync_batchnorm_stats(model, dist)  # every rank evaluates (and rank 0 saves) the same model
+        data = self.data
+        if data.x_val is not None and data.y_val is not None:
+            # in float32, as predictions are: the restored best epoch scores what history says
+            logs["val_loss"], logs["val_accuracy"] = evaluate_tensors(model, data.x_val, data.y_val, data.prep,
+                                                                      dist=dist)
+        logs["lr"] = self.opt.param_groups[0]["lr"]
+        logs["time_s"] = time.perf_counter() - t0
+        state.history.append(logs)
+        call(self.callbacks, "on_epoch_end", state, logs)
+        agree_stop(state, dist)
+        return not state.stop
+
+    def batches(self, epoch: int, perm: torch.Tensor, run: Running) -> None:
+        """The epoch's steps over ``perm``, until its end or a stop (NaN loss, a callback's)."""
+        state, plan, batch, steps = self.state, self.plan, self.batch, self.steps
+        pending = self.ahead.submit(self.read, perm[:batch]) if self.ahead is not None else None
+        for step in range(steps):
+            if plan.schedule != "constant":
+                lr_now = self.base_lr * lr_factor(plan.schedule, (epoch - 1) * steps + step, self.total_steps,
+                                                  plan.warmup)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr_now
+            idx = perm[step * batch:(step + 1) * batch]
+            if pending is not None:
+                xb = pending.result().float()
+                if step + 1 < steps and self.ahead is not None:
+                    pending = self.ahead.submit(self.read, perm[(step + 1) * batch:(step + 2) * batch])
+            else:
+                xb = self.read(idx).float()
+            self.step(xb, idx, run)
+            if (step == steps - 1 or step % 50 == 0) and not math.isfinite(run.loss()):
+                state.nan_at = f"epoch {epoch}, batch {step + 1}"
+                state.request_stop(f"loss became NaN at {state.nan_at}", "nan_loss")
+            else:
+                call(self.callbacks, "on_batch_end", state, step + 1)
+            agree_stop(state, self.dist)
+            if state.stop:  # e.g. the time limit: this partial epoch is still validated
+                state.partial_epoch = step + 1 < steps
+                break
+
+    def step(self, xb: torch.Tensor, idx: torch.Tensor, run: Running) -> None:
+        """One optimizer step on the images ``xb`` (float pixels) of the training indices ``idx``."""
+        model, opt, scaler = self.model, self.opt, self.scaler
+        if self.aug is not None:
+            xb = augment(xb, self.aug, self.g)
+        xb = ((xb - self.off) * self.inv).contiguous(memory_format=torch.channels_last)
+        yb = self.data.y_train[idx]
+        with autocast(self.amp_dtype, self.device):
+            logits = self.net(xb)
+        logits = logits.float()  # the loss in float32
+        loss = model.loss(logits, yb, self.plan.label_smoothing, self.class_weights)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        run.add(loss, model.predicted(logits) == yb, len(idx))

@@ -12,6 +12,7 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import SpecError
 
@@ -284,7 +285,8 @@ def convnext_tiny(shape: tuple, width: float | None, pretrained: bool | str) -> 
     def ln(name: str) -> dict:
         return {"type": "LayerNormalization", "name": name, "epsilon": 1e-6}
 
-    layers = [{"type": "Normalization", "name": f"{n}_prestem_normalization", "mean": mean, "variance": variance}]
+    layers: list[dict[str, Any]] = [{"type": "Normalization", "name": f"{n}_prestem_normalization", "mean": mean,
+                                     "variance": variance}]
     if shape[2] != 3:  # Keras adds it for 3 channels only
         layers = []
     layers += [{"type": "Conv2D", "name": f"{n}_stem_conv", "filters": dims[0], "kernel_size": 4, "strides": 4},

@@ -14,7 +14,9 @@ from .spec import Spec
 def patch_moments(x: torch.Tensor, kernel, dilation, budget: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance (float64) of every kernel-sized patch of images ``x`` (N, C, H, W),
     accumulated over chunks of about ``budget`` patch values, so large images stay in memory."""
-    total, outer, count = 0, 0, 0
+    total: torch.Tensor | float = 0.0
+    outer: torch.Tensor | float = 0.0
+    count = 0
     step = max(1, budget // max(1, F.unfold(x[:1].float(), kernel, dilation=dilation).numel()))
     for i in range(0, len(x), step):
         p = F.unfold(x[i:i + step].float(), kernel, dilation=dilation).transpose(1, 2)
@@ -22,12 +24,13 @@ def patch_moments(x: torch.Tensor, kernel, dilation, budget: int = 4_000_000) ->
         total = total + p.sum(0)
         outer = outer + p.T @ p
         count += len(p)
+    assert isinstance(total, torch.Tensor) and isinstance(outer, torch.Tensor), "no images"
     mean = total / count
     return mean, outer / count - torch.outer(mean, mean)
 
 
-def _is_max_pool(block: nn.Sequential) -> bool:
-    return len(block) == 1 and (isinstance(block[0], nn.MaxPool2d)
+def _is_max_pool(block: nn.Module) -> bool:
+    return isinstance(block, nn.Sequential) and len(block) == 1 and (isinstance(block[0], nn.MaxPool2d)
                                 or (isinstance(block[0], PadPool2d) and block[0].kind == "max"))
 
 
@@ -40,13 +43,14 @@ def _forward_plan(blocks: nn.ModuleList) -> list[nn.Module]:
     plan: list[nn.Module] = []
     swapped = False
     for i, block in enumerate(blocks):
+        assert isinstance(block, nn.Sequential)
         if swapped:  # this pooling already ran, before the previous layer's activation
             swapped = False
             continue
         mods = list(block)
         swapped = (i + 1 < len(blocks) and len(mods) > 0 and type(mods[-1]) in (nn.ReLU, nn.LeakyReLU)
                    and _is_max_pool(blocks[i + 1]))
-        plan += mods[:-1] + [blocks[i + 1][0], mods[-1]] if swapped else mods
+        plan += mods[:-1] + [blocks[i + 1][0], mods[-1]] if swapped else mods  # type: ignore[index]
     return plan
 
 
@@ -86,7 +90,7 @@ class SpecModel(nn.Module):
                 self.freeze(i)
         # channels_last weights and activations make CPU convolutions ~25% faster
         # (docs/performance.md); inputs are made channels_last by the training loop too.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def freeze(self, index: int) -> None:
         """Layer ``index`` keeps its weights; a frozen BatchNorm also keeps its statistics and

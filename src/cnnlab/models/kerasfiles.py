@@ -194,7 +194,7 @@ def check_weights(weights: dict, where: str) -> None:
 
 
 def _layer_name(layer: dict) -> str:
-    return (layer.get("config") or {}).get("name") or layer.get("name")
+    return str((layer.get("config") or {}).get("name") or layer.get("name"))
 
 
 def _inbound_names(layer: dict) -> list[str]:
@@ -252,8 +252,8 @@ def keras_layer_order(layers: list[dict], output: str) -> list[dict]:
         for p in parents[name]:
             depth[p] = max(d + 1, depth.get(p, 0))
     unreached = len(layers)
-    return sorted(layers, key=lambda layer: (-depth.get(layer.get("name"), -1),
-                                             preorder.get(layer.get("name"), unreached)))
+    return sorted(layers, key=lambda layer: (-depth.get(str(layer.get("name")), -1),
+                                             preorder.get(str(layer.get("name")), unreached)))
 
 
 def storage_keys(class_names: list[str]) -> list[str]:
@@ -669,7 +669,7 @@ def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> di
                        "input_layers": [spec.input_name, 0, 0], "output_layers": [spec.layers[-1].name, 0, 0]}}
 
 
-def write_keras(path: Path, spec: Spec, state: dict, scaling: tuple[list, list] | None, name: str,
+def write_keras(path: Path, spec: Spec, state: dict, scaling: tuple | None, name: str,
                 cnnlab: dict | None = None) -> None:
     """A ``.keras`` file (written to ``path``, which the caller makes atomic); ``cnnlab`` goes into
     metadata.json (Keras reads only its own keys there)."""

@@ -56,9 +56,9 @@ class LayerKind:
     def normalise(self, args: dict, where: str) -> None:
         """Make the arguments whole, in place (e.g. ``kernel_size: 3`` -> ``(3, 3)``)."""
 
-    def infer(self, args: dict, shape: tuple, where: str) -> tuple[tuple, int, int]:
+    def infer(self, args: dict, shape: tuple | list, where: str) -> tuple[tuple, int, int]:
         """Output shape, trainable and non-trainable parameter counts; checks the arguments."""
-        return shape, 0, 0
+        return tuple(shape), 0, 0
 
     def build(self, info) -> list:
         """The torch modules of one layer (``info``: a spec.LayerInfo)."""

@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ShapeError, SpecError
 from .layers import ALIASES, LAYERS, REQUIRED, LayerKind, lookup
@@ -101,7 +102,7 @@ class Spec:
         chain = self.is_chain
         layers = [] if chain else [{"type": "Input", "shape": list(self.input_shape), "name": self.input_name}]
         for layer in self.layers:
-            d = {"type": layer.type, "name": layer.name}
+            d: dict[str, Any] = {"type": layer.type, "name": layer.name}
             if not chain:
                 d["inputs"] = list(layer.inputs)
             d.update(_plain(layer.args))
@@ -220,7 +221,7 @@ def _check_initializer(first: bool, kind: LayerKind, args: dict, shape: tuple, w
                         where, f"use an even number of filters from 2 to {2 * dims}")
 
 
-def _infer(kind: LayerKind, args: dict, shape: tuple, where: str) -> tuple[tuple, int, int]:
+def _infer(kind: LayerKind, args: dict, shape: tuple | list, where: str) -> tuple[tuple, int, int]:
     """Output shape, trainable and non-trainable parameter counts of one layer."""
     if kind.needs_image and len(shape) != 3:
         fix = ("give input_shape a channel axis, e.g. [28, 28, 1]" if len(shape) == 2
@@ -274,7 +275,7 @@ class _Written:
     args: dict
     loc: str
     name: str = ""
-    inputs: list | None = None  # names as written (None: the layer before it)
+    inputs: list[str] = field(default_factory=list)  # names as written (empty: the layer before it)
 
 
 def _read_layer(raw, i: int, where: str) -> _Written:
@@ -325,7 +326,7 @@ def _read_layer(raw, i: int, where: str) -> _Written:
     name = raw.get("name")
     if name is not None and (not isinstance(name, str) or not name):
         raise SpecError(f"name={name!r} is not a name", loc, "write e.g. name: block1_conv")
-    return _Written(i, kind, args, loc, name or "", inputs)
+    return _Written(i, kind, args, loc, name or "", inputs or [])
 
 
 def _connect(written: list[_Written], input_name: str, where: str) -> list[_Written]:
@@ -334,7 +335,7 @@ def _connect(written: list[_Written], input_name: str, where: str) -> list[_Writ
     input and one output: a cycle, an unknown name or a branch that leads nowhere is an error."""
     names = {w.name: w for w in written}
     for k, w in enumerate(written):
-        if w.inputs is None:
+        if not w.inputs:
             w.inputs = [written[k - 1].name if k else input_name]
         for name in w.inputs:
             if name not in names and name != input_name:

@@ -178,7 +178,7 @@ def _check_html(run) -> str:
     if not (rd / rd.CHECK).is_file():
         return '<p class="note">No data check was recorded for this run (trained with --no-check).</p>'
     try:
-        report = rd.read_optional(rd.CHECK)
+        report = rd.read_optional(rd.CHECK) or {}
         found = findings(report)
     except (ValueError, KeyError, TypeError):
         return f'<p class="note">{rd.CHECK} is damaged.</p>'
@@ -208,23 +208,36 @@ def _check_html(run) -> str:
 def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, split: str = "test") -> Path:
     """Write ``report.html`` for a run, its results on ``split`` (reloaded from the run's source):
     the test split, or the validation split of a run trained without one."""
-    import yaml
-
     from .. import viz
-    from ..models.spec import Spec
     from ..runs import RunDir
-    from ..viz.inspect import conv_indices
 
     t0 = time.perf_counter()
     path = Path(out) if out else run.path / RunDir.REPORT
     names = run.class_names
     split_name = split
-    split = viz.run_split(run, split_name)
-    probs = run.predict_proba(split.x)
+    part = viz.run_split(run, split_name)
+    probs = run.predict_proba(part.x)
     ev = viz.evaluation(run, split_name)
-    m = run.metrics
-    spec: Spec = run.spec
     rng = np.random.default_rng(0)
+    figs, has_conv = _figures(run, part, probs, max_mistakes, rng)
+    cells = _cell_thumbnails(part.x, part.y, probs, part.ids, names, rng)
+    title = f"{run.spec.name} on {run.data.get('source', '?')}"
+    body = _body(run, ev, split_name, figs, has_conv, cells)
+    body = body.replace("{elapsed}", f"{time.perf_counter() - t0:.1f}")
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>cnnlab report: {html.escape(title)}</title>"
+            f"<style>{_font_face(' '.join(names) + title)}{CSS}</style></head><body>{body}</body></html>")
+    atomic.write_text(path, page)
+    return path
+
+
+def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dict, bool]:
+    """The report's figures as data URLs, by key, and whether the model has convolutions."""
+    from .. import viz
+    from ..viz.inspect import conv_indices
+
+    names = run.class_names
     figs = {}
     figs["counts"] = _png(viz.class_counts(run))
     train = viz.run_split(run, "train")
@@ -245,8 +258,18 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
         figs["gradcam"] = _png(viz.gradcam(run, split.x[pick],
                                            [f"{names[split.y[i]]}" for i in pick]))
     figs["histograms"] = _png(viz.histograms(run))
-    cells = _cell_thumbnails(split.x, split.y, probs, split.ids, names, rng)
+    return figs, has_conv
 
+
+def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> str:
+    """The report page's body: its sections, with ``{elapsed}`` left for the time it took."""
+    import yaml
+
+    from ..models.spec import Spec
+
+    names = run.class_names
+    m = run.metrics
+    spec: Spec = run.spec
     report = ev["classification_report"]
     rep_rows = [[n, f"{report[n]['precision']:.4f}", f"{report[n]['recall']:.4f}",
                  f"{report[n]['f1-score']:.4f}", int(report[n]["support"])] for n in names]
@@ -265,7 +288,6 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
     best = m.get("best_epoch")
     title = f"{spec.name} on {data.get('source', '?')}"
     env = m.get("environment", {})
-    text_for_font = " ".join(names) + title
 
     def img(key, alt):
         return f'<img class="fig" src="{figs[key]}" alt="{alt}">' if key in figs else ""
@@ -313,10 +335,4 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
 <script type="application/json" id="cells">{_json_script(cells)}</script>
 <script type="application/json" id="names">{_json_script(names)}</script>
 <script>{JS}</script>"""
-    body = body.replace("{elapsed}", f"{time.perf_counter() - t0:.1f}")
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>cnnlab report: {html.escape(title)}</title>"
-            f"<style>{_font_face(text_for_font)}{CSS}</style></head><body>{body}</body></html>")
-    atomic.write_text(path, page)
-    return path
+    return body

@@ -314,9 +314,10 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
             if upload is None or isinstance(upload, str):
                 raise HTTPError(400, "the form has no file field 'file'")
             data = await upload.read()
-            run = run or form.get("run") or None
-            if run is not None and not isinstance(run, str):
+            named = run or form.get("run") or None
+            if named is not None and not isinstance(named, str):
                 raise HTTPError(400, "the form field 'run' must be text")
+            run = named
         elif ctype.startswith("application/json"):
             body = parse_json_body(await request.body())
             image = body["image"]

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .search import Search, check_points, make_search, open_study, run_worker, trial_data
+from .search import Search, SearchOptions, TrialSettings, check_points, make_search, open_study, run_worker, trial_data
 from .space import example_space
 
 __all__ = ["TuneResult", "example_space", "tune"]
@@ -31,21 +31,28 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
          refit: bool = False, **options) -> TuneResult:
     """Search ``space`` (a YAML file or a mapping, tuning/space.py) on ``source`` with Optuna.
 
-    ``options``: time_limit, trial_time_limit (seconds), storage (a database URL; default SQLite in
-    the study folder), study (its name), out (the study folder), metric (val_accuracy or
-    val_loss), config (a YAML file of training keys), quiet, threads, and any training key, the same
-    for every trial. ``jobs`` workers run on this machine (processes sharing the study); more
-    machines join by running the same search with the same ``storage`` and ``study``. ``refit``:
-    the best trial retrained on training + validation data and evaluated once on the test split.
+    ``options``: the search's settings (``SearchOptions``, as ``cnnlab tune``'s options:
+    search_time_limit (old name time_limit), trial_time_limit (seconds), storage (a database URL;
+    default SQLite in the study folder), study (its name), out (the study folder), metric
+    (val_accuracy or val_loss)), config (a YAML file of training keys), quiet, threads, flags and
+    explicit_none (the command line's), and any training key, the same for every trial. ``jobs``
+    workers run on this machine (processes sharing the study); more machines join by running the
+    same search with the same ``storage`` and ``study``. ``refit``: the best trial retrained on
+    training + validation data and evaluated once on the test split.
     """
-    from ..errors import ConfigError
+    from ..options import checked, keys_of
     from .results import write_results
 
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ConfigError(f"--jobs must be a whole number of at least 1, got {jobs!r}", "--jobs", "use e.g. --jobs 2")
-    if jobs > 1 and options.get("threads") is None:
-        options["threads"] = max(1, (os.cpu_count() or 1) // jobs)  # the workers share the cores
-    s = make_search(source, space, trials=trials, **options)
+    names = {a for k in keys_of(SearchOptions).values() for a in (k.name, *k.option.other_names)}
+    opts = checked(SearchOptions, "cnnlab.tune", trials=trials, jobs=jobs, refit=refit,
+                   **{k: v for k, v in options.items() if k in names})
+    trial = {k: v for k, v in options.items() if k not in names}
+    settings = TrialSettings({}, **{k: trial.pop(k) for k in ("config", "flags", "explicit_none", "quiet",
+                                                              "threads") if k in trial})
+    settings.overrides = trial
+    if opts.jobs > 1 and settings.threads is None:
+        settings.threads = max(1, (os.cpu_count() or 1) // opts.jobs)  # the workers share the cores
+    s = make_search(source, space, opts, settings)
     loaded = trial_data(s)  # before any file exists: a search without validation data leaves nothing
     check_points(s, loaded[1])
     out = Path(s.out)
@@ -61,9 +68,29 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
 
             shutil.rmtree(out, ignore_errors=True)
         raise
+    interrupted, data = run_workers(s, loaded, opts.jobs)
+    base, trial_ds = s.base_config(), loaded[1]
+    meta: dict = {"study": s.study, "source": source, "metric": s.metric, "storage": s.storage,
+            "settings": f"trials train on {len(trial_ds['train']):,} images and are scored on "
+                        f"{len(trial_ds['validation']):,} validation images (val_split {base.val_split:g}, seed "
+                        f"{base.seed}, pixel scaling {base.scale}); {s.trials} trial(s) asked for"
+                        + (f", {s.time_limit:g} s in all" if s.time_limit else "")
+                        + (f", {s.trial_time_limit:g} s each" if s.trial_time_limit else "")}
+    result = TuneResult(s.study, out, s.storage, s.metric, interrupted=interrupted)
+    if opts.refit and not interrupted:
+        result.refit = refit_best(s, study, data)
+        meta["refit"] = result.refit
+    result.rows = write_results(study, out, meta)
+    result.best = next((r for r in result.rows if r["state"] == "complete"), None)
+    return result
+
+
+def run_workers(s: Search, loaded, jobs: int) -> tuple[bool, dict | None]:
+    """This process as worker 0 and ``jobs - 1`` spawned workers, until the study is done:
+    (interrupted, every split of the source as worker 0 loaded it)."""
     interrupted = False
     procs = []
-    data = None  # every split of the source, as worker 0 loaded it
+    data = None
     try:
         if jobs > 1:
             import multiprocessing
@@ -87,20 +114,7 @@ def tune(source: str = "fashion-mnist", space: str | dict = "", *, trials: int =
     if failed:
         print(f"warning: {len(failed)} worker(s) ended with an error; the study holds what they finished",
               file=sys.stderr)
-    base, trial_ds = s.base_config(), loaded[1]
-    meta: dict = {"study": s.study, "source": source, "metric": s.metric, "storage": s.storage,
-            "settings": f"trials train on {len(trial_ds['train']):,} images and are scored on "
-                        f"{len(trial_ds['validation']):,} validation images (val_split {base.val_split:g}, seed "
-                        f"{base.seed}, pixel scaling {base.scale}); {s.trials} trial(s) asked for"
-                        + (f", {s.time_limit:g} s in all" if s.time_limit else "")
-                        + (f", {s.trial_time_limit:g} s each" if s.trial_time_limit else "")}
-    result = TuneResult(s.study, out, s.storage, s.metric, interrupted=interrupted)
-    if refit and not interrupted:
-        result.refit = refit_best(s, study, data)
-        meta["refit"] = result.refit
-    result.rows = write_results(study, out, meta)
-    result.best = next((r for r in result.rows if r["state"] == "complete"), None)
-    return result
+    return interrupted, data
 
 
 def _worker(s: Search) -> None:
@@ -122,7 +136,7 @@ def refit_best(s: Search, study, full=None) -> dict | None:
     from ..data.dataset import Dataset, Split
     from ..errors import ConfigError
     from ..runs import RunDir
-    from ..training import train
+    from ..training import train_here as train
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.user_attrs.get("run")]
     if not done:

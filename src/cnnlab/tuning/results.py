@@ -11,6 +11,7 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .. import atomic
 
@@ -92,7 +93,9 @@ def plots(study) -> dict[str, str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
                 ax = draw(study)
-            fig = (ax if hasattr(ax, "savefig") else ax.figure if hasattr(ax, "figure") else ax[0].figure)
+            drawn: Any = ax
+            fig = (drawn if hasattr(drawn, "savefig") else drawn.figure if hasattr(drawn, "figure")
+                   else drawn[0].figure)
             fig.set_size_inches(7, 4)
             fig.tight_layout()
             buf = io.BytesIO()

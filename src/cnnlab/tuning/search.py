@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CnnlabError, ConfigError, ShapeError
+from ..options import Choice, Interval, Rule, option
 from .space import draw, first_values, load_space, optuna_suggest
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
@@ -222,7 +223,7 @@ def trial_spec(model, ds) -> dict | None:
 
 def objective_for(s: Search, ds, gate: Gate):
     optuna = need_optuna()
-    from ..training import train
+    from ..training import train_here as train
 
     def objective(trial) -> float:
         gate.release()  # the trial exists: another worker may ask for the next one
@@ -381,24 +382,54 @@ def study_settings(s: Search) -> dict:
     return json.loads(json.dumps({k: getattr(cfg, k) for k in STUDY_SETTINGS}))
 
 
-def make_search(source: str, space: str | dict, *, trials: int = 20, time_limit: float | None = None,
-                trial_time_limit: float | None = None, storage: str | None = None, study: str | None = None,
-                out: str | Path | None = None, metric: str = "val_accuracy", config: str | None = None,
-                flags: tuple = (), explicit_none: tuple = (), quiet: bool = False, threads: int | None = None,
-                **overrides) -> Search:
+def _at_least_one(v) -> bool:
+    return v >= 1
+
+
+@dataclass
+class SearchOptions:
+    """A search's own settings, declared once: ``cnnlab tune``'s options and ``cnnlab.tune``'s
+    keywords are made and checked from these (cnnlab.options)."""
+
+    trials: int = option(20, "trials in the study in all, across workers and continued searches",
+                         Rule(_at_least_one, "a whole number of at least 1"), group="search", metavar="N")
+    search_time_limit: float | None = option(
+        None, "seconds for the whole search: no trial starts after it, the one running stops at it; --time-limit is "
+        "the old spelling", Interval(0, open_lo=True), group="search", metavar="S", example="600",
+        renamed_from=("time_limit",))
+    trial_time_limit: float | None = option(None, "seconds per trial; it keeps its best epoch so far",
+                                            Interval(0, open_lo=True), group="search", metavar="S", example="600")
+    metric: str = option("val_accuracy", "what trials are scored by, at their best epoch", Choice(tuple(METRICS)),
+                         group="search")
+    storage: str | None = option(None, "the study's database, any URL Optuna accepts, e.g. "
+                                 "postgresql://user@host/db", group="search", metavar="URL",
+                                 default_text="sqlite:///OUT/study.db")
+    study: str | None = option(None, "the study's name", group="search", metavar="NAME",
+                               default_text="<space file name>-<source>")
+    jobs: int = option(1, "worker processes on this machine, sharing the cores", Rule(_at_least_one,
+                       "a whole number of at least 1"), group="search", metavar="J", example="2")
+    out: str | Path | None = option(None, "the study folder", group="search", metavar="DIR",
+                                    default_text="RUNS_DIR/<study>")
+    refit: bool = option(False, "afterwards, train the best trial on training + validation data and read the test "
+                         "split once", group="search")
+
+
+@dataclass
+class TrialSettings:
+    """The training keys every trial of a search shares: a YAML file, the flags (or API keywords)
+    given, and which of them were given as none."""
+
+    overrides: dict
+    config: str | None = None
+    flags: tuple = ()
+    explicit_none: tuple = ()
+    quiet: bool = False
+    threads: int | None = None
+
+
+def make_search(source: str, space: str | dict, opts: SearchOptions, trial: TrialSettings) -> Search:
     from ..config import make_config
 
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric '{metric}'", "--metric", f"use one of {', '.join(METRICS)}")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise ConfigError(f"trials must be a whole number of at least 1, got {trials!r}", "--trials",
-                          "use e.g. --trials 20")
-    for name, old, v in (("--search-time-limit", " (--time-limit)", time_limit),
-                         ("--trial-time-limit", "", trial_time_limit)):
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0
-                              or v != v or v == float("inf")):
-            raise ConfigError(f"{name} must be a number of seconds above 0, got {v!r}", name + old,
-                              f"use e.g. {name} 600")
     if isinstance(space, dict):
         from .space import check_space
 
@@ -407,13 +438,15 @@ def make_search(source: str, space: str | dict, *, trials: int = 20, time_limit:
     else:
         space_where = str(space)
         space = load_space(space)
-    overrides = {k: v for k, v in overrides.items() if v is not None or k in explicit_none}
-    base = make_config(config, flags=flags, explicit_none=explicit_none, source=source, **overrides)
-    name = study or study_name_for(None if space_where == "space" else space_where, base.source)
-    folder = Path(out) if out else Path(base.runs_dir) / name
+    explicit_none = tuple(trial.explicit_none)
+    overrides = {k: v for k, v in trial.overrides.items() if v is not None or k in explicit_none}
+    base = make_config(trial.config, flags=trial.flags, explicit_none=explicit_none, source=source, **overrides)
+    name = opts.study or study_name_for(None if space_where == "space" else space_where, base.source)
+    folder = Path(opts.out) if opts.out else Path(base.runs_dir) / name
     s = Search(space=space, space_where=space_where, overrides={"source": source, **overrides},
-               config_file=config, flags=tuple(flags), explicit_none=tuple(explicit_none), out=str(folder),
-               storage=storage or f"sqlite:///{(folder / 'study.db').resolve()}", study=name, trials=int(trials),
-               metric=metric, time_limit=time_limit, trial_time_limit=trial_time_limit, quiet=quiet, threads=threads)
+               config_file=trial.config, flags=tuple(trial.flags), explicit_none=explicit_none, out=str(folder),
+               storage=opts.storage or f"sqlite:///{(folder / 'study.db').resolve()}", study=name,
+               trials=int(opts.trials), metric=opts.metric, time_limit=opts.search_time_limit,
+               trial_time_limit=opts.trial_time_limit, quiet=trial.quiet, threads=trial.threads)
     check_search(s)
     return s

@@ -5,6 +5,8 @@ Save one with ``fig.savefig("x.png")``; in a notebook the Figure shows itself.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -14,7 +16,7 @@ from .fonts import setup_fonts
 TRAIN_COLOR, VAL_COLOR, BAD_COLOR, GOOD_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c"
 
 
-def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+def new_figure(width: float, height: float, layout: Literal["constrained", "tight"] | None = "constrained") -> Figure:
     setup_fonts()
     return Figure(figsize=(width, height), dpi=100, layout=layout)
 
@@ -72,9 +74,9 @@ def curves_twin(history: list[dict], best_epoch: int | None = None) -> Figure:
     epochs = [h["epoch"] for h in history]
     lines = []
     for ax, key, color in ((ax_loss, "loss", TRAIN_COLOR), (ax_acc, "accuracy", VAL_COLOR)):
-        lines += ax.plot(epochs, [h.get(key) for h in history], "o-", color=color, label=f"train {key}")
+        lines += ax.plot(epochs, [h.get(key, np.nan) for h in history], "o-", color=color, label=f"train {key}")
         if any(f"val_{key}" in h for h in history):
-            lines += ax.plot(epochs, [h.get(f"val_{key}") for h in history], "s--", color=color,
+            lines += ax.plot(epochs, [h.get(f"val_{key}", np.nan) for h in history], "s--", color=color,
                              label=f"validation {key}")
         ax.set_ylabel(key, color=color)
         ax.tick_params(axis="y", colors=color)
@@ -83,7 +85,7 @@ def curves_twin(history: list[dict], best_epoch: int | None = None) -> Figure:
     ax_loss.set_xlabel("epoch")
     ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.grid(alpha=0.3)
-    ax_loss.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
+    ax_loss.legend(lines, [str(ln.get_label()) for ln in lines], loc="center right", fontsize=8)
     return fig
 
 
@@ -163,7 +165,7 @@ def probabilities(probs: np.ndarray, class_names: list[str], image: np.ndarray |
                   true: int | None = None, title: str | None = None) -> Figure:
     """One image and its per-class probability bars (predicted class highlighted)."""
     fig = new_figure(8 if image is not None else 5.5, 3)
-    axes = fig.subplots(1, 2, width_ratios=[1, 2]) if image is not None else [None, fig.subplots()]
+    axes: Any = fig.subplots(1, 2, width_ratios=[1, 2]) if image is not None else [None, fig.subplots()]
     if image is not None:
         _show_image(axes[0], image)
         if title:
@@ -320,7 +322,7 @@ def diagram(spec) -> Figure:
     layers = spec.layers
     h = 0.55 * (len(layers) + 1) + 0.4
     fig = new_figure(5.5, h, layout=None)
-    ax = fig.add_axes([0, 0, 1, 1])
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, len(layers) + 1)
     ax.axis("off")
