@@ -309,26 +309,10 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
     async def predict(request: Request, run: str | None = None, drawing: bool = False, explain: bool = False):
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
-            form = await request.form()
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise HTTPError(400, "the form has no file field 'file'")
-            data = await upload.read()
-            named = run or form.get("run") or None
-            if named is not None and not isinstance(named, str):
-                raise HTTPError(400, "the form field 'run' must be text")
-            run = named
+            data, run = await _form_upload(request, run)
         elif ctype.startswith("application/json"):
             body = parse_json_body(await request.body())
-            image = body["image"]
-            if image.startswith("data:"):
-                if "," not in image:
-                    raise HTTPError(400, "the data URL has no comma: write data:image/png;base64,<base64>")
-                image = image.split(",", 1)[1]
-            try:
-                data = base64.b64decode(image, validate=True)
-            except (binascii.Error, ValueError):
-                raise HTTPError(400, "\"image\" is not valid base64") from None
+            data = _json_image(body)
             run = run or body.get("run")
             drawing = json_flag(body, "drawing", drawing)
             explain = json_flag(body, "explain", explain)
@@ -338,6 +322,32 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
         return await run_in_threadpool(predict_image, runs, run, img, drawing, explain)
 
     return BodyLimit(app, max_upload_bytes)
+
+
+async def _form_upload(request, run: str | None) -> tuple[bytes, str | None]:
+    """A multipart request's image bytes (field ``file``) and run (the query's, else field ``run``)."""
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPError(400, "the form has no file field 'file'")
+    data = await upload.read()
+    named = run or form.get("run") or None
+    if named is not None and not isinstance(named, str):
+        raise HTTPError(400, "the form field 'run' must be text")
+    return data, named
+
+
+def _json_image(body: dict) -> bytes:
+    """A JSON request's ``image``: base64 bytes, or a data URL."""
+    image = body["image"]
+    if image.startswith("data:"):
+        if "," not in image:
+            raise HTTPError(400, "the data URL has no comma: write data:image/png;base64,<base64>")
+        image = image.split(",", 1)[1]
+    try:
+        return base64.b64decode(image, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPError(400, "\"image\" is not valid base64") from None
 
 
 class BodyLimit:
