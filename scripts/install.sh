@@ -36,4 +36,4 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   .venv/bin/pip install -q "torch==$TORCH_VERSION"
 fi
 echo "== installing cnnlab"
-.venv/bin/pip install -q -e ".[test,onnx,tune,track]"
+.venv/bin/pip install -q -e ".[test,onnx,tune,track,labels]"

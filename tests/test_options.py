@@ -15,7 +15,8 @@ from cnnlab.options import Choice, Interval, Rule, keys_of
 TABLE = keys_of(TrainConfig)
 # keys whose constraint is a rule of their own: one value each that breaks it
 RULE_BREAKERS = {"image_size": [0, 0], "zoom_range": 1.5, "class_weight": "no-such-weights.txt",
-                 "init_from": "no-such-run", "backbone": "mobilenet_v9", "weights": "no-such-file.h5"}
+                 "init_from": "no-such-run", "backbone": "mobilenet_v9", "weights": "no-such-file.h5",
+                 "exclude": "no-such-file.csv", "relabel": "no-such-file.csv"}
 
 
 def bad_values(k) -> list:

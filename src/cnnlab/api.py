@@ -124,6 +124,27 @@ def compare(source: str = TrainConfig.source, models=CompareOptions.models, *, c
     return _compare(source, models or DEFAULT_MODELS, config=config, quiet=quiet, **options)  # None: the default
 
 
+def label_issues(source: str = TrainConfig.source, *, config: str | Path | None = None, quiet: bool = True,
+                 **options):
+    """The images of ``source`` that are probably labelled wrong (``cnnlab check --label-issues``):
+    out-of-fold probabilities of ``folds`` models (``model``, default fast), ranked by cleanlab.
+    ``options``: the command's (``LabelIssueOptions``: folds, model, split, oof, issues_dir) and the
+    folds' training keys (epochs, backbone, ...). Returns a LabelIssues: ``.rows`` (ranked), ``.pairs``,
+    ``.out`` (label-issues.csv and oof.npy)."""
+    import sys
+
+    from .labelissues import LabelIssueOptions, find, need_cleanlab
+    from .options import checked, keys_of
+
+    need_cleanlab()
+    own = {a for k in keys_of(LabelIssueOptions).values() for a in (k.name, *k.option.other_names)}
+    opts = checked(LabelIssueOptions, "cnnlab.label_issues", **{k: options.pop(k) for k in list(options) if k in own})
+    model: dict = {} if options.get("backbone") else {"model": opts.issues_model}
+    cfg = make_config(config, source=source, quiet=quiet, explicit_none=[k for k, v in options.items() if v is None],
+                      **model, **options)
+    return find(cfg, opts, say=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr)))
+
+
 def _is_array(x) -> bool:
     return isinstance(x, np.ndarray) or (hasattr(x, "detach") and hasattr(x, "shape"))  # NumPy or torch
 

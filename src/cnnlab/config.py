@@ -44,6 +44,10 @@ def _class_weight_ok(v: str):
     return v in ("none", "balanced") or Path(v).is_file()
 
 
+def _is_file(v: str) -> bool:
+    return Path(v).is_file()
+
+
 def _weights_source_ok(v: str) -> bool:
     return Path(v).is_dir() or (Path(v).suffix.lower() == ".safetensors" and Path(v).is_file())
 
@@ -92,6 +96,14 @@ class TrainConfig(DataOptions, AugmentOptions):
     test_split: float = _data(0.2, "test fraction held out when the source has no test set",
                               Interval(0, 1, open_hi=True), metavar="F")
     scale: str = _data("255", "pixel scaling, fitted on the training split only", Choice(SCALE_MODES))
+    exclude: str | None = _data(None, "leave out the images a CSV names (the label-issues.csv cnnlab check "
+                                "--label-issues wrote, or any CSV with an index or path column)",
+                                Rule(_is_file, "an existing CSV file"), metavar="FILE.csv",
+                                example="label-issues.csv")
+    relabel: str | None = _data(None, "give the images a CSV names the label in its suggested column (a "
+                                "label-issues.csv, or any CSV with index or path, and suggested)",
+                                Rule(_is_file, "an existing CSV file"), metavar="FILE.csv",
+                                example="label-issues.csv")
     # model
     model: str = key("fashion-cnn", "a preset (cnnlab models) or a spec file", short="-m", metavar="PRESET|SPEC")
     init_from: str | None = key(None, "start from an earlier run's weights (a run directory or a .safetensors file): "

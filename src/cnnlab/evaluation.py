@@ -18,10 +18,19 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, class_names: list[str]) -> 
     report = classification_report(y, pred, labels=labels, target_names=class_names,
                                    output_dict=True, zero_division=0)
     text = report_text(report, class_names)
+    cm = confusion_matrix(y, pred, labels=labels).tolist()
     return {"loss": float(-np.log(p_true).mean()), "accuracy": float((pred == y).mean()),
             "n": int(len(y)), "classification_report": report, "report_text": text,
-            "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+            "confusion_matrix": cm, "most_confused": most_confused(cm, class_names),
             "class_names": list(class_names)}
+
+
+def most_confused(cm: list[list[int]], class_names: list[str], min_count: int = 1) -> list[dict]:
+    """The off-diagonal cells of the confusion matrix with at least ``min_count`` images, most
+    first (fastai's ``most_confused``): which class is taken for which, and how often."""
+    pairs = [{"actual": class_names[i], "predicted": class_names[j], "count": int(v)}
+             for i, row in enumerate(cm) for j, v in enumerate(row) if i != j and v >= min_count]
+    return sorted(pairs, key=lambda p: -p["count"])
 
 
 def report_text(report: dict, class_names: list[str], digits: int = 4) -> str:
@@ -54,6 +63,17 @@ def format_confusion(cm: list[list[int]], class_names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def format_most_confused(pairs: list[dict], n: int = 10) -> str:
+    if not pairs:
+        return "most confused: no mistakes"
+    a = max(6, *(width(p["actual"]) for p in pairs[:n]))
+    lines = [f"most confused (actual -> predicted, images){'' if len(pairs) <= n else f'; top {n} of {len(pairs)}'}"]
+    lines += [f"  {ljust(p['actual'], a)} -> {ljust(p['predicted'], a)} {p['count']:>6,}" for p in pairs[:n]]
+    return "\n".join(lines)
+
+
 def format_evaluation(ev: dict, split: str = "test") -> str:
+    pairs = ev.get("most_confused") or most_confused(ev["confusion_matrix"], ev["class_names"])  # older runs
     return (f"{split}: loss {ev['loss']:.4f} - accuracy {ev['accuracy']:.4f} ({ev['n']:,} images)\n\n"
-            f"{ev['report_text']}\n{format_confusion(ev['confusion_matrix'], ev['class_names'])}")
+            f"{ev['report_text']}\n{format_confusion(ev['confusion_matrix'], ev['class_names'])}\n\n"
+            f"{format_most_confused(pairs)}")

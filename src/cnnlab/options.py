@@ -382,7 +382,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[
             nargs = o.nargs if o.nargs is not None else (None if o.required else "?")
             parser.add_argument(k.name, nargs=nargs, default=argparse.SUPPRESS, metavar=o.metavar, help=_help(k))
             continue
-        names = [k.flag] + ([o.short] if o.short else []) + ["--" + a.replace("_", "-") for a in o.other_names]
+        names = list(dict.fromkeys([k.flag] + ([o.short] if o.short else [])
+                                   + ["--" + a.replace("_", "-") for a in o.other_names]))
         if o.group and o.group not in sections:  # a group of the command's own (tracking)
             sections[o.group] = parser.add_argument_group(o.group)
         section = sections[o.group] if o.group else parser

@@ -52,7 +52,10 @@ def resolve_spec(model: str | dict, input_shape: tuple, num_classes: int) -> Spe
 
 def load_data(cfg: TrainConfig) -> Dataset:
     """The configured source with train / validation / test splits."""
-    ds = prepare_splits(load_configured(cfg), cfg.val_split, cfg.test_split, cfg.seed)
+    from .data.edits import apply_label_edits
+
+    raw = apply_label_edits(load_configured(cfg), cfg.exclude, cfg.relabel)
+    ds = prepare_splits(raw, cfg.val_split, cfg.test_split, cfg.seed)
     if len(ds["train"]) == 0:
         raise DataError("the training split is empty", cfg.source, "add images")
     return ds
@@ -492,7 +495,7 @@ def stored_config(cfg: TrainConfig) -> dict:
         d[k] = absolute_source(d[k])
     from .models.pretrained import is_remote
 
-    for k in ("data_dir", "init_from", "weights"):
+    for k in ("data_dir", "init_from", "weights", "exclude", "relabel"):
         if d.get(k) and not (k == "weights" and is_remote(d[k])):
             d[k] = os.path.abspath(d[k])
     if d.get("class_names") and os.path.isfile(d["class_names"]):

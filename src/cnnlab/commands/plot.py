@@ -10,7 +10,7 @@ from ..options import Choice, Interval, option
 from . import add_command, image_arg
 
 PLOTS = ("curves", "confusion", "samples", "kernels", "feature-maps", "histograms", "misclassified",
-         "diagram", "gradcam", "class-counts", "random", "augmentation")
+         "diagram", "gradcam", "class-counts", "random", "augmentation", "top-losses")
 
 
 def _splits() -> tuple:
@@ -28,12 +28,13 @@ class Options:
     out: str | None = option(None, "output file", default_text="RUN/KIND.FORMAT")
     image: str | None = option(None, "image for feature-maps / gradcam", default_text="test images")
     dpi: int = option(100, "resolution of PNG files", Interval(1))
-    split: str | None = option(None, "the split for confusion, misclassified, feature-maps and gradcam",
+    split: str | None = option(None, "the split for confusion, misclassified, top-losses, feature-maps and gradcam",
                                Choice(_splits), default_text="test, or validation when the run has no test split")
     twin: bool = option(False, "curves: loss and accuracy on one plot with two y axes (seed 003's figure)")
     untrained: bool = option(False, "kernels: the kernels at initialisation, on the same colour scale as the "
                              "trained ones")
     seed: int = option(0, "random, augmentation and misclassified --order random: which images are drawn")
+    n: int = option(16, "top-losses: how many images", Interval(1), metavar="N")
     order: str = option("confident", "misclassified: the most confident mistakes first, or a random sample of them",
                         Choice(("confident", "random")))
 
@@ -62,6 +63,8 @@ def handle(args) -> int:
         fig = viz.confusion(run, split=split)
     elif kind == "misclassified":
         fig = viz.misclassified(run, split=split, order=args.order, seed=args.seed)
+    elif kind == "top-losses":
+        fig = viz.top_losses(run, n=args.n, split=split)
     elif kind == "curves":
         fig = viz.curves(run, twin=args.twin)
     elif kind == "kernels":

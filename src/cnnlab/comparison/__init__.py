@@ -110,8 +110,6 @@ def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tupl
                               "use e.g. --val-split 0.2, or --cv 5")
         keep, held = stratified_indices(pool.labels, val_split, seed, ds.source)
         return pool, [(keep, held)]
-    from sklearn.model_selection import StratifiedKFold
-
     if not isinstance(cv, int) or cv < 2:
         raise ConfigError(f"cv must be a whole number >= 2, got {cv!r}", "--cv", "use e.g. --cv 5")
     if "validation" in ds.splits:
@@ -120,14 +118,25 @@ def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tupl
         train_idx, _ = stratified_indices(pool.labels, val_split, seed, ds.source, ordered=False)
     else:
         train_idx = np.arange(len(pool))
-    y = pool.labels[train_idx]
-    smallest = int(np.bincount(y, minlength=len(ds.class_names)).min())
-    if cv > smallest:
-        raise DataError(f"{cv} folds need at least {cv} training images of every class; the smallest class has "
-                        f"{smallest}", ds.source, f"use --cv {max(2, smallest)} or fewer, add images, or fold every "
-                        "labeled image with --val-split 0")
-    skf = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
-    return pool, [(train_idx[tr], np.sort(train_idx[ev])) for tr, ev in skf.split(np.zeros(len(y)), y)]
+    folds = stratified_folds(pool.labels[train_idx], cv, seed, ds.source, len(ds.class_names),
+                             "--cv", "or fold every labeled image with --val-split 0")
+    return pool, [(train_idx[tr], train_idx[ev]) for tr, ev in folds]
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int, where: str, num_classes: int, flag: str = "--folds",
+                     also: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
+    """K stratified folds of labels ``y`` as (train, held-out) positions (held-out sorted), by
+    scikit-learn's ``StratifiedKFold(shuffle=True, random_state=seed)``: the folds a notebook with
+    the same seed makes. Every class needs at least K images."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(np.bincount(y, minlength=num_classes).min())
+    if k > smallest:
+        raise DataError(f"{k} folds need at least {k} training images of every class; the smallest class has "
+                        f"{smallest}", where, f"use {flag} {max(2, smallest)} or fewer, add images"
+                        + (f", {also}" if also else ""))
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, np.sort(ev)) for tr, ev in skf.split(np.zeros(len(y)), y)]
 
 
 def subsample(idx: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> np.ndarray:

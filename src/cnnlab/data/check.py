@@ -239,7 +239,9 @@ def check_source(cfg, near: bool = True) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CnnlabWarning)
         ds = load_configured(cfg, opts, on_missing="skip")
-    ds = prepare_splits(ds, cfg.val_split, cfg.test_split, cfg.seed)
+    from .edits import apply_label_edits
+
+    ds = prepare_splits(apply_label_edits(ds, cfg.exclude, cfg.relabel), cfg.val_split, cfg.test_split, cfg.seed)
     report = check_dataset(ds, near)
     if scan is not None:
         seen = {b["path"] for b in scan["bad"]}

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .. import atomic
+from ..evaluation import most_confused
 
 THUMBS_PER_CELL = 48  # thumbnails kept per confusion-matrix cell
 THUMB_MAX = 64  # longest side of a thumbnail, pixels
@@ -168,6 +169,17 @@ document.querySelectorAll('td.cell').forEach(td => td.addEventListener('click', 
 """
 
 
+def _edits_html(data: dict) -> str:
+    """What --exclude and --relabel changed in the data, when they were given."""
+    e = data.get("label_edits") or {}
+    parts = []
+    if "excluded" in e:
+        parts.append(f"{e['excluded']:,} images excluded (listed in {html.escape(Path(e['exclude_file']).name)})")
+    if "relabelled" in e:
+        parts.append(f"{e['relabelled']:,} labels changed (listed in {html.escape(Path(e['relabel_file']).name)})")
+    return f"<p><b>Label edits</b>: {'; '.join(parts)}.</p>" if parts else ""
+
+
 def _check_html(run) -> str:
     """The data check made before training (RunDir.CHECK): findings and near-duplicate pairs."""
     from .. import viz
@@ -247,6 +259,7 @@ def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dic
         figs["curves"] = _png(viz.curves(run))
         figs["curves_twin"] = _png(viz.curves(run, twin=True))
     figs["mistakes"] = _png(viz.figures.misclassified(split.x, split.y, probs, names, max_mistakes, split.ids))
+    figs["top_losses"] = _png(viz.top_losses(split.x, split.y, probs, names, 16, ids=split.ids))
     has_conv = bool(conv_indices(run.model))
     if has_conv:
         figs["kernels"] = _png(viz.kernels(run))
@@ -261,6 +274,28 @@ def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dic
     return figs, has_conv
 
 
+def _results_html(ev: dict, split_name: str, names: list[str], img) -> str:
+    """The Results section: the numbers, the classification report, the clickable confusion
+    matrix, the most confused pairs and the top losses."""
+    report = ev["classification_report"]
+    rep_rows = [[n, f"{report[n]['precision']:.4f}", f"{report[n]['recall']:.4f}",
+                 f"{report[n]['f1-score']:.4f}", int(report[n]["support"])] for n in [*names, "macro avg",
+                                                                                     "weighted avg"]]
+    pairs = ev.get("most_confused") or most_confused(ev["confusion_matrix"], names)
+    confused = [[p["actual"], p["predicted"], f"{p['count']:,}"] for p in pairs[:10]]
+    return f"""<section id="results"><h2>Results</h2>
+<div class="kpi"><b>{ev['accuracy']:.4f}</b>{split_name} accuracy</div>
+<div class="kpi"><b>{ev['loss']:.4f}</b>{split_name} loss</div>
+<div class="kpi"><b>{ev['n']:,}</b>{split_name} images</div>
+<h3>Classification report</h3>{_table(['class', 'precision', 'recall', 'f1-score', 'support'], rep_rows, 'report')}
+<h3>Confusion matrix</h3><p class="note">Click a cell to see its {split_name} images.</p>
+{_confusion_html(ev['confusion_matrix'], names)}
+<h3 id="thumbs-title" class="note">No cell selected.</h3><div id="thumbs"></div>
+<h3>Most confused</h3><p class="note">Actual class taken for another, most often first.</p>
+{_table(['actual', 'predicted', 'images'], confused, 'confused')}
+<h3>Top losses</h3>{img('top_losses', 'the images with the highest loss')}</section>"""
+
+
 def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> str:
     """The report page's body: its sections, with ``{elapsed}`` left for the time it took."""
     import yaml
@@ -270,12 +305,6 @@ def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> 
     names = run.class_names
     m = run.metrics
     spec: Spec = run.spec
-    report = ev["classification_report"]
-    rep_rows = [[n, f"{report[n]['precision']:.4f}", f"{report[n]['recall']:.4f}",
-                 f"{report[n]['f1-score']:.4f}", int(report[n]["support"])] for n in names]
-    for k in ("macro avg", "weighted avg"):
-        rep_rows.append([k, f"{report[k]['precision']:.4f}", f"{report[k]['recall']:.4f}",
-                         f"{report[k]['f1-score']:.4f}", int(report[k]["support"])])
     summary_rows = [[l.name, l.type, "(None, " + ", ".join(map(str, l.output_shape)) + ")", f"{l.params:,}"]
                     for l in spec.layers]
     summary_rows.append(["total", "", "", f"{spec.total_params:,}"])
@@ -301,6 +330,7 @@ def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> 
 <section id="data"><h2>Data</h2>
 <p>Source <b>{html.escape(str(data.get('source')))}</b>: {split_sizes}; images {data.get('image_size')}
 {html.escape(str(data.get('color_mode')))}; {len(names)} classes.</p>
+{_edits_html(data)}
 {img('counts', 'class counts per split')}
 <h3>Data check</h3>{_check_html(run)}
 <h3>Random training images with their labels</h3>{img('samples', 'sample images')}</section>
@@ -311,14 +341,7 @@ def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> 
 <p>{m.get('epochs_run', '?')} epochs; best epoch {best} ({html.escape(str(m.get('monitor', '')))});
 {html.escape(stop)}. Training time {m.get('train_time_s', 0):.1f} s.</p>
 {img('curves', 'loss and accuracy curves')}{img('curves_twin', 'loss and accuracy on two axes')}</section>
-<section id="results"><h2>Results</h2>
-<div class="kpi"><b>{acc:.4f}</b>{split_name} accuracy</div>
-<div class="kpi"><b>{ev['loss']:.4f}</b>{split_name} loss</div>
-<div class="kpi"><b>{ev['n']:,}</b>{split_name} images</div>
-<h3>Classification report</h3>{_table(['class', 'precision', 'recall', 'f1-score', 'support'], rep_rows, 'report')}
-<h3>Confusion matrix</h3><p class="note">Click a cell to see its {split_name} images.</p>
-{_confusion_html(ev['confusion_matrix'], names)}
-<h3 id="thumbs-title" class="note">No cell selected.</h3><div id="thumbs"></div></section>
+{_results_html(ev, split_name, names, img)}
 <section id="mistakes"><h2>Mistakes</h2><p class="note">The most confident misclassifications first.</p>
 {img('mistakes', 'most confident misclassifications')}</section>
 <section id="inside"><h2>Inside the network</h2>

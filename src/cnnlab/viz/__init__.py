@@ -78,6 +78,29 @@ def misclassified(x, y=None, probs=None, class_names=None, n=8, split="test", or
     return _f.misclassified(x, y, probs, class_names, n, order=order, seed=seed)
 
 
+def top_losses(x, y=None, probs=None, class_names=None, n=16, split="test", ids=None):
+    """The images with the highest loss (the negative log probability of their actual class), each
+    titled prediction / actual / loss / probability of the actual class (fastai's
+    ``plot_top_losses``). ``x``: a run (its ``split``), or images with labels and probabilities.
+
+    >>> viz.top_losses(run, n=16)
+    """
+    if _is_run(x):
+        run, part = x, run_split(x, split)
+        x, y, probs, class_names, ids = part.x, part.y, run.predict_proba(part.x), run.class_names, part.ids
+    y = np.asarray(y)
+    probs = np.asarray(probs)
+    p_true = probs[np.arange(len(y)), y]
+    loss = -np.log(np.clip(p_true, 1e-12, 1.0))
+    order = np.argsort(-loss, kind="stable")[:n]
+    pred = probs.argmax(1)
+    titles = [(f"{ids[i]}\n" if ids is not None else "") + f"{class_names[pred[i]]} / {class_names[y[i]]}\n"
+              f"{loss[i]:.2f} / {p_true[i]:.2f}" for i in order]
+    fig = _f.titled_grid([np.asarray(x[i]) for i in order], titles, empty="no images")
+    fig.suptitle("prediction / actual / loss / probability of the actual class", fontsize=9)
+    return fig
+
+
 def random_prediction(run, seed=0, split="test"):
     """One random image of the run's ``split`` (seeded) with its probability bars and true class:
     the notebooks' ``i = random.randint(...)`` check.
@@ -305,5 +328,5 @@ def evaluation(run, split: str = "test") -> dict:
 
 
 __all__ = ["augmentation", "class_counts", "confusion", "curves", "diagram", "feature_maps", "gradcam", "histograms",
-           "kernels", "misclassified", "probabilities", "random_prediction", "samples", "setup_fonts",
+           "kernels", "misclassified", "probabilities", "random_prediction", "samples", "setup_fonts", "top_losses",
            "weight_stats"]

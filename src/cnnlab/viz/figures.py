@@ -146,6 +146,28 @@ def samples(x: np.ndarray, y: np.ndarray | None, class_names: list[str], n: int 
     return fig
 
 
+def titled_grid(images, titles: list[str], cols: int | None = None, empty: str = "no images") -> Figure:
+    """Images in a grid, each with its own (multi-line) title: label-issue suspects (given ->
+    suggested, score), top losses (prediction / actual / loss / probability)."""
+    if len(titles) == 0:
+        fig = new_figure(4, 1.5)
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, empty, ha="center", va="center")
+        return fig
+    rows, cols = _grid(len(titles), cols)
+    lines = max(t.count("\n") + 1 for t in titles)
+    fig = new_figure(1.7 * cols, (1.45 + 0.16 * lines) * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, img, title in zip(axes, images, titles):
+        ax.axis("on")
+        _show_image(ax, img)
+        ax.set_title(title, fontsize=7.5)
+    return fig
+
+
 def class_counts(counts: dict[str, list[int]], class_names: list[str]) -> Figure:
     """Bars of images per class for each split."""
     fig = new_figure(max(6, 0.7 * len(class_names) + 2), 3.5)
