@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np
+from machine import announce  # noqa: E402
 
 import cnnlab
 
@@ -59,7 +61,7 @@ def cli(*args: str) -> tuple[float, str]:
     return time.perf_counter() - t0, done.stdout
 
 
-def test_accuracy(source: str, runs: Path, *more: str) -> float:
+def trained_test_accuracy(source: str, runs: Path, *more: str) -> float:
     cli("train", source, "--model", "fast", "--runs-dir", str(runs), "-q", "--no-report", *more)
     run = cnnlab.load_run(sorted(runs.iterdir())[-1])
     return float(run.metrics["test"]["accuracy"])
@@ -73,13 +75,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep the work here (default: a temporary folder)")
     args = ap.parse_args()
     from cnnlab.data.split import stratified_indices
-    from cnnlab.engine.threads import LoadMeter
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    meter = LoadMeter()
-    time.sleep(2)
-    print(f"CPU: {cpu}; {os.cpu_count()} cores; other processes' load before: {meter.read() or 0.0:.2f} cores",
-          flush=True)
+    announce()
     work = Path(args.out or tempfile.mkdtemp(prefix="cnnlab-label-noise-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ["CNNLAB_HOME"] = str(work / "home")  # a cold out-of-fold cache: every check trains
@@ -107,9 +104,9 @@ def main() -> None:
         unflipped = [i for i, h in zip(flags, hit) if not h][:40]
         draw_unflipped(x, y, noisy, unflipped, ds.class_names, case / "issues" / "unflipped-flags.png")
         if not args.no_train:
-            row["test_acc_noisy"] = test_accuracy(source, case / "train-noisy", "--val-split", "0")
-            row["test_acc_cleaned"] = test_accuracy(source, case / "train-cleaned", "--val-split", "0", "--exclude",
-                                                    str(case / "issues" / "label-issues.csv"))
+            row["test_acc_noisy"] = trained_test_accuracy(source, case / "train-noisy", "--val-split", "0")
+            row["test_acc_cleaned"] = trained_test_accuracy(source, case / "train-cleaned", "--val-split", "0",
+                                                            "--exclude", str(case / "issues" / "label-issues.csv"))
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| noise | flipped | flagged | precision | recall | check wall time | test acc. noisy | cleaned |")

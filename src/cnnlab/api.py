@@ -124,6 +124,84 @@ def compare(source: str = TrainConfig.source, models=CompareOptions.models, *, c
     return _compare(source, models or DEFAULT_MODELS, config=config, quiet=quiet, **options)  # None: the default
 
 
+def robustness(run: Run | str | Path, source=None, split: str = "test", corruptions="all",
+               severity: int | list | tuple = 3, seed: int = 0, save: bool = True) -> dict:
+    """Accuracy on ``split`` under each corruption (data/corruptions.py) at each ``severity``
+    (1..5), seeded: ``{"clean", "table": {corruption: {severity: accuracy}}, "mean", "relative_drop",
+    ...}``, saved as evaluation-corruptions.json in the run (``save``)."""
+    import time
+
+    from .data.corruptions import SEVERITIES, corrupt, resolve
+
+    names = resolve(corruptions)
+    levels = [severity] if isinstance(severity, int) else list(severity)
+    for s in levels:
+        if s not in SEVERITIES or isinstance(s, bool):
+            raise ConfigError(f"severity must be from 1 to 5, got {s!r}", "--severity", "use e.g. --severity 3")
+    run = as_run(run)
+    part = evaluation_split(run, source, split)
+    x, y = np.asarray(part.x), part.labels
+    t0 = time.perf_counter()
+    clean = float((run.predict_proba(x).argmax(1) == y).mean())
+    table: dict[str, dict[str, float]] = {}
+    for name in names:
+        table[name] = {str(s): float((run.predict_proba(corrupt(x, name, s, seed)).argmax(1) == y).mean())
+                       for s in levels}
+    mean = float(np.mean([a for row in table.values() for a in row.values()]))
+    out = {"split": "all" if isinstance(source, (tuple, list)) else split, "n": int(len(y)), "seed": seed,
+           "severities": levels, "clean": clean, "table": table, "mean": mean,
+           "relative_drop": (clean - mean) / clean if clean else 0.0, "seconds": round(time.perf_counter() - t0, 1)}
+    if save:
+        out["saved_to"] = str(RunDir(run.path).save_corruptions(out))
+    return out
+
+
+def calibrate(run: Run | str | Path, source=None, split: str = "validation", method: str = "temperature") -> dict:
+    """Fit temperature scaling for a run (one trained before calibration existed, or on other
+    data): on its ``split`` (default validation; ``source``: other data, as evaluate takes it),
+    saved as calibration.json and used by every later load. ``method="none"``: back to raw
+    probabilities. Returns the record: temperature, and ECE / NLL before and after on the split
+    (and on the test split when the run has one of its own)."""
+    from .engine.calibration import fit_temperature, unfit_reason
+    from .training import calibration_measures
+
+    if method not in ("temperature", "none"):
+        raise ConfigError(f"unknown calibration method {method!r}", "method", "use temperature or none")
+    run = as_run(run)
+    rd = RunDir(run.path)
+    before = run.model.temperature
+    run.model.temperature = 1.0  # raw probabilities to fit on
+    if method == "none":
+        rd.save_calibration({"method": "none"})
+        return {"method": "none"}
+    try:
+        part = evaluation_split(run, source, split)
+        raw = run.predict_proba(part.x)
+    except BaseException:
+        run.model.temperature = before
+        raise
+    t = fit_temperature(raw, part.labels)
+    why = unfit_reason(len(part.labels), t)
+    if why is not None:
+        run.model.temperature = before
+        raise DataError(f"cannot calibrate on this split: {why}", str(run.path),
+                        "fit on more held-out images (another split, or data: cnnlab calibrate RUN SOURCE)")
+    where = "all" if isinstance(source, (tuple, list)) else split
+    record: dict = {"method": "temperature", "temperature": t, "fitted_on": where,
+                    "source": "arrays" if isinstance(source, (tuple, list)) else (source or run.data.get("source")),
+                    where: calibration_measures(raw, part.labels, 1.0, t)}
+    if source is None and split != "test":
+        try:
+            test = evaluation_split(run, None, "test")
+        except DataError:  # no test split of its own
+            test = None
+        if test is not None:
+            record["test"] = calibration_measures(run.predict_proba(test.x), test.labels, 1.0, t)
+    rd.save_calibration(record)
+    run.model.temperature = t
+    return record
+
+
 def label_issues(source: str = TrainConfig.source, *, config: str | Path | None = None, quiet: bool = True,
                  **options):
     """The images of ``source`` that are probably labelled wrong (``cnnlab check --label-issues``):

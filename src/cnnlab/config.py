@@ -155,6 +155,9 @@ class TrainConfig(DataOptions, AugmentOptions):
                         Interval(0, 1), metavar="F")
     tta: str = key("none", "test-time augmentation for evaluation and prediction: average with the mirror image",
                    Choice(("none", "flip")))
+    calibration: str = key("temperature", "after training, fit one temperature on the validation split so the "
+                           "probabilities are honest (the same arg-max, so the same accuracy); none: raw softmax",
+                           Choice(("temperature", "none")))
     recipe: str | None = key(None, "a set of training settings (cnnlab models lists them); flags you give still "
                              "win", Choice(tuple(RECIPES)), default_text="the preset's own recipe, else keras")
     seed: int = key(42, "random seed: splits, initial weights, batches, augmentation", Interval(0))

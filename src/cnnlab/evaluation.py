@@ -77,3 +77,16 @@ def format_evaluation(ev: dict, split: str = "test") -> str:
     return (f"{split}: loss {ev['loss']:.4f} - accuracy {ev['accuracy']:.4f} ({ev['n']:,} images)\n\n"
             f"{ev['report_text']}\n{format_confusion(ev['confusion_matrix'], ev['class_names'])}\n\n"
             f"{format_most_confused(pairs)}")
+
+
+def format_corruptions(t: dict) -> str:
+    """The robustness table: accuracy per corruption (rows) and severity (columns)."""
+    levels = [str(s) for s in t["severities"]]
+    w = max(16, *(len(n) for n in t["table"])) + 2
+    lines = [f"accuracy under corruptions, {t['split']} split ({t['n']:,} images, seed {t['seed']}): clean "
+             f"{t['clean']:.4f}", ljust("corruption", w) + "".join(f"{'severity ' + s:>12}" for s in levels)]
+    for name, row in t["table"].items():
+        lines.append(ljust(name, w) + "".join(f"{row[s]:>12.4f}" for s in levels))
+    lines.append(f"mean corruption accuracy {t['mean']:.4f}; relative drop {t['relative_drop']:.1%} "
+                 f"({t['seconds']:.0f} s)")
+    return "\n".join(lines)

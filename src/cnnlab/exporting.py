@@ -48,18 +48,40 @@ class RawImageModel(torch.nn.Module):
         self.register_buffer("inv", inv)
         self.flip = run.config.get("tta", "none") == "flip"
         self.binary = run.spec.head == "binary"
+        self.temperature = float(getattr(run.model, "temperature", 1.0))  # calibration: in the graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.permute(0, 3, 1, 2).float() - self.off) * self.inv
         logits = self.model(x)
         if self.flip:
             logits = (logits + self.model(x.flip(3))) / 2
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, 1)
 
 
+def calibrated_state(run: Run) -> dict:
+    """The run's weights with its temperature folded into the output layer: a Dense layer's
+    kernel and bias divided by T give logits / T, so a Keras file that knows nothing of
+    calibration predicts the calibrated probabilities."""
+    state = dict(run.model.state_dict())
+    t = float(getattr(run.model, "temperature", 1.0))
+    if t == 1.0:
+        return state
+    last = len(run.spec.layers) - 1
+    if run.spec.layers[-1].type != "Dense":
+        raise CnnlabError(f"the run's temperature ({t:.3f}) can only be carried by a final Dense layer, and this "
+                          f"model ends in {run.spec.layers[-1].type}", str(run.path),
+                          "export the raw model: cnnlab calibrate RUN --method none, then export")
+    for name in (f"blocks.{last}.0.weight", f"blocks.{last}.0.bias"):
+        if name in state:
+            state[name] = state[name] / t
+    return state
+
+
 def weights_digest(model) -> str:
-    """A short hash of a model's weights and buffers (names, shapes and values): which weights an
-    exported file was made from."""
+    """A short hash of a model's weights and buffers (names, shapes and values) and its
+    calibration temperature: which model an exported file was made from."""
     import hashlib
 
     h = hashlib.sha256()
@@ -67,6 +89,8 @@ def weights_digest(model) -> str:
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    if getattr(model, "temperature", 1.0) != 1.0:
+        h.update(f"temperature {model.temperature!r}".encode())
     return h.hexdigest()[:16]
 
 
@@ -256,7 +280,7 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     diffs = []
 
     def write_checked(tmp: str) -> None:
-        write_keras(Path(tmp), run.spec, run.model.state_dict(), (scale, offset), run.spec.name, meta)
+        write_keras(Path(tmp), run.spec, calibrated_state(run), (scale, offset), run.spec.name, meta)
         kf = read_keras(tmp)
         theirs = keras_proba(kf, parse_keras_spec(kf), check_images,
                              Preprocessing.from_dict((kf.cnnlab or {})["preprocessing"]))

@@ -121,6 +121,7 @@ class Option:
     required: bool = False  # a flag the command needs (e.g. embed's --out); a positional: nargs "?" unless set
     aliases: tuple = ()  # other names of the key (Keras' validation_split): --validation-split, validation_split
     renamed_from: tuple = ()  # old names, still read (--time-limit for --search-time-limit); messages name them
+    const: str | None = None  # with nargs "?": the value of the flag given alone (--corruptions: all)
 
     @property
     def other_names(self) -> tuple:
@@ -392,8 +393,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[
             action = "store_false" if k.default is True else argparse.BooleanOptionalAction
             section.add_argument(*names, dest=k.name, action=action, default=argparse.SUPPRESS, help=_help(k))
             continue
+        extra: dict[str, typing.Any] = {"const": o.const} if o.nargs == "?" else {}
         section.add_argument(*names, dest=k.name, default=argparse.SUPPRESS, metavar=metavar, nargs=o.nargs,
-                             required=o.required, help=_help(k))
+                             required=o.required, help=_help(k), **extra)
     return sections
 
 

@@ -334,6 +334,8 @@ class RunDir:
     RESUME = "resume.pt"  # after each epoch: what `cnnlab train --resume` needs; removed when the run ends
     ONNX = "model.onnx"  # cnnlab export's default ONNX file (and the onnx engine's)
     KERAS = "model.keras"  # cnnlab export --format keras's default file
+    CALIBRATION = "calibration.json"  # the temperature fitted on the validation split, and its measures
+    CORRUPTIONS = "evaluation-corruptions.json"  # cnnlab evaluate --corruptions: accuracy per corruption
     REQUIRED = (SPEC, PREPROCESSING, CLASSES, DATA)
 
     def __init__(self, path: str | Path):
@@ -502,6 +504,12 @@ class RunDir:
     def read_history(self) -> list[dict]:
         return read_history(self / self.HISTORY)
 
+    def save_calibration(self, record: dict) -> None:
+        atomic.write_json(self / self.CALIBRATION, record)
+
+    def save_corruptions(self, table: dict) -> Path:
+        return atomic.write_json(self / self.CORRUPTIONS, table)
+
     def read_optional(self, name: str) -> dict | None:
         """A JSON record that may be absent or damaged (check, weights_init, an evaluation): None then."""
         try:
@@ -551,6 +559,9 @@ class RunDir:
             raise RunError(f"weights do not match {self.SPEC}: {str(e).splitlines()[0]}", str(wfile),
                            "the run directory is damaged; train again") from None
         model.to(device).eval()
+        calibration = self.read_optional(self.CALIBRATION)
+        if calibration and calibration.get("method") == "temperature":
+            model.temperature = float(calibration["temperature"])
         config = self.read_config()
         class_names = self.read_class_names(spec)
         prep = self.read_preprocessing(spec)

@@ -505,6 +505,17 @@ def stored_config(cfg: TrainConfig) -> dict:
     return d
 
 
+def calibration_measures(probs, y, temperature: float, fitted: float | None = None) -> dict:
+    """ECE (15 bins) and NLL of ``probs`` as they are (made with ``temperature``) and raw (T = 1),
+    or, with ``fitted``, of raw ``probs`` and with that temperature."""
+    from .engine.calibration import ece, nll, scaled
+
+    raw = probs if fitted is not None else scaled(probs, 1.0 / temperature)
+    cal = scaled(raw, fitted) if fitted is not None else probs
+    return {"ece_raw": round(ece(raw, y), 6), "ece": round(ece(cal, y), 6), "nll_raw": round(nll(raw, y), 6),
+            "nll": round(nll(cal, y), 6), "n": int(len(y))}
+
+
 @dataclass
 class TrainingSession:
     """One training run, from its checked set-up to its finished run directory. It owns what the
@@ -738,6 +749,34 @@ class TrainingSession:
                                       "batch_size_per_process": self.cfg.batch_size // self.dist.world}
         return metrics
 
+    def _calibrate(self, run: Run, metrics: dict) -> float | None:
+        """Temperature scaling fitted on the validation split (calibration.json, applied by every
+        later load of the run); the temperature, or None (--calibration none, or no validation)."""
+        if self.cfg.calibration == "none":
+            metrics["calibration"] = {"method": "none"}
+            return None
+        val = self.ds.splits.get("validation")
+        if val is None:
+            metrics["calibration"] = {"method": "none", "why": "no validation split to fit it on (--val-split)"}
+            return None
+        from .engine.calibration import fit_temperature, unfit_reason
+
+        why = unfit_reason(len(val))
+        raw = run.predict_proba(val.x) if why is None else None
+        t = fit_temperature(raw, val.labels) if raw is not None else 1.0
+        why = why or unfit_reason(len(val), t)
+        if why is not None or raw is None:
+            metrics["calibration"] = {"method": "none", "why": why}
+            return None
+        measured = calibration_measures(raw, val.labels, 1.0, t)
+        record = {"method": "temperature", "temperature": t, "fitted_on": "validation", "validation": measured}
+        self.out.save_calibration(record)
+        run.model.temperature = t
+        metrics["calibration"] = {"method": "temperature", "temperature": round(t, 6), "fitted_on": "validation"}
+        self.progress.message(f"calibration: temperature {t:.3f} (validation NLL {measured['nll_raw']:.4f} -> "
+                              f"{measured['nll']:.4f}, ECE {measured['ece_raw']:.4f} -> {measured['ece']:.4f})")
+        return t
+
     def _evaluate_and_finish(self, result, metrics: dict) -> Run:
         """Test-set evaluation with the final weights, metrics.json, and the loaded run."""
         rd, ds, device = self.out, self.ds, self.device
@@ -746,12 +785,18 @@ class TrainingSession:
             best = result.history[result.best_epoch - 1]
             metrics["best"] = {k: v for k, v in best.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         run = None
-        if result.best_epoch is not None and result.status not in ("interrupted", "nan_loss") and "test" in ds.splits:
+        usable = result.best_epoch is not None and result.status not in ("interrupted", "nan_loss")
+        if usable and ("test" in ds.splits or "validation" in ds.splits):
             run = load_run(run_dir, device=str(device))
-            t = ds["test"]
-            ev = evaluate_probs(run.predict_proba(t.x), t.labels, ds.class_names)
-            rd.save_evaluation({"split": "test", **ev})
-            metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
+            temperature = self._calibrate(run, metrics)
+            if "test" in ds.splits:
+                t = ds["test"]
+                probs = run.predict_proba(t.x)
+                ev = evaluate_probs(probs, t.labels, ds.class_names)
+                rd.save_evaluation({"split": "test", **ev})
+                metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
+                if temperature is not None:
+                    metrics["calibration"]["test"] = calibration_measures(probs, t.labels, temperature)
         metrics["wall_time_s"] = round(time.perf_counter() - self.t_wall, 3)
         metrics["environment"] = environment(str(device), self.threads, self.cfg.seed)
         metrics["environment"]["precision"] = describe(autocast_dtype(self.cfg.precision, device))

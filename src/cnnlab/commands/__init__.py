@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from ..options import Choice, option
 
 # the order of `cnnlab --help`
-COMMANDS = ("train", "compare", "tune", "check", "serve", "evaluate", "predict", "embed", "summary", "report", "plot",
-            "explain", "export", "import_keras", "models", "backbones", "datasets", "download", "export_images")
+COMMANDS = ("train", "compare", "tune", "check", "serve", "evaluate", "calibrate", "predict", "embed", "summary",
+            "report", "plot", "explain", "export", "import_keras", "models", "backbones", "datasets", "download",
+            "export_images")
 
 
 # training keys that tune and compare set per trial or model, so they are not their options

@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import dataclass
 
-from ..options import Choice, option
+from ..options import Choice, Interval, Rule, option
 from . import PrecisionOption, add_command
 
 
@@ -16,6 +16,22 @@ def _splits() -> tuple:
     return (*SPLITS, "all")
 
 
+def _corruptions_ok(v):
+    from ..data.corruptions import resolve
+    from ..errors import ConfigError
+
+    try:
+        resolve(v)
+    except ConfigError as e:
+        return (e.what, e.fix)
+    return True
+
+
+def _severities_ok(v) -> bool:
+    values = v if isinstance(v, (list, tuple)) else [v]
+    return all(isinstance(s, int) and 1 <= s <= 5 for s in values)
+
+
 @dataclass
 class Options(PrecisionOption):
     run: str = option(None, "run directory", positional=True, required=True)
@@ -23,6 +39,13 @@ class Options(PrecisionOption):
                              default_text="the run's own data, split as in training")
     split: str = option("test", "which split", Choice(_splits))
     json: bool = option(False, "print JSON")
+    corruptions: str | None = option(None, "accuracy under corruptions (noise, blur, rotation, JPEG, ...): all, or a "
+                                     "comma-separated list; the table goes in evaluation-corruptions.json",
+                                     Rule(_corruptions_ok, "all, or names of corruptions"), metavar="LIST", nargs="?",
+                                     const="all", default_text="none")
+    severity: list | tuple = option((3,), "with --corruptions: severities 1 (mild) to 5", Rule(_severities_ok,
+                                    "from 1 to 5 (each)"), nargs="+", item=int, metavar="S", example="3")
+    seed: int = option(0, "with --corruptions: the seed of their random numbers", Interval(0))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,10 +59,26 @@ def handle(args) -> int:
     from ..runs import load_run
 
     run = load_run(args.run).with_precision(args.precision)
+    if args.corruptions is not None:
+        return corruptions(run, args)
     ev = evaluate(run, args.source, args.split)
     if args.json:
         print(json.dumps({k: v for k, v in ev.items() if k != "report_text"}, indent=2, ensure_ascii=False))
     else:
         print(format_evaluation(ev, args.split))
         print(f"saved {ev['saved_to']}")
+    return 0
+
+
+def corruptions(run, args) -> int:
+    from ..api import robustness
+    from ..evaluation import format_corruptions
+
+    levels = args.severity if isinstance(args.severity, (list, tuple)) else [args.severity]
+    table = robustness(run, args.source, args.split, args.corruptions, levels, args.seed)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        print(format_corruptions(table))
+        print(f"saved {table['saved_to']}")
     return 0

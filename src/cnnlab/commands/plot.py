@@ -10,7 +10,7 @@ from ..options import Choice, Interval, option
 from . import add_command, image_arg
 
 PLOTS = ("curves", "confusion", "samples", "kernels", "feature-maps", "histograms", "misclassified",
-         "diagram", "gradcam", "class-counts", "random", "augmentation", "top-losses")
+         "diagram", "gradcam", "class-counts", "random", "augmentation", "top-losses", "calibration")
 
 
 def _splits() -> tuple:
@@ -28,7 +28,8 @@ class Options:
     out: str | None = option(None, "output file", default_text="RUN/KIND.FORMAT")
     image: str | None = option(None, "image for feature-maps / gradcam", default_text="test images")
     dpi: int = option(100, "resolution of PNG files", Interval(1))
-    split: str | None = option(None, "the split for confusion, misclassified, top-losses, feature-maps and gradcam",
+    split: str | None = option(None, "the split for confusion, misclassified, top-losses, calibration, feature-maps "
+                               "and gradcam",
                                Choice(_splits), default_text="test, or validation when the run has no test split")
     twin: bool = option(False, "curves: loss and accuracy on one plot with two y axes (seed 003's figure)")
     untrained: bool = option(False, "kernels: the kernels at initialisation, on the same colour scale as the "
@@ -65,6 +66,8 @@ def handle(args) -> int:
         fig = viz.misclassified(run, split=split, order=args.order, seed=args.seed)
     elif kind == "top-losses":
         fig = viz.top_losses(run, n=args.n, split=split)
+    elif kind == "calibration":
+        fig = viz.calibration(run, split=split)
     elif kind == "curves":
         fig = viz.curves(run, twin=args.twin)
     elif kind == "kernels":

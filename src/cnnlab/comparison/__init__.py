@@ -120,7 +120,7 @@ def make_folds(ds: Dataset, cv: int | None, val_split: float, seed: int) -> tupl
         train_idx = np.arange(len(pool))
     folds = stratified_folds(pool.labels[train_idx], cv, seed, ds.source, len(ds.class_names),
                              "--cv", "or fold every labeled image with --val-split 0")
-    return pool, [(train_idx[tr], train_idx[ev]) for tr, ev in folds]
+    return pool, [(train_idx[tr], np.sort(train_idx[ev])) for tr, ev in folds]
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int, where: str, num_classes: int, flag: str = "--folds",

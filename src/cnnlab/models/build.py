@@ -71,6 +71,9 @@ class SpecModel(nn.Module):
     def __init__(self, spec: Spec):
         super().__init__()
         self.spec = spec
+        # temperature scaling (engine/calibration.py): the logits are divided by it before the
+        # softmax or sigmoid of ``probabilities``; not a weight (the state dict stays Keras')
+        self.temperature = 1.0
         blocks = []
         for i, info in enumerate(spec.layers):
             mods = LAYERS[info.type].build(info)  # the layer kind's torch modules
@@ -210,6 +213,8 @@ class SpecModel(nn.Module):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, num_classes) probabilities; a binary head gives [1 - p, p]."""
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         if self.spec.head == "binary":
             p = torch.sigmoid(logits[:, 0])
             return torch.stack([1 - p, p], 1)

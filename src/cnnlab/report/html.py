@@ -247,6 +247,7 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
 def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dict, bool]:
     """The report's figures as data URLs, by key, and whether the model has convolutions."""
     from .. import viz
+    from ..runs import RunDir
     from ..viz.inspect import conv_indices
 
     names = run.class_names
@@ -260,6 +261,15 @@ def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dic
         figs["curves_twin"] = _png(viz.curves(run, twin=True))
     figs["mistakes"] = _png(viz.figures.misclassified(split.x, split.y, probs, names, max_mistakes, split.ids))
     figs["top_losses"] = _png(viz.top_losses(split.x, split.y, probs, names, 16, ids=split.ids))
+    figs["calibration"] = _png(viz.reliability_of(run, probs, split.y))
+    table = RunDir(run.path).read_optional(RunDir.CORRUPTIONS)
+    if table and len(split.x):  # one example per corruption: the same seeded images as the table's
+        from ..data.corruptions import corrupt
+
+        level = max(table["severities"])
+        shown = [corrupt(np.asarray(split.x[:1]), n, level, table["seed"])[0] for n in table["table"]]
+        figs["corruptions"] = _png(viz.figures.titled_grid(shown, [f"{n}\nseverity {level}" for n in table["table"]],
+                                                           cols=8))
     has_conv = bool(conv_indices(run.model))
     if has_conv:
         figs["kernels"] = _png(viz.kernels(run))
@@ -274,7 +284,20 @@ def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dic
     return figs, has_conv
 
 
-def _results_html(ev: dict, split_name: str, names: list[str], img) -> str:
+def _corruptions_html(table: dict | None, img) -> str:
+    """cnnlab evaluate --corruptions' table, when it was run, with an example of each corruption."""
+    if not table:
+        return ""
+    levels = [str(s) for s in table["severities"]]
+    rows = [[name, *(f"{row[s]:.4f}" for s in levels)] for name, row in table["table"].items()]
+    return (f"<h3>Robustness</h3><p>Accuracy on the {html.escape(table['split'])} split ({table['n']:,} images) "
+            f"under corruptions: clean {table['clean']:.4f}, mean corrupted {table['mean']:.4f}, relative drop "
+            f"{table['relative_drop']:.1%} (<code>cnnlab evaluate RUN --corruptions</code>).</p>"
+            + _table(["corruption", *(f"severity {s}" for s in levels)], rows, "corruptions")
+            + img("corruptions", "one image under each corruption"))
+
+
+def _results_html(ev: dict, split_name: str, names: list[str], img, corrupted: dict | None = None) -> str:
     """The Results section: the numbers, the classification report, the clickable confusion
     matrix, the most confused pairs and the top losses."""
     report = ev["classification_report"]
@@ -293,7 +316,10 @@ def _results_html(ev: dict, split_name: str, names: list[str], img) -> str:
 <h3 id="thumbs-title" class="note">No cell selected.</h3><div id="thumbs"></div>
 <h3>Most confused</h3><p class="note">Actual class taken for another, most often first.</p>
 {_table(['actual', 'predicted', 'images'], confused, 'confused')}
-<h3>Top losses</h3>{img('top_losses', 'the images with the highest loss')}</section>"""
+<h3>Top losses</h3>{img('top_losses', 'the images with the highest loss')}
+<h3>Calibration</h3><p class="note">Per bin of top probability, how often the prediction is right; the
+diagonal is honest. Raw softmax, and after temperature scaling when the run has it (ECE: 15 bins).</p>
+{img('calibration', 'reliability diagrams')}{_corruptions_html(corrupted, img)}</section>"""
 
 
 def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> str:
@@ -301,6 +327,7 @@ def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> 
     import yaml
 
     from ..models.spec import Spec
+    from ..runs import RunDir
 
     names = run.class_names
     m = run.metrics
@@ -341,7 +368,7 @@ def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> 
 <p>{m.get('epochs_run', '?')} epochs; best epoch {best} ({html.escape(str(m.get('monitor', '')))});
 {html.escape(stop)}. Training time {m.get('train_time_s', 0):.1f} s.</p>
 {img('curves', 'loss and accuracy curves')}{img('curves_twin', 'loss and accuracy on two axes')}</section>
-{_results_html(ev, split_name, names, img)}
+{_results_html(ev, split_name, names, img, RunDir(run.path).read_optional(RunDir.CORRUPTIONS))}
 <section id="mistakes"><h2>Mistakes</h2><p class="note">The most confident misclassifications first.</p>
 {img('mistakes', 'most confident misclassifications')}</section>
 <section id="inside"><h2>Inside the network</h2>

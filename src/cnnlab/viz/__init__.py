@@ -101,6 +101,29 @@ def top_losses(x, y=None, probs=None, class_names=None, n=16, split="test", ids=
     return fig
 
 
+def calibration(run, split="test"):
+    """Reliability diagrams of the run's probabilities on ``split``: raw (T = 1) and with its
+    calibration temperature, each with its expected calibration error (15 bins).
+
+    >>> viz.calibration(run)
+    """
+    part = run_split(run, split)
+    return reliability_of(run, run.predict_proba(part.x), np.asarray(part.y), f"raw ({split})")
+
+
+def reliability_of(run, probs, y, raw_title: str = "raw"):
+    """Reliability diagrams of a run's (calibrated) ``probs`` for labels ``y``: raw, and with the
+    run's temperature when it has one."""
+    from ..engine.calibration import ece, reliability, scaled
+
+    t = float(getattr(run.model, "temperature", 1.0))
+    raw = scaled(probs, 1.0 / t) if t != 1.0 else probs
+    panels = [(raw_title, reliability(raw, y), ece(raw, y))]
+    if t != 1.0:
+        panels.append((f"temperature {t:.2f}", reliability(probs, y), ece(probs, y)))
+    return _f.reliability(panels)
+
+
 def random_prediction(run, seed=0, split="test"):
     """One random image of the run's ``split`` (seeded) with its probability bars and true class:
     the notebooks' ``i = random.randint(...)`` check.
@@ -329,4 +352,5 @@ def evaluation(run, split: str = "test") -> dict:
 
 __all__ = ["augmentation", "class_counts", "confusion", "curves", "diagram", "feature_maps", "gradcam", "histograms",
            "kernels", "misclassified", "probabilities", "random_prediction", "samples", "setup_fonts", "top_losses",
+           "calibration",
            "weight_stats"]

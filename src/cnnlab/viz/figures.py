@@ -146,6 +146,31 @@ def samples(x: np.ndarray, y: np.ndarray | None, class_names: list[str], n: int 
     return fig
 
 
+def reliability(panels: list[tuple[str, dict, float]]) -> Figure:
+    """Reliability diagrams side by side: per bin of top probability, the accuracy (bars) against
+    the mean confidence (the diagonal is perfect calibration); ``panels``: (title, reliability
+    record of engine/calibration.py, ECE)."""
+    fig = new_figure(4.2 * len(panels), 4)
+    axes = np.atleast_1d(fig.subplots(1, len(panels))).ravel()
+    for ax, (title, rel, err) in zip(axes, panels):
+        edges = np.asarray(rel["edges"])
+        acc = np.nan_to_num(np.asarray(rel["accuracy"], dtype=float))
+        conf = np.asarray(rel["confidence"], dtype=float)
+        width = edges[1:] - edges[:-1]
+        ax.bar(edges[:-1], acc, width=width, align="edge", color=TRAIN_COLOR, edgecolor="white", label="accuracy")
+        shown = ~np.isnan(conf)
+        ax.bar(edges[:-1][shown], (conf - acc)[shown], bottom=acc[shown], width=width[shown], align="edge",
+               facecolor="none", edgecolor="#d62728", hatch="//", linewidth=0.8, label="gap to mean confidence")
+        ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}: ECE {err:.4f}", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
 def titled_grid(images, titles: list[str], cols: int | None = None, empty: str = "no images") -> Figure:
     """Images in a grid, each with its own (multi-line) title: label-issue suspects (given ->
     suggested, score), top losses (prediction / actual / loss / probability)."""
