@@ -83,8 +83,9 @@ def _bad_texts(k) -> list[str]:
     return out
 
 
-POSITIONALS = {"evaluate": ["runs/none"], "calibrate": ["runs/none"], "predict": ["runs/none", "x.png"], "serve": ["runs/none"],
-               "plot": ["runs/none", "curves"], "explain": ["runs/none", "x.png"], "export": ["runs/none"],
+POSITIONALS = {"evaluate": ["runs/none"], "calibrate": ["runs/none"], "predict": ["runs/none", "x.png"],
+               "serve": ["runs/none"], "plot": ["runs/none", "curves"], "explain": ["runs/none", "x.png"],
+               "export": ["runs/none"],
                "embed": ["runs/none", "x.png", "-o", "f.npy"], "summary": ["fast"], "report": ["runs/none"],
                "import_keras": ["m.keras"], "export_images": ["digits", "out"], "tune": ["--space", "s.yaml"]}
 CASES = [(m, k.name) for m in COMMANDS for k in keys_of(declared(m)).values()

@@ -61,3 +61,32 @@ def test_bad_corruption_inputs_are_one_line(argv, needle, tmp_path, capsys):
     run = train_tiny_run(tmp_path)
     code = main(["evaluate", str(run.path), *argv])
     one_error_line(code, capsys.readouterr().err, needle)
+
+
+def test_ood_scores_tell_the_runs_images_from_others(tmp_path, capsys):
+    """Issue 31, item 2 (its measurement): evaluate --ood SOURCE."""
+    run = train_tiny_run(tmp_path)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (50, 12, 12, 1), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", x_train=noise, y_train=np.zeros(50, np.int64))
+    assert main(["evaluate", str(run.path), "--ood", f"npz:{tmp_path / 'noise.npz'}", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for name in ("energy", "max_softmax"):
+        r = result[name]
+        assert 0 <= r["auroc"] <= 1 and 0 <= r["fpr_at_95_tpr"] <= 1 and 0 <= r["kept_accuracy"] <= 1
+    assert result["out_images"] == 50 and (run.path / "ood.png").stat().st_size > 1000
+    assert json.loads((run.path / "evaluation-ood.json").read_text())["energy"] == result["energy"]
+    assert main(["evaluate", str(run.path), "--ood", f"npz:{tmp_path / 'noise.npz'}"]) == 0
+    assert "FPR@95TPR" in capsys.readouterr().out
+    code = main(["evaluate", str(run.path), "--ood", f"folder:{tmp_path / 'nowhere'}"])
+    one_error_line(code, capsys.readouterr().err, "not found")
+
+
+def test_ood_detection_math():
+    from cnnlab.engine.ood import detection, scores
+
+    logits = np.array([[10.0, 0, 0], [8, 1, 0], [0.1, 0, 0.2], [0, 0.1, 0]])
+    s = scores(logits)
+    assert s["energy"][0] > s["energy"][2] and np.allclose(s["max_softmax"].max(), np.exp(10) / (np.exp(10) + 2))
+    d = detection(np.array([5.0, 6, 7, 8]), np.array([1.0, 2]), np.array([True, True, False, True]))
+    assert d["auroc"] == 1.0 and d["fpr_at_95_tpr"] == 0.0

@@ -156,6 +156,40 @@ def robustness(run: Run | str | Path, source=None, split: str = "test", corrupti
     return out
 
 
+def ood(run: Run | str | Path, source, split: str = "test", save: bool = True) -> dict:
+    """How well the run tells its own kind of images (its ``split``) from another source's (all its
+    images, at the run's size and colour mode): per score (energy, max_softmax; engine/ood.py) the
+    AUROC, the FPR at 95% TPR and the accuracy on the kept images; saved as evaluation-ood.json."""
+    from .engine.ood import SCORES, detection, scores
+
+    run = as_run(run)
+    part = evaluation_split(run, None, split)
+    if isinstance(source, (tuple, list)) or _is_array(source):
+        images = np.asarray(source[0] if isinstance(source, (tuple, list)) else source)
+        where = "arrays"
+        if images.shape[1:3] != tuple(run.image_size):
+            raise DataError(f"images of {images.shape[1]}x{images.shape[2]} for a model of "
+                            f"{run.image_size[0]}x{run.image_size[1]}", "ood", "resize them to the run's size")
+    else:
+        where = str(source)
+        opts = _run_config(run).data_options()
+        opts.image_size, opts.color_mode, opts.quiet, opts.class_names, opts.labels = \
+            run.image_size, run.color_mode, True, None, "en"
+        other = load_source(where, opts)
+        images = np.concatenate([np.asarray(s.x) for s in other.splits.values()])
+    binary = run.spec.head == "binary"
+    ins = scores(run.predict_logits(np.asarray(part.x)), binary)
+    outs = scores(run.predict_logits(images), binary)
+    right = run.predict_proba(part.x).argmax(1) == part.labels
+    result = {"split": split, "source": where, "in_images": int(len(part.x)), "out_images": int(len(images)),
+              **{name: detection(ins[name], outs[name], right) for name in SCORES},
+              "histogram": {name: {"in": ins[name].tolist(), "out": outs[name].tolist()} for name in SCORES}}
+    if save:
+        rd = RunDir(run.path)
+        result["saved_to"] = str(rd.save_json(rd.OOD, {k: v for k, v in result.items() if k != "histogram"}))
+    return result
+
+
 def calibrate(run: Run | str | Path, source=None, split: str = "validation", method: str = "temperature") -> dict:
     """Fit temperature scaling for a run (one trained before calibration existed, or on other
     data): on its ``split`` (default validation; ``source``: other data, as evaluate takes it),

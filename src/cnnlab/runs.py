@@ -263,6 +263,22 @@ class Run:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(1)
 
+    def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Raw logits (N, K) of the torch model (no temperature), the run's size, colour mode and
+        test-time flips applied as predict_proba applies them."""
+        import torch
+
+        from .data.dataset import as_uint8_images, model_batch
+        from .data.sources import conform
+        from .engine.inference import predict_logits, to_tensor
+
+        x = conform(as_uint8_images(model_batch(np.asarray(x), self.image_shape), "images"), self.image_size,
+                    self.color_mode)
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            return predict_logits(self.model, to_tensor(x, device), self.preprocessing, batch_size,
+                                  tta=self.config.get("tta", "none")).cpu().numpy()
+
     def __repr__(self) -> str:
         acc = self.metrics.get("test", {}).get("accuracy")
         return f"Run({str(self.path)!r}, model={self.spec.name!r}, test_accuracy={acc})"
@@ -336,6 +352,7 @@ class RunDir:
     KERAS = "model.keras"  # cnnlab export --format keras's default file
     CALIBRATION = "calibration.json"  # the temperature fitted on the validation split, and its measures
     CORRUPTIONS = "evaluation-corruptions.json"  # cnnlab evaluate --corruptions: accuracy per corruption
+    OOD = "evaluation-ood.json"  # cnnlab evaluate --ood SOURCE: how the run tells its data from another's
     REQUIRED = (SPEC, PREPROCESSING, CLASSES, DATA)
 
     def __init__(self, path: str | Path):
@@ -508,7 +525,11 @@ class RunDir:
         atomic.write_json(self / self.CALIBRATION, record)
 
     def save_corruptions(self, table: dict) -> Path:
-        return atomic.write_json(self / self.CORRUPTIONS, table)
+        return self.save_json(self.CORRUPTIONS, table)
+
+    def save_json(self, name: str, record: dict) -> Path:
+        """A JSON record among the run's files (one of the names above), written atomically."""
+        return atomic.write_json(self / name, record)
 
     def read_optional(self, name: str) -> dict | None:
         """A JSON record that may be absent or damaged (check, weights_init, an evaluation): None then."""

@@ -171,6 +171,24 @@ def reliability(panels: list[tuple[str, dict, float]]) -> Figure:
     return fig
 
 
+def ood_histogram(hist: dict, result: dict, in_name: str, out_name: str) -> Figure:
+    """Per score, the histograms of the in-distribution and the other images, and the threshold
+    that keeps 95% of the in-distribution ones."""
+    fig = new_figure(5 * len(hist), 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(hist))).ravel()
+    for ax, (name, h) in zip(axes, hist.items()):
+        both = np.r_[h["in"], h["out"]]
+        bins = np.linspace(both.min(), both.max(), 50) if len(both) else 10
+        ax.hist(h["in"], bins=bins, alpha=0.6, color=VAL_COLOR, label=in_name, density=True)
+        ax.hist(h["out"], bins=bins, alpha=0.6, color=TRAIN_COLOR, label=out_name, density=True)
+        r = result[name]
+        ax.axvline(r["threshold"], color="black", linestyle="--", linewidth=1, label="keeps 95% of " + in_name)
+        ax.set_title(f"{name}: AUROC {r['auroc']:.3f}, FPR@95 {r['fpr_at_95_tpr']:.3f}", fontsize=10)
+        ax.set_xlabel(name)
+        ax.legend(fontsize=7)
+    return fig
+
+
 def titled_grid(images, titles: list[str], cols: int | None = None, empty: str = "no images") -> Figure:
     """Images in a grid, each with its own (multi-line) title: label-issue suspects (given ->
     suggested, score), top losses (prediction / actual / loss / probability)."""
