@@ -162,3 +162,19 @@ def test_a_registered_engine_is_a_choice_at_once(capsys):
             assert "echo" in text and "the tests' engine" in text, name
     finally:
         ENGINES.pop("echo")
+
+
+def test_a_percent_sign_in_a_help_text_is_shown_as_written():
+    """argparse formats help with %: a declared "95% TPR" once broke `cnnlab evaluate --help`."""
+    from dataclasses import dataclass
+
+    from cnnlab.options import add_arguments, option
+
+    @dataclass
+    class Opts:
+        rate: float = option(0.95, "keeps 95% of the images (100% TPR is rarely possible)")
+
+    p = argparse.ArgumentParser(prog="x")
+    add_arguments(p, Opts, ())
+    text = " ".join(p.format_help().split())
+    assert "keeps 95% of the images (100% TPR is rarely possible) (default: 0.95)" in text

@@ -348,18 +348,20 @@ def from_text(k: Key, text):
 
 
 def _help(k: Key) -> str:
-    """A key's help with its default, in the one style every command uses: ``(default: ...)``."""
+    """A key's help with its default, in the one style every command uses: ``(default: ...)``;
+    a ``%`` is written ``%%``, as argparse formats help text with ``%``."""
     o = k.option
     text = o.help() if callable(o.help) else o.help  # a registry's listing, read when the parser is built
     if o.required or (o.positional and k.default is None and not k.optional):
-        return text
+        return text.replace("%", "%%")
     if k.is_bool:
-        return f"{text} (default: {o.default_text or ('on' if k.default else 'off')})"
-    if o.default_text:
-        return f"{text} (default: {o.default_text})"
-    shown = "none" if k.default is None else (" ".join(map(str, k.default)) if isinstance(k.default, (list, tuple))
-                                              else str(k.default))
-    return f"{text} (default: {shown})"
+        shown = o.default_text or ("on" if k.default else "off")
+    elif o.default_text:
+        shown = o.default_text
+    else:
+        shown = "none" if k.default is None else (" ".join(map(str, k.default)) if isinstance(k.default, (list, tuple))
+                                                  else str(k.default))
+    return f"{text} (default: {shown})".replace("%", "%%")
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, groups: typing.Sequence[str],
