@@ -90,3 +90,46 @@ def test_ood_detection_math():
     assert s["energy"][0] > s["energy"][2] and np.allclose(s["max_softmax"].max(), np.exp(10) / (np.exp(10) + 2))
     d = detection(np.array([5.0, 6, 7, 8]), np.array([1.0, 2]), np.array([True, True, False, True]))
     assert d["auroc"] == 1.0 and d["fpr_at_95_tpr"] == 0.0
+
+
+def test_predict_rejects_images_unlike_the_training_data(tmp_path, capsys):
+    """Issue 31, item 2: the energy score's percentiles kept with the run (ood.json), --reject."""
+    import csv
+
+    from PIL import Image
+
+    import cnnlab
+    from conftest import TINY_SPEC, bars
+
+    x, y = bars(100)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y)
+    run = cnnlab.train(f"npz:{tmp_path / 'b.npz'}", model=TINY_SPEC, epochs=4, runs_dir=str(tmp_path / "runs"),
+                       quiet=True, batch_size=32)
+    record = json.loads((run.path / "ood.json").read_text())
+    assert record["score"] == "energy" and record["fitted_on"] == "validation" and len(record["percentiles"]) == 101
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    xt, _ = bars(5, seed=3)
+    for i, img in enumerate(xt):
+        Image.fromarray(img[..., 0]).save(folder / f"bar{i}.png")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(folder / f"noise{i}.png")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run.path), str(folder), "--reject", "auto", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    unknown = {r["input"].split("/")[-1]: r["unknown"] == "True" for r in rows}
+    assert sum(unknown[f"noise{i}.png"] for i in range(8)) >= 6, unknown  # noise is not a bar
+    assert sum(unknown[f"bar{i}.png"] for i in range(15)) <= 3, unknown
+    assert all(float(r["ood_score"]) == float(r["ood_score"]) for r in rows)
+    assert main(["predict", str(run.path), str(folder), "--out", str(tmp_path / "plain.csv")]) == 0
+    assert "unknown" not in (tmp_path / "plain.csv").read_text().splitlines()[0], "only with --reject"
+    (run.path / "ood.json").unlink()  # a run from before: no threshold to reject with
+    code = main(["predict", str(run.path), str(folder), "--reject", "auto"])
+    one_error_line(code, capsys.readouterr().err, "no out-of-distribution threshold")
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "most"])
+def test_reject_takes_auto_or_a_share(value, tmp_path, capsys):
+    code = main(["predict", str(tmp_path / "run"), "x.png", "--reject", value])
+    one_error_line(code, capsys.readouterr().err, "--reject")

@@ -38,21 +38,39 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return out
 
 
-def predict_paths(run, paths: list[Path], batch_size: int = 256) -> np.ndarray:
+def predict_paths(run, paths: list[Path], batch_size: int = 256, keep: float | None = None):
+    """Probabilities (N, K) of the images at ``paths``; with ``keep`` (the share of the run's
+    held-out images an image must look as familiar as: ``predict --reject``) also the energy score
+    of each and whether it is "unknown": (probs, scores, unknown)."""
     x, _, _ = load_images(paths, run.image_size, run.color_mode)
-    return run.predict_proba(x, batch_size)
+    probs = run.predict_proba(x, batch_size)
+    if keep is None:
+        return probs
+    from .engine.ood import scores, threshold
+
+    if not run.ood:
+        raise DataError("the run has no out-of-distribution threshold (it was trained before cnnlab kept one)",
+                        str(run.path), "train it again, or leave out --reject")
+    energy = scores(run.predict_logits(x, batch_size), run.spec.head == "binary")["energy"]
+    return probs, energy, energy < threshold(run.ood, keep)
 
 
-def rows_for(run, names: list[str], probs: np.ndarray, top_k: int | None) -> tuple[list[str], list[dict]]:
+def rows_for(run, names: list[str], probs: np.ndarray, top_k: int | None,
+             rejected: tuple | None = None) -> tuple[list[str], list[dict]]:
+    """The CSV rows of predictions; ``rejected``: (scores, unknown) adds the columns ``unknown``
+    and ``ood_score`` (the energy: higher is more like the training data)."""
     classes = run.class_names
-    cols = ["input", "class_index", "class_name"]
+    cols = ["input", "class_index", "class_name"] + (["unknown", "ood_score"] if rejected is not None else [])
     k = min(top_k or 0, len(classes))
     cols += [c for i in range(1, k + 1) for c in (f"top{i}_class", f"top{i}_prob")]
     cols += [f"prob_{c}" for c in classes]
-    rows = []
+    rows: list[dict] = []
     order = np.argsort(-probs, axis=1)
     for name, p, o in zip(names, probs, order):
-        r = {"input": name, "class_index": int(o[0]), "class_name": classes[o[0]]}
+        r: dict = {"input": name, "class_index": int(o[0]), "class_name": classes[o[0]]}
+        if rejected is not None:
+            r["unknown"] = bool(rejected[1][len(rows)])
+            r["ood_score"] = float(rejected[0][len(rows)])
         for i in range(k):
             r[f"top{i + 1}_class"] = classes[o[i]]
             r[f"top{i + 1}_prob"] = float(p[o[i]])

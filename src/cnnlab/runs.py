@@ -206,6 +206,8 @@ class Run:
     engine: Any = field(default=None, repr=False, compare=False)
     # predictions' precision: fp32 (exact), or auto / bf16 / fp16 autocast (engine.precision)
     precision: str = "fp32"
+    # the out-of-distribution score's record (ood.json: the energy's quantiles on held-out images)
+    ood: dict | None = field(default=None, repr=False, compare=False)
     _memo: dict = field(default_factory=dict, repr=False, compare=False)  # the data, once loaded
 
     def with_engine(self, engine) -> Run:
@@ -353,6 +355,7 @@ class RunDir:
     CALIBRATION = "calibration.json"  # the temperature fitted on the validation split, and its measures
     CORRUPTIONS = "evaluation-corruptions.json"  # cnnlab evaluate --corruptions: accuracy per corruption
     OOD = "evaluation-ood.json"  # cnnlab evaluate --ood SOURCE: how the run tells its data from another's
+    OOD_SCORE = "ood.json"  # the energy score on held-out images at the end of training: --reject's thresholds
     REQUIRED = (SPEC, PREPROCESSING, CLASSES, DATA)
 
     def __init__(self, path: str | Path):
@@ -587,7 +590,7 @@ class RunDir:
         class_names = self.read_class_names(spec)
         prep = self.read_preprocessing(spec)
         run = Run(p, spec, model, prep, class_names, self.read_data(), config, self.read_metrics(),
-                  self.read_history(), state=state)
+                  self.read_history(), state=state, ood=self.read_optional(self.OOD_SCORE))
         if state != "finished":
             warn(f"the run did not finish: {why}", str(p),
                  "wait for it to finish" if state == "training" else

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -777,6 +777,19 @@ class TrainingSession:
                               f"{measured['nll']:.4f}, ECE {measured['ece_raw']:.4f} -> {measured['ece']:.4f})")
         return t
 
+    def _fit_ood(self, run: Run) -> dict | None:
+        """ood.json: the energy score's percentiles on the validation split (the training split when
+        there is none), from which ``predict --reject`` reads its threshold."""
+        from .engine.ood import fitted, scores
+
+        name = "validation" if "validation" in self.ds.splits else "train"
+        x = self.ds[name].x
+        if not len(x):
+            return None
+        record = fitted(scores(run.predict_logits(x), run.spec.head == "binary")["energy"], name)
+        self.out.save_json(RunDir.OOD_SCORE, record)
+        return record
+
     def _evaluate_and_finish(self, result, metrics: dict) -> Run:
         """Test-set evaluation with the final weights, metrics.json, and the loaded run."""
         rd, ds, device = self.out, self.ds, self.device
@@ -789,6 +802,7 @@ class TrainingSession:
         if usable and ("test" in ds.splits or "validation" in ds.splits):
             run = load_run(run_dir, device=str(device))
             temperature = self._calibrate(run, metrics)
+            run = replace(run, ood=self._fit_ood(run))
             if "test" in ds.splits:
                 t = ds["test"]
                 probs = run.predict_proba(t.x)

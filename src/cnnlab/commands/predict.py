@@ -6,9 +6,18 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..options import Interval, option
+from ..options import Interval, Rule, option
 from ..textwidth import ljust
 from . import EngineOption, PrecisionOption, add_command
+
+
+def _reject_ok(v) -> bool:
+    if v == "auto":
+        return True
+    try:
+        return 0.0 < float(v) < 1.0
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -24,6 +33,10 @@ class Options(EngineOption, PrecisionOption):
     image_pattern: str | None = option(None, "CSV template: file name template for ids, e.g. 'images/test/{}.png'")
     label_column: str | None = option(None, "CSV template: the column to fill")
     submission: bool = option(False, "CSV template: write only the template's columns (a competition submission)")
+    reject: str | None = option(None, "say unknown for images unlike the training data (energy score): auto keeps "
+                                "95% of the run's held-out images, or give the share to keep, e.g. 0.9; adds the "
+                                "unknown and ood_score columns", Rule(_reject_ok, "auto, or a share in (0, 1)"),
+                                metavar="auto|P", example="auto")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,15 +62,31 @@ def handle(args) -> int:
     from ..shipping import ENGINES
 
     run = ENGINES[args.engine].apply(run.with_precision(args.precision))
+    keep = None if args.reject is None else 0.95 if args.reject == "auto" else float(args.reject)
     if len(args.inputs) == 1 and args.inputs[0].lower().endswith(".csv") and Path(args.inputs[0]).is_file():
+        if keep is not None:
+            from ..errors import ConfigError
+
+            raise ConfigError("--reject marks image files, not a CSV template", "--reject",
+                              "leave it out: a submission never rejects (every id gets a class)")
         cols, rows = predict_template(run, args.inputs[0], args.image_column, args.image_pattern,
                                       args.label_column, args.top_k, args.submission)
     else:
         paths = collect_inputs(args.inputs)
-        probs = predict_paths(run, paths)
-        cols, rows = rows_for(run, [printable(p) for p in paths], probs, args.top_k)
+        rejected = None
+        if keep is None:
+            probs = predict_paths(run, paths)
+        else:
+            probs, energy, unknown = predict_paths(run, paths, keep=keep)
+            rejected = (energy, unknown)
+        cols, rows = rows_for(run, [printable(p) for p in paths], probs, args.top_k, rejected)
         if len(paths) == 1 and not args.out:
             p = probs[0]
+            if rejected is not None and rejected[1][0]:
+                print(f"{printable(paths[0])}: unknown (ood score {rejected[0][0]:.3f}, below the threshold that keeps "
+                      f"{keep:.0%} of the run's held-out images); most like {run.class_names[int(p.argmax())]} "
+                      f"({p.max():.4f})")
+                return 0
             print(f"{printable(paths[0])}: {run.class_names[int(p.argmax())]} ({p.max():.4f})")
             shown = sorted(zip(run.class_names, p), key=lambda t: -t[1])
             for name, v in shown[:args.top_k or (5 if len(shown) > 20 else len(shown))]:

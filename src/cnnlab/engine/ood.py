@@ -39,3 +39,15 @@ def detection(id_scores: np.ndarray, ood_scores: np.ndarray, id_right: np.ndarra
         kept = id_scores >= threshold
         out["kept_accuracy"] = float(id_right[kept].mean()) if kept.any() else 0.0
     return out
+
+
+def fitted(energies: np.ndarray, split: str) -> dict:
+    """What ``ood.json`` keeps of the energy scores of held-out images: their percentiles, from which
+    any rejection threshold is read (``threshold``)."""
+    return {"score": "energy", "fitted_on": split, "n": int(len(energies)),
+            "percentiles": np.percentile(energies, np.arange(101)).tolist()}
+
+
+def threshold(record: dict, keep: float) -> float:
+    """The energy below which an image is "unknown", so that ``keep`` of the held-out images pass."""
+    return float(np.interp((1.0 - keep) * 100.0, np.arange(101), np.asarray(record["percentiles"])))
