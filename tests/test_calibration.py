@@ -129,3 +129,22 @@ def test_no_preset_changes_its_arg_max_under_any_temperature():
             for t in (0.3, 1.7, 8.0):
                 model.temperature = t
                 assert torch.equal(model.probabilities(logits).argmax(1), base), (name, t)
+
+
+def test_a_resumed_run_fits_its_temperature_on_raw_probabilities(noisy_bars):
+    """A run stopped by its time limit is calibrated when it stops; resumed, the temperature is fitted
+    again on the raw probabilities of the final weights, never on the first temperature's output."""
+
+    class StopAfterOne(cnnlab.Callback):
+        def on_epoch_end(self, state, logs):
+            if state.epoch == 1:
+                state.request_stop("stopped for the tests", "time_limit")
+
+    first = train(noisy_bars, callbacks=[StopAfterOne()])
+    assert first.metrics["status"] == "time_limit" and (first.path / "calibration.json").is_file()
+    done = cnnlab.resume(first.path)
+    t = json.loads((done.path / "calibration.json").read_text())["temperature"]
+    again = cnnlab.load_run(done.path)
+    again.model.temperature = 1.0
+    ds = cnnlab.load_dataset(noisy_bars["source"])
+    assert abs(fit_temperature(again.predict_proba(ds["validation"].x), ds["validation"].y) - t) < 1e-6

@@ -178,9 +178,9 @@ def ood(run: Run | str | Path, source, split: str = "test", save: bool = True) -
         other = load_source(where, opts)
         images = np.concatenate([np.asarray(s.x) for s in other.splits.values()])
     binary = run.spec.head == "binary"
-    ins = scores(run.predict_logits(np.asarray(part.x)), binary)
-    outs = scores(run.predict_logits(images), binary)
-    right = run.predict_proba(part.x).argmax(1) == part.labels
+    logits = run.predict_logits(np.asarray(part.x))
+    ins, outs = scores(logits, binary), scores(run.predict_logits(images), binary)
+    right = ((logits[:, 0] > 0).astype(np.int64) if binary else logits.argmax(1)) == part.labels  # one pass
     result = {"split": split, "source": where, "in_images": int(len(part.x)), "out_images": int(len(images)),
               **{name: detection(ins[name], outs[name], right) for name in SCORES},
               "histogram": {name: {"in": ins[name].tolist(), "out": outs[name].tolist()} for name in SCORES}}
@@ -196,41 +196,39 @@ def calibrate(run: Run | str | Path, source=None, split: str = "validation", met
     saved as calibration.json and used by every later load. ``method="none"``: back to raw
     probabilities. Returns the record: temperature, and ECE / NLL before and after on the split
     (and on the test split when the run has one of its own)."""
-    from .engine.calibration import fit_temperature, unfit_reason
-    from .training import calibration_measures
+    from .engine.calibration import fit_temperature, measures, raw_of, unfit_reason
 
     if method not in ("temperature", "none"):
         raise ConfigError(f"unknown calibration method {method!r}", "method", "use temperature or none")
     run = as_run(run)
     rd = RunDir(run.path)
-    before = run.model.temperature
-    run.model.temperature = 1.0  # raw probabilities to fit on
     if method == "none":
         rd.save_calibration({"method": "none"})
+        run.model.temperature = 1.0
         return {"method": "none"}
-    try:
-        part = evaluation_split(run, source, split)
-        raw = run.predict_proba(part.x)
-    except BaseException:
-        run.model.temperature = before
-        raise
-    t = fit_temperature(raw, part.labels)
+    before = run.model.temperature  # the raw probabilities are the run's, unscaled
+
+    def raw(part: Split) -> np.ndarray:
+        return raw_of(run.predict_proba(part.x), before)
+
+    part = evaluation_split(run, source, split)
+    fit_on = raw(part)
+    t = fit_temperature(fit_on, part.labels)
     why = unfit_reason(len(part.labels), t)
     if why is not None:
-        run.model.temperature = before
         raise DataError(f"cannot calibrate on this split: {why}", str(run.path),
                         "fit on more held-out images (another split, or data: cnnlab calibrate RUN SOURCE)")
     where = "all" if isinstance(source, (tuple, list)) else split
     record: dict = {"method": "temperature", "temperature": t, "fitted_on": where,
                     "source": "arrays" if isinstance(source, (tuple, list)) else (source or run.data.get("source")),
-                    where: calibration_measures(raw, part.labels, 1.0, t)}
+                    where: measures(fit_on, part.labels, t)}
     if source is None and split != "test":
         try:
             test = evaluation_split(run, None, "test")
         except DataError:  # no test split of its own
             test = None
         if test is not None:
-            record["test"] = calibration_measures(run.predict_proba(test.x), test.labels, 1.0, t)
+            record["test"] = measures(raw(test), test.labels, t)
     rd.save_calibration(record)
     run.model.temperature = t
     return record
@@ -245,15 +243,13 @@ def label_issues(source: str = TrainConfig.source, *, config: str | Path | None 
     ``.out`` (label-issues.csv and oof.npy)."""
     import sys
 
-    from .labelissues import LabelIssueOptions, find, need_cleanlab
+    from .labelissues import LabelIssueOptions, find, fold_config, need_cleanlab
     from .options import checked, keys_of
 
     need_cleanlab()
     own = {a for k in keys_of(LabelIssueOptions).values() for a in (k.name, *k.option.other_names)}
     opts = checked(LabelIssueOptions, "cnnlab.label_issues", **{k: options.pop(k) for k in list(options) if k in own})
-    model: dict = {} if options.get("backbone") else {"model": opts.issues_model}
-    cfg = make_config(config, source=source, quiet=quiet, explicit_none=[k for k, v in options.items() if v is None],
-                      **model, **options)
+    cfg = fold_config(config, opts, {"source": source, "quiet": quiet, **options})
     return find(cfg, opts, say=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr)))
 
 

@@ -130,14 +130,11 @@ class Checked:
 def checked_images(cfg, split: str) -> Checked:
     """The source's own split as loaded (all its images: a validation split training would carve
     from it is checked too), with --exclude / --relabel applied, and each image's place in it."""
-    from .data.dataset import Dataset, Split
-    from .data.edits import apply_label_edits
+    from .data.edits import edited
     from .data.sources import load_configured
 
     src = load_configured(cfg)
-    ds = apply_label_edits(src, cfg.exclude, cfg.relabel)
-    where = apply_label_edits(Dataset(src.source, src.class_names, {k: Split(np.arange(len(s)), s.y, s.ids) for k, s
-                                                                    in src.splits.items()}), cfg.exclude, cfg.relabel)
+    ds, kept = edited(src, cfg.exclude, cfg.relabel)
     names = [split] if split != "all" else [k for k, s in ds.splits.items() if s.y is not None]
     for k in names:
         if k not in ds.splits:
@@ -149,14 +146,24 @@ def checked_images(cfg, split: str) -> Checked:
     x = parts[0].x if len(parts) == 1 else np.concatenate([np.asarray(p.x) for p in parts])
     y = np.concatenate([p.labels for p in parts])
     origin = [k for k in names for _ in range(len(ds[k]))]
-    index = np.concatenate([np.asarray(where[k].x) for k in names]).astype(np.int64)
+    index = np.concatenate([kept[k] for k in names]).astype(np.int64)
     paths: list[str | None] = []
     for k in names:
-        ids = where[k].ids
-        paths += list(ids) if ids is not None else [None] * len(where[k])
+        ids = ds[k].ids  # the kept images' own, in order
+        paths += list(ids) if ids is not None else [None] * len(ds[k])
     digest = hashlib.sha256(("|".join(ds[k].fingerprint() for k in names) + "|" + ",".join(ds.class_names))
                             .encode()).hexdigest()
     return Checked(x, y, origin, index, paths, ds.class_names, ds.source, digest)
+
+
+def fold_config(config, opts: LabelIssueOptions, overrides: dict, flags: tuple | list = ()):
+    """The data's and the folds' TrainConfig: ``--model``'s own recipe (or the backbone's) under
+    the keys given (``overrides``; ``flags``: those that came from the command line)."""
+    from .config import make_config
+
+    model: dict = {} if overrides.get("backbone") else {"model": opts.issues_model}
+    return make_config(config, flags=list(flags), explicit_none=[k for k, v in overrides.items() if v is None],
+                       **model, **overrides)
 
 
 # ---------------------------------------------------------------------------- out-of-fold probabilities

@@ -505,17 +505,6 @@ def stored_config(cfg: TrainConfig) -> dict:
     return d
 
 
-def calibration_measures(probs, y, temperature: float, fitted: float | None = None) -> dict:
-    """ECE (15 bins) and NLL of ``probs`` as they are (made with ``temperature``) and raw (T = 1),
-    or, with ``fitted``, of raw ``probs`` and with that temperature."""
-    from .engine.calibration import ece, nll, scaled
-
-    raw = probs if fitted is not None else scaled(probs, 1.0 / temperature)
-    cal = scaled(raw, fitted) if fitted is not None else probs
-    return {"ece_raw": round(ece(raw, y), 6), "ece": round(ece(cal, y), 6), "nll_raw": round(nll(raw, y), 6),
-            "nll": round(nll(cal, y), 6), "n": int(len(y))}
-
-
 @dataclass
 class TrainingSession:
     """One training run, from its checked set-up to its finished run directory. It owns what the
@@ -749,44 +738,50 @@ class TrainingSession:
                                       "batch_size_per_process": self.cfg.batch_size // self.dist.world}
         return metrics
 
-    def _calibrate(self, run: Run, metrics: dict) -> float | None:
-        """Temperature scaling fitted on the validation split (calibration.json, applied by every
-        later load of the run); the temperature, or None (--calibration none, or no validation)."""
-        if self.cfg.calibration == "none":
-            metrics["calibration"] = {"method": "none"}
-            return None
-        val = self.ds.splits.get("validation")
-        if val is None:
-            metrics["calibration"] = {"method": "none", "why": "no validation split to fit it on (--val-split)"}
-            return None
-        from .engine.calibration import fit_temperature, unfit_reason
+    def _held_out_logits(self, run: Run) -> tuple[str, np.ndarray] | None:
+        """The raw logits of the validation split (the training split when there is none): one
+        pass, for both the temperature and the out-of-distribution threshold."""
+        name = "validation" if "validation" in self.ds.splits else "train"
+        x = self.ds[name].x
+        return (name, run.predict_logits(x)) if len(x) else None
 
-        why = unfit_reason(len(val))
-        raw = run.predict_proba(val.x) if why is None else None
-        t = fit_temperature(raw, val.labels) if raw is not None else 1.0
-        why = why or unfit_reason(len(val), t)
-        if why is not None or raw is None:
-            metrics["calibration"] = {"method": "none", "why": why}
+    def _calibrate(self, run: Run, metrics: dict, held: tuple[str, np.ndarray] | None) -> float | None:
+        """Temperature scaling fitted on the validation split (calibration.json, applied by every
+        later load of the run); the temperature, or None (--calibration none, too few or no
+        validation images: then no calibration.json, not even one a resumed run had before)."""
+        from .engine.calibration import fit_temperature, measures, unfit_reason
+
+        run.model.temperature = 1.0  # raw probabilities; a temperature is fitted afresh or not at all
+        why = "--calibration none" if self.cfg.calibration == "none" else \
+            "no validation split to fit it on (--val-split)" if held is None or held[0] != "validation" else \
+            unfit_reason(len(held[1]))
+        t = 1.0
+        if why is None and held is not None:
+            raw = run.model.probabilities(torch.from_numpy(held[1])).numpy()
+            t = fit_temperature(raw, self.ds["validation"].labels)
+            why = unfit_reason(len(raw), t)
+        if why is not None:
+            (self.out / RunDir.CALIBRATION).unlink(missing_ok=True)
+            metrics["calibration"] = {"method": "none"} if self.cfg.calibration == "none" else \
+                {"method": "none", "why": why}
             return None
-        measured = calibration_measures(raw, val.labels, 1.0, t)
-        record = {"method": "temperature", "temperature": t, "fitted_on": "validation", "validation": measured}
-        self.out.save_calibration(record)
+        measured = measures(raw, self.ds["validation"].labels, t)
+        self.out.save_calibration({"method": "temperature", "temperature": t, "fitted_on": "validation",
+                                   "validation": measured})
         run.model.temperature = t
         metrics["calibration"] = {"method": "temperature", "temperature": round(t, 6), "fitted_on": "validation"}
         self.progress.message(f"calibration: temperature {t:.3f} (validation NLL {measured['nll_raw']:.4f} -> "
                               f"{measured['nll']:.4f}, ECE {measured['ece_raw']:.4f} -> {measured['ece']:.4f})")
         return t
 
-    def _fit_ood(self, run: Run) -> dict | None:
-        """ood.json: the energy score's percentiles on the validation split (the training split when
-        there is none), from which ``predict --reject`` reads its threshold."""
+    def _fit_ood(self, run: Run, held: tuple[str, np.ndarray] | None) -> dict | None:
+        """ood.json: the energy score's percentiles on the held-out images, from which ``predict
+        --reject`` reads its threshold."""
         from .engine.ood import fitted, scores
 
-        name = "validation" if "validation" in self.ds.splits else "train"
-        x = self.ds[name].x
-        if not len(x):
+        if held is None:
             return None
-        record = fitted(scores(run.predict_logits(x), run.spec.head == "binary")["energy"], name)
+        record = fitted(scores(held[1], run.spec.head == "binary")["energy"], held[0])
         self.out.save_json(RunDir.OOD_SCORE, record)
         return record
 
@@ -801,8 +796,9 @@ class TrainingSession:
         usable = result.best_epoch is not None and result.status not in ("interrupted", "nan_loss")
         if usable and ("test" in ds.splits or "validation" in ds.splits):
             run = load_run(run_dir, device=str(device))
-            temperature = self._calibrate(run, metrics)
-            run = replace(run, ood=self._fit_ood(run))
+            held = self._held_out_logits(run)
+            temperature = self._calibrate(run, metrics, held)
+            run = replace(run, ood=self._fit_ood(run, held))
             if "test" in ds.splits:
                 t = ds["test"]
                 probs = run.predict_proba(t.x)
@@ -810,7 +806,9 @@ class TrainingSession:
                 rd.save_evaluation({"split": "test", **ev})
                 metrics["test"] = {"loss": ev["loss"], "accuracy": ev["accuracy"], "n": ev["n"]}
                 if temperature is not None:
-                    metrics["calibration"]["test"] = calibration_measures(probs, t.labels, temperature)
+                    from .engine.calibration import measures, raw_of
+
+                    metrics["calibration"]["test"] = measures(raw_of(probs, temperature), t.labels, temperature)
         metrics["wall_time_s"] = round(time.perf_counter() - self.t_wall, 3)
         metrics["environment"] = environment(str(device), self.threads, self.cfg.seed)
         metrics["environment"]["precision"] = describe(autocast_dtype(self.cfg.precision, device))

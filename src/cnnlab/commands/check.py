@@ -79,16 +79,13 @@ def label_issues(args, check_text: str):
     """--label-issues: the folds' config (the model's own recipe), the suspects and their files."""
     import sys
 
-    from ..config import make_config
-    from ..labelissues import LabelIssueOptions, find
+    from ..labelissues import LabelIssueOptions, find, fold_config
     from ..options import keys_of
     from ..report.labels import write_label_page
 
     opts = LabelIssueOptions(**{k: getattr(args, k) for k in keys_of(LabelIssueOptions)})
     overrides = given_options(args)
-    model: dict = {} if overrides.get("backbone") else {"model": opts.issues_model}
-    cfg = make_config(args.config, flags=list(overrides), explicit_none=[k for k, v in overrides.items() if v is None],
-                      **model, **overrides)
+    cfg = fold_config(args.config, opts, overrides, flags=list(overrides))
     quiet = cfg.quiet or args.json
     found = find(cfg, opts, say=lambda line: None if quiet else print(line, file=sys.stderr, flush=True))
     write_label_page(found, check_text)

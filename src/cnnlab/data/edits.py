@@ -90,8 +90,14 @@ def _class_of(text: str, names: list[str], n: int, where: str) -> int:
 def apply_label_edits(ds: Dataset, exclude: str | None, relabel: str | None) -> Dataset:
     """``ds`` with the images of ``exclude`` left out and the labels of ``relabel`` replaced (an
     image in both is left out); ``info["label_edits"]`` counts what changed."""
+    return edited(ds, exclude, relabel)[0]
+
+
+def edited(ds: Dataset, exclude: str | None, relabel: str | None) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """``apply_label_edits``, and for each split the positions in ``ds`` of the images kept."""
+    kept = {k: np.arange(len(s)) for k, s in ds.splits.items()}
     if exclude is None and relabel is None:
-        return ds
+        return ds, kept
     splits = dict(ds.splits)
     record: dict = {}
     if relabel is not None:
@@ -119,9 +125,10 @@ def apply_label_edits(ds: Dataset, exclude: str | None, relabel: str | None) -> 
         for split, gone in drop.items():
             keep = np.setdiff1d(np.arange(len(splits[split])), np.fromiter(gone, np.int64))
             splits[split] = splits[split].take(keep)
+            kept[split] = keep
         if "train" in splits and len(splits["train"]) == 0:
             raise DataError("the exclusions leave no training images", where, "exclude fewer images")
         record.update(exclude_file=str(Path(exclude).resolve()), excluded=sum(len(g) for g in drop.values()),
                       excluded_by_split={k: len(g) for k, g in drop.items()})
     info = {**ds.info, "label_edits": record}
-    return Dataset(ds.source, ds.class_names, splits, info)
+    return Dataset(ds.source, ds.class_names, splits, info), kept

@@ -88,8 +88,14 @@ def unfit_reason(n: int, t: float | None = None) -> str | None:
     return None
 
 
-def summary(raw: np.ndarray, y: np.ndarray, t: float) -> dict:
-    """ECE and NLL before (raw) and after (temperature ``t``), and the reliability of both."""
+def raw_of(probs: np.ndarray, t: float) -> np.ndarray:
+    """The raw (T = 1) probabilities behind ``probs`` made with temperature ``t``."""
+    return scaled(probs, 1.0 / t) if t != 1.0 else probs
+
+
+def measures(raw: np.ndarray, y: np.ndarray, t: float) -> dict:
+    """ECE and NLL of the raw probabilities and with temperature ``t``, as metrics.json and
+    calibration.json keep them."""
     cal = scaled(raw, t)
-    return {"temperature": t, "ece_raw": ece(raw, y), "ece": ece(cal, y), "nll_raw": nll(raw, y), "nll": nll(cal, y),
-            "n": int(len(y)), "bins": BINS, "reliability_raw": reliability(raw, y), "reliability": reliability(cal, y)}
+    return {"ece_raw": round(ece(raw, y), 6), "ece": round(ece(cal, y), 6), "nll_raw": round(nll(raw, y), 6),
+            "nll": round(nll(cal, y), 6), "n": int(len(y))}

@@ -231,10 +231,11 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
     probs = run.predict_proba(part.x)
     ev = viz.evaluation(run, split_name)
     rng = np.random.default_rng(0)
-    figs, has_conv = _figures(run, part, probs, max_mistakes, rng)
+    corrupted = RunDir(run.path).read_optional(RunDir.CORRUPTIONS)  # cnnlab evaluate --corruptions' table
+    figs, has_conv = _figures(run, part, probs, max_mistakes, rng, corrupted)
     cells = _cell_thumbnails(part.x, part.y, probs, part.ids, names, rng)
     title = f"{run.spec.name} on {run.data.get('source', '?')}"
-    body = _body(run, ev, split_name, figs, has_conv, cells)
+    body = _body(run, ev, split_name, figs, has_conv, cells, corrupted)
     body = body.replace("{elapsed}", f"{time.perf_counter() - t0:.1f}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -244,10 +245,9 @@ def build_report(run, out: str | Path | None = None, max_mistakes: int = 12, spl
     return path
 
 
-def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dict, bool]:
+def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng, table: dict | None) -> tuple[dict, bool]:
     """The report's figures as data URLs, by key, and whether the model has convolutions."""
     from .. import viz
-    from ..runs import RunDir
     from ..viz.inspect import conv_indices
 
     names = run.class_names
@@ -262,7 +262,6 @@ def _figures(run, split, probs: np.ndarray, max_mistakes: int, rng) -> tuple[dic
     figs["mistakes"] = _png(viz.figures.misclassified(split.x, split.y, probs, names, max_mistakes, split.ids))
     figs["top_losses"] = _png(viz.top_losses(split.x, split.y, probs, names, 16, ids=split.ids))
     figs["calibration"] = _png(viz.reliability_of(run, probs, split.y))
-    table = RunDir(run.path).read_optional(RunDir.CORRUPTIONS)
     if table and len(split.x):  # one example per corruption: the same seeded images as the table's
         from ..data.corruptions import corrupt
 
@@ -322,12 +321,11 @@ diagonal is honest. Raw softmax, and after temperature scaling when the run has 
 {img('calibration', 'reliability diagrams')}{_corruptions_html(corrupted, img)}</section>"""
 
 
-def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> str:
+def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells, corrupted: dict | None) -> str:
     """The report page's body: its sections, with ``{elapsed}`` left for the time it took."""
     import yaml
 
     from ..models.spec import Spec
-    from ..runs import RunDir
 
     names = run.class_names
     m = run.metrics
@@ -368,7 +366,7 @@ def _body(run, ev: dict, split_name: str, figs: dict, has_conv: bool, cells) -> 
 <p>{m.get('epochs_run', '?')} epochs; best epoch {best} ({html.escape(str(m.get('monitor', '')))});
 {html.escape(stop)}. Training time {m.get('train_time_s', 0):.1f} s.</p>
 {img('curves', 'loss and accuracy curves')}{img('curves_twin', 'loss and accuracy on two axes')}</section>
-{_results_html(ev, split_name, names, img, RunDir(run.path).read_optional(RunDir.CORRUPTIONS))}
+{_results_html(ev, split_name, names, img, corrupted)}
 <section id="mistakes"><h2>Mistakes</h2><p class="note">The most confident misclassifications first.</p>
 {img('mistakes', 'most confident misclassifications')}</section>
 <section id="inside"><h2>Inside the network</h2>

@@ -114,10 +114,10 @@ def calibration(run, split="test"):
 def reliability_of(run, probs, y, raw_title: str = "raw"):
     """Reliability diagrams of a run's (calibrated) ``probs`` for labels ``y``: raw, and with the
     run's temperature when it has one."""
-    from ..engine.calibration import ece, reliability, scaled
+    from ..engine.calibration import ece, raw_of, reliability
 
     t = float(getattr(run.model, "temperature", 1.0))
-    raw = scaled(probs, 1.0 / t) if t != 1.0 else probs
+    raw = raw_of(probs, t)
     panels = [(raw_title, reliability(raw, y), ece(raw, y))]
     if t != 1.0:
         panels.append((f"temperature {t:.2f}", reliability(probs, y), ece(probs, y)))
