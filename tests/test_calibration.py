@@ -74,8 +74,14 @@ def test_exports_carry_the_temperature(noisy_bars, tmp_path):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"))
-    got = sess.run(None, {"images": noisy_bars["xt"]})[0]
+    got, score = sess.run(None, {"images": noisy_bars["xt"]})
     assert np.abs(got - run.predict_proba(noisy_bars["xt"])).max() < 1e-5
+    # the ood score is in the graph too (from the raw logits, the temperature not applied), and its threshold
+    energy = run.ood_scores(noisy_bars["xt"])
+    assert score.shape == (300,) and (np.abs(score - energy) / np.maximum(1, np.abs(energy))).max() < 1e-5
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert float(meta["ood_threshold"]) == pytest.approx(run.ood_threshold(0.95))
+    assert json.loads(meta["ood_percentiles"]) == run.ood["percentiles"]
     assert main(["export", str(run.path), "--format", "keras", "--out", str(tmp_path / "m.keras")]) == 0
     from cnnlab.models.kerasfiles import keras_proba, parse_keras_spec, read_keras
 
@@ -92,9 +98,14 @@ def test_none_keeps_raw_probabilities_and_calibrate_fits_later(noisy_bars, capsy
     assert not (run.path / "calibration.json").exists() and run.metrics["calibration"] == {"method": "none"}
     assert run.model.temperature == 1.0
     raw = run.predict_proba(noisy_bars["xt"])
+    fitted = json.loads((run.path / "ood.json").read_text())
+    (run.path / "ood.json").unlink()  # as a run trained before cnnlab kept the unknown threshold
     assert main(["calibrate", str(run.path)]) == 0
     out = capsys.readouterr().out
     assert "temperature" in out and "ECE" in out and "test (300 images)" in out
+    assert "unknown below ood score" in out  # and the threshold fitted on the same validation images again
+    assert np.allclose(json.loads((run.path / "ood.json").read_text())["percentiles"], fitted["percentiles"],
+                       atol=1e-4)
     again = cnnlab.load_run(run.path)
     t = again.model.temperature
     assert t != 1.0 and np.abs(again.predict_proba(noisy_bars["xt"]) - scaled(raw, t)).max() < 1e-5

@@ -82,6 +82,31 @@ def test_ood_scores_tell_the_runs_images_from_others(tmp_path, capsys):
     one_error_line(code, capsys.readouterr().err, "not found")
 
 
+def test_ood_sources_of_unlabelled_images_and_of_other_shapes(tmp_path, capsys):
+    """Unknowns have no labels: a plain folder of images (any size, RGB) is a source; images that
+    are not images of any shape are one error line; arrays at another size are refused."""
+    from PIL import Image
+
+    import cnnlab
+    from cnnlab.errors import DataError
+
+    run = train_tiny_run(tmp_path)
+    rng = np.random.default_rng(1)
+    (tmp_path / "photos" / "more").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+            tmp_path / "photos" / ("more" if i % 2 else "") / f"{i}.jpg")
+    assert main(["evaluate", str(run.path), "--ood", str(tmp_path / "photos"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["out_images"] == 6
+    for name, shape, needle in (("flat", (10, 144), "store images as (N, H, W)"),
+                                ("five", (10, 12, 12, 5), "C = 1 or 3")):
+        np.savez(tmp_path / f"{name}.npz", x_train=np.zeros(shape, np.uint8), y_train=np.zeros(10, np.int64))
+        code = main(["evaluate", str(run.path), "--ood", f"npz:{tmp_path / name}.npz"])
+        one_error_line(code, capsys.readouterr().err, needle)
+    with pytest.raises(DataError, match="images of 20x20 for a model of 12x12"):
+        cnnlab.ood(run, np.zeros((4, 20, 20, 1), np.uint8), save=False)
+
+
 def test_ood_detection_math():
     from cnnlab.engine.ood import detection, scores
 

@@ -128,7 +128,7 @@ def test_a_trained_run_exports_and_predicts_the_same_on_every_test_image(tmp_pat
     out = capsys.readouterr().out
     assert "checked on" in out and "ort.InferenceSession" in out
     snippet = out.split("use it with onnxruntime:\n")[1]
-    assert len(snippet.strip().splitlines()) == 5
+    assert len(snippet.strip().splitlines()) == 6
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(run.path / "model.onnx").metadata_props}

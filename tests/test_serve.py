@@ -151,7 +151,10 @@ def test_draw_and_upload_in_headless_chromium(run, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app([run.path.parent]), host="127.0.0.1", port=port,
+    folder = tmp_path / "runs"
+    shutil.copytree(run.path, folder / "z-run")  # listed first: the page's run
+    with_ood(run.path, folder / "a-strict", [1e9] * 101)  # every image unknown
+    server = uvicorn.Server(uvicorn.Config(create_app([folder]), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -187,6 +190,11 @@ def test_draw_and_upload_in_headless_chromium(run, tmp_path):
             page.set_input_files("#file", str(upload))
             page.wait_for_function("document.querySelector('#result b') !== null")
             assert page.locator("#result b").inner_text() in NAMES
+            assert "ood score" in page.locator("#result").inner_text()
+            page.select_option("#run", "a-strict")  # the same upload, asked of a run it is unknown to
+            page.wait_for_selector("#unknown")
+            said = page.locator("#result").inner_text()
+            assert said.startswith("unknown") and "ood score" in said and "most like" in said
             browser.close()
     finally:
         server.should_exit = True
@@ -239,6 +247,76 @@ def test_a_damaged_run_is_listed_and_the_others_keep_working(run, tmp_path):
     assert "damaged" in {r["id"]: r for r in c.get("/api/runs").json()["runs"]}["badweights"]
     r = c.post("/api/predict?run=good", files={"file": ("v.png", bar_png(), "image/png")})
     assert r.status_code == 200
+
+
+def with_ood(src, dest, percentiles):
+    """A copy of run ``src`` whose "unknown" threshold is read off ``percentiles``."""
+    import json
+
+    shutil.copytree(src, dest)
+    (dest / "ood.json").write_text(json.dumps({"score": "energy", "fitted_on": "validation", "n": 9,
+                                               "percentiles": percentiles}))
+    return dest
+
+
+def test_predictions_say_unknown_with_the_score_below_the_runs_threshold(run, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve import create_app
+
+    assert run.ood is not None  # training kept the energy's percentiles on held-out images
+    body = TestClient(create_app([run.path])).post("/api/predict", files={"file": ("v.png", bar_png(), "image/png")})
+    got = body.json()
+    x = np.asarray(Image.open(io.BytesIO(bar_png())))[None, ..., None]
+    assert abs(got["ood_score"] - run.ood_scores(x)[0]) < 1e-5
+    assert got["ood_threshold"] == pytest.approx(run.ood_threshold(0.95))
+    assert got["unknown"] is (got["ood_score"] < got["ood_threshold"])
+    folder = tmp_path / "runs"
+    with_ood(run.path, folder / "strict", [1e9] * 101)  # nothing passes: every image is unknown
+    with_ood(run.path, folder / "lenient", [-1e9] * 101)
+    c = TestClient(create_app([folder]))
+    for rid, unknown in (("strict", True), ("lenient", False)):
+        r = c.post(f"/api/predict?run={rid}", files={"file": ("v.png", bar_png(), "image/png")}).json()
+        assert r["unknown"] is unknown and r["ood_score"] == pytest.approx(got["ood_score"], abs=1e-5)
+        assert r["class"] == got["class"]  # the guess is still there, for whoever wants it
+    # --reject none: never unknown; a 0.5 share: the run's median
+    off = TestClient(create_app([folder / "strict"], keep=None)).post(
+        "/api/predict", files={"file": ("v.png", bar_png(), "image/png")}).json()
+    assert off["unknown"] is None and off["ood_score"] is None
+    half = TestClient(create_app([run.path], keep=0.5)).post(
+        "/api/predict", files={"file": ("v.png", bar_png(), "image/png")}).json()
+    assert half["ood_threshold"] == pytest.approx(run.ood["percentiles"][50])
+    # a run from before ood.json: no threshold, no unknown, and no error
+    shutil.copytree(run.path, tmp_path / "old")
+    (tmp_path / "old" / "ood.json").unlink()
+    old = TestClient(create_app([tmp_path / "old"])).post(
+        "/api/predict", files={"file": ("v.png", bar_png(), "image/png")})
+    assert old.status_code == 200 and old.json()["unknown"] is None
+
+
+def test_the_onnx_engine_scores_like_the_torch_model(run):
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from cnnlab.serve import create_app
+
+    files = {"file": ("v.png", bar_png(), "image/png")}
+    torch_side = TestClient(create_app([run.path])).post("/api/predict", files=files).json()
+    onnx_side = TestClient(create_app([run.path], engine="onnx")).post("/api/predict", files=files).json()
+    assert abs(onnx_side["ood_score"] - torch_side["ood_score"]) <= 1e-5 * max(1, abs(torch_side["ood_score"]))
+    assert onnx_side["unknown"] is torch_side["unknown"]
+
+
+def test_a_damaged_threshold_or_temperature_is_named(run, tmp_path):
+    from cnnlab.runs import load_run
+
+    bad = with_ood(run.path, tmp_path / "bad", [3.0, 2.0] + [4.0] * 99)
+    with pytest.raises(Exception, match="ood.json is damaged: it needs 101 rising percentiles"):
+        load_run(bad)
+    (bad / "ood.json").unlink()
+    (bad / "calibration.json").write_text('{"method": "temperature", "temperature": "hot"}')
+    with pytest.raises(Exception, match="calibration.json is damaged: its temperature is 'hot'"):
+        load_run(bad)
 
 
 def test_docs_work_offline(client):

@@ -11,11 +11,11 @@ from .version import __version__
 _LAZY = {"build_model": "api", "compare": "api", "evaluate": "api", "load_dataset": "api", "predict": "api",
          "resume": "api", "summary": "api", "train": "api", "CnnlabError": "errors", "Run": "runs", "load_run": "runs",
          "Callback": "engine.callbacks", "import_keras": "importing", "export_keras": "exporting",
-         "tune": "tuning", "label_issues": "api", "calibrate": "api"}
+         "tune": "tuning", "label_issues": "api", "calibrate": "api", "ood": "api", "robustness": "api"}
 
 __all__ = ["Callback", "CnnlabError", "Run", "build_model", "calibrate", "compare", "evaluate", "export_keras",
-           "import_keras", "label_issues", "list_models", "load_dataset", "load_run", "predict", "resume", "summary",
-           "train", "tune", "__version__"]
+           "import_keras", "label_issues", "list_models", "load_dataset", "load_run", "ood", "predict", "resume",
+           "robustness", "summary", "train", "tune", "__version__"]
 
 
 def __getattr__(name: str):

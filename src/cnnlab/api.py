@@ -172,11 +172,7 @@ def ood(run: Run | str | Path, source, split: str = "test", save: bool = True) -
                             f"{run.image_size[0]}x{run.image_size[1]}", "ood", "resize them to the run's size")
     else:
         where = str(source)
-        opts = _run_config(run).data_options()
-        opts.image_size, opts.color_mode, opts.quiet, opts.class_names, opts.labels = \
-            run.image_size, run.color_mode, True, None, "en"
-        other = load_source(where, opts)
-        images = np.concatenate([np.asarray(s.x) for s in other.splits.values()])
+        images = _other_images(run, where)
     binary = run.spec.head == "binary"
     logits = run.predict_logits(np.asarray(part.x))
     ins, outs = scores(logits, binary), scores(run.predict_logits(images), binary)
@@ -188,6 +184,23 @@ def ood(run: Run | str | Path, source, split: str = "test", save: bool = True) -
         rd = RunDir(run.path)
         result["saved_to"] = str(rd.save_json(rd.OOD, {k: v for k, v in result.items() if k != "histogram"}))
     return result
+
+
+def _other_images(run: Run, source: str) -> np.ndarray:
+    """The images of another source at the run's size and colour mode: a folder of images (no
+    class folders needed: unknowns have no labels; searched recursively), a glob, or any source
+    train takes (digits, npz:FILE, ...), all its splits."""
+    path = source.split(":", 1)[1] if source.startswith("folder:") else source
+    if Path(path).is_dir() or any(ch in path for ch in "*?["):
+        from .data.images import load_images
+        from .prediction import collect_inputs
+
+        return load_images(collect_inputs([path]), run.image_size, run.color_mode)[0]
+    opts = _run_config(run).data_options()
+    opts.image_size, opts.color_mode, opts.quiet, opts.class_names, opts.labels = \
+        run.image_size, run.color_mode, True, None, "en"
+    other = load_source(source, opts)
+    return np.concatenate([np.asarray(s.x) for s in other.splits.values()])
 
 
 def calibrate(run: Run | str | Path, source=None, split: str = "validation", method: str = "temperature") -> dict:
@@ -231,6 +244,11 @@ def calibrate(run: Run | str | Path, source=None, split: str = "validation", met
             record["test"] = measures(raw(test), test.labels, t)
     rd.save_calibration(record)
     run.model.temperature = t
+    if source is None:  # the "unknown" threshold from the same held-out images (a run from before cnnlab kept one)
+        from .engine.ood import fitted
+
+        record["ood"] = fitted(run.ood_scores(part.x), split)
+        rd.save_json(RunDir.OOD_SCORE, record["ood"])
     return record
 
 

@@ -1,11 +1,14 @@
 """Ship a run: an ONNX model that takes the images users hold and returns probabilities.
 
 The graph's input is a uint8 batch ``(N, H, W, C)`` at the run's image size (the batch dimension
-is dynamic). The run's scaling (``preprocessing.json``) and test-time flip, if the run uses one,
-are inside the graph. The output is the class probabilities ``(N, K)``; a binary model (a final
-Dense(1, sigmoid)) gives the probability of its second class, ``(N, 1)``. The file carries the
-class names, image size, colour mode, cnnlab version, run id and test accuracy as metadata, and
-every export is checked against the run's own predictions before it is kept.
+is dynamic). The run's scaling (``preprocessing.json``), test-time flip (if the run uses one) and
+calibration temperature are inside the graph. The outputs are the class probabilities ``(N, K)``
+(a binary model, a final Dense(1, sigmoid), gives the probability of its second class, ``(N, 1)``)
+and ``ood_score`` ``(N,)``: the energy score of the raw logits, higher for images like the training
+data; metadata ``ood_threshold`` is the score below which ``predict --reject auto`` says unknown.
+The file carries the class names, image size, colour mode, cnnlab version, run id and test accuracy
+as metadata, and every export is checked against the run's own predictions (both outputs) before
+it is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from .runs import Run, RunDir, as_run
 
 ONNX_HINT = "pip install 'cnnlab[onnx]' (onnx and onnxruntime)"
 TOLERANCE = 1e-5  # the largest probability difference an export may show against the run
+# the out-of-distribution score (an energy, typically 2..30) may differ by TOLERANCE relative to its size
+OUTPUTS = ("probabilities", "ood_score")
 
 
 def require_onnx():
@@ -36,7 +41,8 @@ def require_onnx():
 
 
 class RawImageModel(torch.nn.Module):
-    """uint8 (N, H, W, C) -> probabilities, with the run's scaling (and flip averaging) inside."""
+    """uint8 (N, H, W, C) -> (probabilities, ood score), with the run's scaling, flip averaging and
+    temperature inside; the score is the energy of the raw logits (engine/ood.py)."""
 
     def __init__(self, run: Run):
         super().__init__()
@@ -50,14 +56,15 @@ class RawImageModel(torch.nn.Module):
         self.binary = run.spec.head == "binary"
         self.temperature = float(getattr(run.model, "temperature", 1.0))  # calibration: in the graph
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (images.permute(0, 3, 1, 2).float() - self.off) * self.inv
         logits = self.model(x)
         if self.flip:
             logits = (logits + self.model(x.flip(3))) / 2
+        energy = torch.nn.functional.softplus(logits[:, 0]) if self.binary else torch.logsumexp(logits, 1)
         if self.temperature != 1.0:
             logits = logits / self.temperature
-        return torch.sigmoid(logits) if self.binary else torch.softmax(logits, 1)
+        return (torch.sigmoid(logits) if self.binary else torch.softmax(logits, 1)), energy
 
 
 def calibrated_state(run: Run) -> dict:
@@ -95,7 +102,12 @@ def weights_digest(model) -> str:
 
 
 def metadata(run: Run) -> dict[str, str]:
-    return {"weights_digest": weights_digest(run.model), "class_names": json.dumps(run.class_names, ensure_ascii=False),
+    ood = {"ood_score": "energy (logsumexp of the raw logits), (N,): higher is more like the training data"}
+    if run.ood:
+        ood["ood_threshold"] = json.dumps(run.ood_threshold(0.95))  # keeps 95% of the held-out images
+        ood["ood_percentiles"] = json.dumps(run.ood["percentiles"])  # any other share: read off these
+    return {**ood, "weights_digest": weights_digest(run.model),
+            "class_names": json.dumps(run.class_names, ensure_ascii=False),
             "image_size": json.dumps(list(run.image_size)), "color_mode": run.color_mode,
             "input": "uint8 images (N, H, W, C), pixel values 0..255",
             "output": ("probability of the second class (N, 1)" if run.spec.head == "binary"
@@ -129,8 +141,8 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
     def write_checked(tmp: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), tmp, input_names=["images"], output_names=["probabilities"],
-                              dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+            torch.onnx.export(wrapper, (example,), tmp, input_names=["images"], output_names=list(OUTPUTS),
+                              dynamic_axes={"images": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
                               opset_version=opset, dynamo=False)
         proto = onnx.load(tmp)
         for k, v in metadata(run).items():
@@ -139,16 +151,17 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
         proto.producer_name = "cnnlab"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        found["diff"], agree = verify(tmp, run, check_images)
-        if found["diff"] > TOLERANCE or not agree:
-            raise CnnlabError(f"the exported model differs from the run by {found['diff']:.2g} (argmax agrees: "
-                              f"{agree})", str(out), "report it; the run itself is unchanged")
+        found["diff"], found["score_diff"], agree = verify(tmp, run, check_images)
+        if found["diff"] > TOLERANCE or found["score_diff"] > TOLERANCE or not agree:
+            raise CnnlabError(f"the exported model differs from the run by {found['diff']:.2g} (ood score: "
+                              f"{found['score_diff']:.2g} relative; argmax agrees: {agree})", str(out),
+                              "report it; the run itself is unchanged")
 
     if out.is_dir():
         raise CnnlabError("the output is a folder", str(out), "give a file name, e.g. --out model.onnx")
     atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
-    diff = found["diff"]
-    return {"path": out, "max_abs_diff": diff, "checked_images": len(check_images), "opset": opset}
+    return {"path": out, "max_abs_diff": found["diff"], "max_score_diff": found["score_diff"],
+            "checked_images": len(check_images), "opset": opset}
 
 
 def sample_images(run: Run, h: int, w: int, c: int, n: int = 256) -> np.ndarray:
@@ -196,20 +209,37 @@ def check_identity(sess, run: Run, path: Path) -> None:
         raise RunError(f"{path.name} was exported from {what}{extra}, not from this run's weights", str(path), fix)
 
 
+def onnx_outputs(sess, x: np.ndarray, binary: bool, batch_size: int = 256,
+                 names: tuple[str, ...] = OUTPUTS) -> list[np.ndarray]:
+    """The outputs ``names`` of an exported model for uint8 images, probabilities in cnnlab's layout
+    ([1 - p, p] for binary)."""
+    feed = sess.get_inputs()[0].name
+    parts = [sess.run(list(names), {feed: np.ascontiguousarray(x[i:i + batch_size])})
+             for i in range(0, len(x), batch_size)]
+    outs = [np.concatenate([p[j] for p in parts]) if parts else np.zeros((0, 1) if n == "probabilities" else 0,
+                                                                          np.float32) for j, n in enumerate(names)]
+    if binary and names[0] == "probabilities":
+        outs[0] = np.concatenate([1 - outs[0], outs[0]], 1)
+    return outs
+
+
 def onnx_proba(sess, x: np.ndarray, binary: bool, batch_size: int = 256) -> np.ndarray:
     """(N, K) probabilities from an exported model, in cnnlab's layout ([1 - p, p] for binary)."""
-    name = sess.get_inputs()[0].name
-    parts = [sess.run(None, {name: np.ascontiguousarray(x[i:i + batch_size])})[0] for i in range(0, len(x), batch_size)]
-    p = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-    return np.concatenate([1 - p, p], 1) if binary else p
+    return onnx_outputs(sess, x, binary, batch_size, ("probabilities",))[0]
 
 
-def verify(path: str | Path, run: Run, images: np.ndarray) -> tuple[float, bool]:
-    """Largest absolute probability difference between the file and the run, and whether every
-    predicted class agrees."""
-    ours = run.predict_proba(images)
-    theirs = onnx_proba(session(path), images, run.spec.head == "binary")
-    return float(np.abs(ours - theirs).max()) if len(images) else 0.0, bool((ours.argmax(1) == theirs.argmax(1)).all())
+def relative_diff(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """The largest difference of two score arrays, relative to the scores' size (at least 1)."""
+    return float((np.abs(ours - theirs) / np.maximum(1.0, np.abs(ours))).max()) if len(ours) else 0.0
+
+
+def verify(path: str | Path, run: Run, images: np.ndarray) -> tuple[float, float, bool]:
+    """Largest absolute probability difference between the file and the run, the largest relative
+    difference of the ood score, and whether every predicted class agrees."""
+    ours, energy = run.predict_proba(images), run.ood_scores(images)
+    theirs, their_energy = onnx_outputs(session(path), images, run.spec.head == "binary")
+    diff = float(np.abs(ours - theirs).max()) if len(images) else 0.0
+    return diff, relative_diff(energy, their_energy), bool((ours.argmax(1) == theirs.argmax(1)).all())
 
 
 def onnx_file(run: Run) -> Path:
@@ -229,7 +259,8 @@ SNIPPET = """import numpy as np, onnxruntime as ort
 from PIL import Image
 sess = ort.InferenceSession("{path}")
 x = np.asarray(Image.open("image.png").convert("{mode}").resize(({w}, {h})), np.uint8).reshape(1, {h}, {w}, {c})
-print(sess.run(None, {{"images": x}})[0])  # probabilities, classes in metadata "class_names\""""
+probabilities, ood_score = sess.run(None, {{"images": x}})  # classes in metadata "class_names"
+print(probabilities, ood_score)  # unknown when ood_score < metadata "ood_threshold\""""
 
 
 def snippet(run: Run, path: Path) -> str:
@@ -244,12 +275,26 @@ def use_onnx(run: Run) -> Run:
     path = onnx_file(run)
     sess = session(path)
     meta = sess.get_modelmeta().custom_metadata_map
-    if "weights_digest" not in meta and meta.get("run_id") == run.path.name:  # exported by cnnlab before 0.2
-        export_onnx(run, path)
+    ours = meta.get("run_id") == run.path.name
+    if ours and ("weights_digest" not in meta or [o.name for o in sess.get_outputs()] != list(OUTPUTS)):
+        export_onnx(run, path)  # exported by an older cnnlab (no weights digest, or no ood_score output)
         sess = session(path)
     check_identity(sess, run, path)
-    binary = run.spec.head == "binary"
-    return run.with_engine(lambda x, batch_size=256: onnx_proba(sess, x, binary, batch_size))
+    return run.with_engine(OnnxEngine(sess, run.spec.head == "binary"))
+
+
+class OnnxEngine:
+    """Predictions through ONNX Runtime on an exported model: probabilities (``engine(x)``) and the
+    ood score (``engine.ood_scores(x)``) of conformed uint8 images."""
+
+    def __init__(self, sess, binary: bool):
+        self.sess, self.binary = sess, binary
+
+    def __call__(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return onnx_proba(self.sess, x, self.binary, batch_size)
+
+    def ood_scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return onnx_outputs(self.sess, x, self.binary, batch_size, ("ood_score",))[0]
 
 
 def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarray | None = None) -> dict:
@@ -313,7 +358,8 @@ def onnx_command(run: Run, out: str | None, options: dict) -> list[str]:
     """``cnnlab export --format onnx``: the file written and checked, and how to use it."""
     result = export_onnx(run, out, options.get("opset", 17))
     return [f"wrote {result['path']} (opset {result['opset']}; checked on {result['checked_images']} images: largest "
-            f"probability difference {result['max_abs_diff']:.1e})", "use it with onnxruntime:",
+            f"probability difference {result['max_abs_diff']:.1e}, ood score {result['max_score_diff']:.1e} "
+            "relative)", "use it with onnxruntime:",
             snippet(run, result["path"])]
 
 

@@ -46,13 +46,9 @@ def predict_paths(run, paths: list[Path], batch_size: int = 256, keep: float | N
     probs = run.predict_proba(x, batch_size)
     if keep is None:
         return probs
-    from .engine.ood import scores, threshold
-
-    if not run.ood:
-        raise DataError("the run has no out-of-distribution threshold (it was trained before cnnlab kept one)",
-                        str(run.path), "train it again, or leave out --reject")
-    energy = scores(run.predict_logits(x, batch_size), run.spec.head == "binary")["energy"]
-    return probs, energy, energy < threshold(run.ood, keep)
+    limit = run.ood_threshold(keep)
+    energy = run.ood_scores(x, batch_size)
+    return probs, energy, energy < limit
 
 
 def rows_for(run, names: list[str], probs: np.ndarray, top_k: int | None,

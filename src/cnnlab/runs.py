@@ -28,7 +28,7 @@ import numpy as np
 from . import atomic
 from .data.dataset import Dataset
 from .data.preprocess import Preprocessing
-from .errors import MissingRunError, RunError, first_line, warn
+from .errors import DataError, MissingRunError, RunError, first_line, warn
 from .models import Spec, SpecModel, build_module, parse_spec
 
 
@@ -280,6 +280,31 @@ class Run:
         with torch.inference_mode():
             return predict_logits(self.model, to_tensor(x, device), self.preprocessing, batch_size,
                                   tta=self.config.get("tta", "none")).cpu().numpy()
+
+    def ood_scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The out-of-distribution score (N,) of each image: the energy ``logsumexp`` of the raw
+        logits (engine/ood.py), higher for images like the training data. Through the engine when
+        it computes one (an ONNX export's ``ood_score`` output), else the torch model."""
+        if getattr(self.engine, "ood_scores", None) is not None:
+            from .data.dataset import as_uint8_images, model_batch
+            from .data.sources import conform
+
+            x = conform(as_uint8_images(model_batch(np.asarray(x), self.image_shape), "images"), self.image_size,
+                        self.color_mode)
+            return self.engine.ood_scores(x, batch_size)
+        from .engine.ood import scores
+
+        return scores(self.predict_logits(x, batch_size), self.spec.head == "binary")["energy"]
+
+    def ood_threshold(self, keep: float) -> float:
+        """The score below which an image is "unknown", so that ``keep`` of the run's held-out
+        images pass (``predict --reject``, ``serve``); a run without ood.json is a DataError."""
+        from .engine.ood import threshold
+
+        if not self.ood:
+            raise DataError("the run has no out-of-distribution threshold (it was trained before cnnlab kept one)",
+                            str(self.path), "train it again, or cnnlab calibrate RUN to fit one")
+        return threshold(self.ood, keep)
 
     def __repr__(self) -> str:
         acc = self.metrics.get("test", {}).get("accuracy")
@@ -541,6 +566,35 @@ class RunDir:
         except RunError:
             return None
 
+    def _fitted(self, name: str) -> dict | None:
+        """calibration.json or ood.json: None when absent; damaged ones are a RunError (a run must
+        not quietly predict without its calibration or its "unknown" threshold)."""
+        return _read_json(self / name) if (self / name).exists() else None
+
+    def read_temperature(self) -> float:
+        """The calibration temperature (calibration.json), 1.0 without one."""
+        record = self._fitted(self.CALIBRATION)
+        if not record or record.get("method") != "temperature":
+            return 1.0
+        t = record.get("temperature")
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t < float("inf"):
+            raise RunError(f"{self.CALIBRATION} is damaged: its temperature is {str(t)[:40]!r}, not a number > 0",
+                           str(self / self.CALIBRATION), "fit it again: cnnlab calibrate RUN")
+        return float(t)
+
+    def read_ood(self) -> dict | None:
+        """ood.json: the energy score's 101 percentiles (0..100) on held-out images, rising."""
+        record = self._fitted(self.OOD_SCORE)
+        if record is None:
+            return None
+        pct = record.get("percentiles")
+        if not isinstance(pct, list) or len(pct) != 101 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pct) or \
+                any(b < a for a, b in zip(pct, pct[1:])):
+            raise RunError(f"{self.OOD_SCORE} is damaged: it needs 101 rising percentiles", str(self / self.OOD_SCORE),
+                           "fit it again: cnnlab calibrate RUN")
+        return record
+
     def weights_file(self, weights: str | None = None) -> Path:
         f = self / (weights or self.MODEL)
         if weights is None and not f.is_file() and (self / self.BEST).is_file():
@@ -583,14 +637,12 @@ class RunDir:
             raise RunError(f"weights do not match {self.SPEC}: {str(e).splitlines()[0]}", str(wfile),
                            "the run directory is damaged; train again") from None
         model.to(device).eval()
-        calibration = self.read_optional(self.CALIBRATION)
-        if calibration and calibration.get("method") == "temperature":
-            model.temperature = float(calibration["temperature"])
+        model.temperature = self.read_temperature()
         config = self.read_config()
         class_names = self.read_class_names(spec)
         prep = self.read_preprocessing(spec)
         run = Run(p, spec, model, prep, class_names, self.read_data(), config, self.read_metrics(),
-                  self.read_history(), state=state, ood=self.read_optional(self.OOD_SCORE))
+                  self.read_history(), state=state, ood=self.read_ood())
         if state != "finished":
             warn(f"the run did not finish: {why}", str(p),
                  "wait for it to finish" if state == "training" else

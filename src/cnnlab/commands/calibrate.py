@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_command(sub, "calibrate", Options, help="fit temperature scaling for a run: honest probabilities, the same "
                 "accuracy", description="Fit one temperature T on held-out images (the run's validation split by "
                 "default) so that softmax(logits / T) is calibrated; saved with the run (calibration.json) and used "
-                "by predict, evaluate, serve and every export. Runs trained by this version are calibrated at the "
-                "end of training already.").set_defaults(func=handle)
+                "by predict, evaluate, serve and every export; with the run's own data, also the out-of-distribution "
+                "score's threshold (ood.json: predict --reject, serve's unknown). Runs trained by this version have "
+                "both from the end of training already.").set_defaults(func=handle)
 
 
 def handle(args) -> int:
@@ -51,4 +52,9 @@ def handle(args) -> int:
             if m:
                 print(f"  {split} ({m['n']:,} images): ECE {m['ece_raw']:.4f} -> {m['ece']:.4f}, "
                       f"NLL {m['nll_raw']:.4f} -> {m['nll']:.4f}")
+        if "ood" in record:
+            from ..engine.ood import threshold
+
+            print(f"  unknown below ood score {threshold(record['ood'], 0.95):.3f} (keeps 95% of the "
+                  f"{record['ood']['fitted_on']} split; predict --reject, serve)")
     return 0

@@ -12,12 +12,18 @@ from . import EngineOption, PrecisionOption, add_command
 
 
 def _reject_ok(v) -> bool:
+    return keep_share(v) is not None or v == "none"
+
+
+def keep_share(v: str | None) -> float | None:
+    """--reject's value as the share of held-out images to keep: auto is 0.95, P is P; None for
+    none (or a value that is neither)."""
     if v == "auto":
-        return True
+        return 0.95
     try:
-        return 0.0 < float(v) < 1.0
+        return float(v) if v is not None and 0.0 < float(v) < 1.0 else None
     except ValueError:
-        return False
+        return None
 
 
 @dataclass
@@ -35,7 +41,7 @@ class Options(EngineOption, PrecisionOption):
     submission: bool = option(False, "CSV template: write only the template's columns (a competition submission)")
     reject: str | None = option(None, "say unknown for images unlike the training data (energy score): auto keeps "
                                 "95% of the run's held-out images, or give the share to keep, e.g. 0.9; adds the "
-                                "unknown and ood_score columns", Rule(_reject_ok, "auto, or a share in (0, 1)"),
+                                "unknown and ood_score columns", Rule(_reject_ok, "auto, none, or a share in (0, 1)"),
                                 metavar="auto|P", example="auto")
 
 
@@ -62,7 +68,7 @@ def handle(args) -> int:
     from ..shipping import ENGINES
 
     run = ENGINES[args.engine].apply(run.with_precision(args.precision))
-    keep = None if args.reject is None else 0.95 if args.reject == "auto" else float(args.reject)
+    keep = keep_share(args.reject)
     if len(args.inputs) == 1 and args.inputs[0].lower().endswith(".csv") and Path(args.inputs[0]).is_file():
         if keep is not None:
             from ..errors import ConfigError

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..options import Choice, Interval, Rule, option
 from . import EngineOption, add_command
+from .predict import _reject_ok, keep_share
 
 
 def _port_ok(v):
@@ -24,6 +25,9 @@ class Options(EngineOption):
     max_pixels: int = option(25_000_000, "largest image, pixels (413 above)", Interval(1))
     threads: int = option(1, "torch threads per request; concurrent requests already use the other cores",
                           Interval(1))
+    reject: str = option("auto", "answer unknown (with its ood score) for images unlike the training data: auto "
+                         "keeps 95% of each run's held-out images, a share such as 0.9, or none",
+                         Rule(_reject_ok, "auto, none, or a share in (0, 1)"), metavar="auto|P|none")
     log_level: str = option("warning", "server log level", Choice(("critical", "error", "warning", "info", "debug")))
 
 
@@ -41,7 +45,8 @@ def handle(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)  # one image per request: parallel requests beat parallel ops
-    app = create_app(args.runs, int(args.max_upload_mb * 1024 * 1024), args.max_pixels, args.engine)
+    app = create_app(args.runs, int(args.max_upload_mb * 1024 * 1024), args.max_pixels, args.engine,
+                     keep_share(args.reject))
     import uvicorn
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):

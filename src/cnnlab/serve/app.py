@@ -70,9 +70,10 @@ class Runs:
     listing runs reads only their small JSON files. A damaged run is listed as damaged (with the
     reason) and answers 409; the others keep working."""
 
-    def __init__(self, paths: list[str | Path], engine: str = "torch"):
+    def __init__(self, paths: list[str | Path], engine: str = "torch", keep: float | None = 0.95):
         self.dirs = find_runs(paths)
         self.engine = engine  # onnx: predictions through ONNX Runtime (figures still use the torch model)
+        self.keep = keep  # the share of a run's held-out images that pass as known; None: never unknown
         self._loaded: dict[str, tuple] = {}
         self._described: dict[str, dict] = {}
         self._lock = threading.Lock()
@@ -203,7 +204,8 @@ def predict_image(runs: Runs, rid: str | None, img: Image.Image, drawing: bool, 
     p = run.predict_proba(x[None])[0]
     out = {"run": rid or runs.default, "class": run.class_names[int(p.argmax())], "index": int(p.argmax()),
            "confidence": float(p.max()),
-           "probabilities": [{"class": c, "p": float(v)} for c, v in zip(run.class_names, p)]}
+           "probabilities": [{"class": c, "p": float(v)} for c, v in zip(run.class_names, p)],
+           **unknown_of(run, x, runs.keep)}
     if explain:
         with lock:
             view = x[..., 0] if x.shape[-1] == 1 else x
@@ -215,6 +217,16 @@ def predict_image(runs: Runs, rid: str | None, img: Image.Image, drawing: bool, 
                 out["gradcam_png"] = _png_b64(gradcam_overlay(x, cams[0]))
     out["time_ms"] = round((time.perf_counter() - t0) * 1000, 2)
     return out
+
+
+def unknown_of(run, x: np.ndarray, keep: float | None) -> dict:
+    """``unknown`` (the image is unlike the run's training data), its ``ood_score`` and the
+    ``ood_threshold`` it was held against; null for a run without one (trained before cnnlab kept
+    one) or a server started with --reject none."""
+    if keep is None or not run.ood:
+        return {"unknown": None, "ood_score": None, "ood_threshold": None}
+    score, limit = float(run.ood_scores(x[None])[0]), run.ood_threshold(keep)
+    return {"unknown": score < limit, "ood_score": score, "ood_threshold": limit}
 
 
 def add_offline_docs(app: FastAPI) -> None:
@@ -258,14 +270,15 @@ def json_flag(body: dict, key: str, default: bool) -> bool:
 
 
 def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-               engine: str = "torch"):
+               engine: str = "torch", keep: float | None = 0.95):
     """The ASGI app: FastAPI wrapped in a request-size limit. ``engine='onnx'`` predicts with ONNX
-    Runtime on each run's exported model."""
+    Runtime on each run's exported model; ``keep``: an image scoring below the threshold that keeps
+    this share of a run's held-out images is ``unknown`` (None: never)."""
     from ..version import __version__
     from .page import page_html
 
     ENGINES[engine].require()  # before the server starts: what the engine needs is there
-    runs = Runs(paths, engine)
+    runs = Runs(paths, engine, keep)
     app = FastAPI(title="cnnlab serve", version=__version__, docs_url=None, redoc_url=None,
                   description="Classify images with trained cnnlab runs. POST /api/predict with a multipart "
                   "'file' field or JSON {\"image\": base64}.")
@@ -296,7 +309,9 @@ def create_app(paths: list[str | Path], max_upload_bytes: int = MAX_UPLOAD_BYTES
               description="Send the image as a multipart form field `file`, or as JSON "
               "`{\"image\": \"<base64 or data URL>\", \"run\": ..., \"drawing\": false, \"explain\": false}`. "
               "`drawing` frames a light-on-dark canvas drawing like the training data; `explain` adds the "
-              "input as the model sees it, each Conv2D layer's feature maps and a Grad-CAM overlay.",
+              "input as the model sees it, each Conv2D layer's feature maps and a Grad-CAM overlay. "
+              "`unknown` is true for an image unlike the run's training data (its `ood_score`, the energy of "
+              "the logits, is below `ood_threshold`); null where the run has no threshold.",
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {
                       "type": "object", "required": ["image"], "properties": {
