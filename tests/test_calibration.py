@@ -91,6 +91,8 @@ def test_exports_carry_the_temperature(noisy_bars, tmp_path):
     prep = Preprocessing.from_dict(kf.cnnlab["preprocessing"])
     theirs = keras_proba(kf, parse_keras_spec(kf), noisy_bars["xt"], prep)
     assert np.abs(theirs - run.predict_proba(noisy_bars["xt"])).max() < 1e-5
+    assert kf.cnnlab["outputs"] == ["probabilities", "ood_score"]
+    assert kf.cnnlab["ood_threshold"] == pytest.approx(run.ood_threshold(0.95))
 
 
 def test_none_keeps_raw_probabilities_and_calibrate_fits_later(noisy_bars, capsys):

@@ -238,11 +238,17 @@ def test_files_that_are_not_keras_models_are_one_line(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- out
 
-def _exported_predictions(path: Path, x: np.ndarray) -> np.ndarray:
+def _exported_predictions(path: Path, x: np.ndarray, run=None) -> np.ndarray:
+    """The probabilities Keras computes with an exported file; with ``run``, its second output (the
+    ood score) is checked against the run's."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras")
     model = keras.saving.load_model(path)
-    return keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))
+    probs, score = (keras.ops.convert_to_numpy(o) for o in model(x.astype(np.float32), training=False))
+    if run is not None:
+        ours = run.ood_scores(x)
+        assert score.shape == (len(x), 1) and (np.abs(score[:, 0] - ours) / np.maximum(1, np.abs(ours))).max() <= 1e-5
+    return probs
 
 
 @pytest.mark.parametrize("spec_index", [0, 1])
@@ -259,7 +265,8 @@ def test_exported_graphs_load_in_keras_and_predict_the_same(tmp_path, spec_index
     assert result["max_abs_diff"] <= 1e-5
     h, w = run.image_size
     x = np.random.default_rng(5).integers(0, 256, (20, h, w, c), dtype=np.uint8)
-    assert np.abs(_exported_predictions(result["path"], x) - run.predict_proba(x)).max() <= 1e-5
+    assert result["max_score_diff"] <= 1e-5
+    assert np.abs(_exported_predictions(result["path"], x, run) - run.predict_proba(x)).max() <= 1e-5
 
 
 def test_a_trained_run_exports_to_keras_and_round_trips(tmp_path, capsys):
@@ -271,7 +278,7 @@ def test_a_trained_run_exports_to_keras_and_round_trips(tmp_path, capsys):
     assert "keras.saving.load_model" in out
     path = run.path / "model.keras"
     xt, _ = bars(6, seed=2)
-    assert np.abs(_exported_predictions(path, xt) - run.predict_proba(xt)).max() <= 1e-5
+    assert np.abs(_exported_predictions(path, xt, run) - run.predict_proba(xt)).max() <= 1e-5
     again = import_keras(path, runs_dir=tmp_path / "again", progress=lambda *_: None)
     assert np.array_equal(again.predict_proba(xt), run.predict_proba(xt))  # identical
     assert again.class_names == run.class_names and again.preprocessing == run.preprocessing
@@ -287,7 +294,7 @@ def test_a_binary_run_exports_its_sigmoid(tmp_path):
     run = fake_run(tmp_path, spec, "rgb")
     path = export_keras(run)["path"]
     x = np.random.default_rng(0).integers(0, 256, (12, 9, 9, 3), dtype=np.uint8)
-    theirs = _exported_predictions(path, x)
+    theirs = _exported_predictions(path, x, run)  # its ood score: softplus of the logit
     assert theirs.shape == (12, 1)
     assert np.abs(theirs[:, 0] - run.predict_proba(x)[:, 1]).max() <= 1e-5
     shutil.rmtree(run.path)

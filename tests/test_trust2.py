@@ -376,8 +376,10 @@ def test_keras_export_of_branches_and_residuals_computes_what_the_run_computes_i
     out = export_keras(branchy_run, tmp_path / "m.keras")
     model = keras.saving.load_model(str(out["path"]))  # Keras loads every layer's weights
     x, _ = bars(4, seed=9)
-    theirs = keras.ops.convert_to_numpy(model(x.astype("float32")))
+    theirs, score = (keras.ops.convert_to_numpy(o) for o in model(x.astype("float32")))
     assert np.abs(theirs - branchy_run.predict_proba(x)).max() < 1e-5
+    ours = branchy_run.ood_scores(x)  # the second output: the energy branch beside the last Dense
+    assert (np.abs(score[:, 0] - ours) / np.maximum(1, np.abs(ours))).max() < 1e-5
 
 
 def test_the_keras_export_check_reads_weights_in_keras_order_and_refuses_a_wrong_file(branchy_run, tmp_path,
@@ -390,9 +392,10 @@ def test_the_keras_export_check_reads_weights_in_keras_order_and_refuses_a_wrong
 
     real = kerasfiles.keras_config
 
-    def spec_order(spec, scaling, name):  # the order cnnlab used to write: the spec's
-        cfg = real(spec, scaling, name)
-        rank = {n: i for i, n in enumerate([spec.input_name, kerasfiles.SCALING] + [la.name for la in spec.layers])}
+    def spec_order(spec, scaling, name, ood=False):  # the order cnnlab used to write: the spec's
+        cfg = real(spec, scaling, name, ood)
+        order = [spec.input_name, kerasfiles.SCALING] + [la.name for la in spec.layers] + list(kerasfiles.OOD_LAYERS)
+        rank = {n: i for i, n in enumerate(order)}
         cfg["config"]["layers"].sort(key=lambda la: rank[la["name"]])
         return cfg
 

@@ -299,11 +299,13 @@ class OnnxEngine:
 
 def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarray | None = None) -> dict:
     """Write ``out`` (default RUN/model.keras): a Keras 3 functional model that takes raw pixel
-    values (the run's scaling is a leading Rescaling layer), with the class names in its
-    metadata.json. The file is read back and checked against the run before it is kept."""
+    values (the run's scaling is a leading Rescaling layer) and gives the calibrated probabilities
+    and, from a model ending in Dense, the ood score (N, 1) as a second output; the class names and
+    the ood threshold are in its metadata.json. The file is read back and checked against the run
+    (both outputs) before it is kept."""
     from .data.preprocess import Preprocessing
     from .engine.inference import predict_proba
-    from .models.kerasfiles import keras_proba, parse_keras_spec, read_keras, write_keras
+    from .models.kerasfiles import keras_outputs, parse_keras_spec, read_keras, write_keras
 
     run = as_run(run)
     out = Path(out) if out else run.path / RunDir.KERAS
@@ -317,27 +319,58 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     one = len(set(per_channel)) == 1 and len(set(offsets)) == 1
     scale: float | list[float] = per_channel[0] if one else per_channel
     offset: float | list[float] = offsets[0] if one else offsets
-    meta = {"class_names": run.class_names, "preprocessing": prep.to_dict(), "run_id": run.path.name,
-            "image_size": [h, w], "color_mode": run.color_mode, "cnnlab_version": _version()}
+    branch = ood_branch(run)
+    meta: dict = {"class_names": run.class_names, "preprocessing": prep.to_dict(), "run_id": run.path.name,
+                  "image_size": [h, w], "color_mode": run.color_mode, "cnnlab_version": _version(),
+                  "outputs": ["probabilities", "ood_score"] if branch else ["probabilities"]}
+    if branch and run.ood:
+        meta.update(ood_threshold=run.ood_threshold(0.95), ood_percentiles=run.ood["percentiles"])
     if check_images is None:
         check_images = sample_images(run, h, w, c)
     ours = predict_proba(run.model, prep, check_images, run.image_size, run.color_mode, "none")
-    diffs = []
+    energy = raw_energy(run, check_images)
+    found: dict = {}
 
     def write_checked(tmp: str) -> None:
-        write_keras(Path(tmp), run.spec, calibrated_state(run), (scale, offset), run.spec.name, meta)
+        write_keras(Path(tmp), run.spec, calibrated_state(run), (scale, offset), run.spec.name, meta, branch)
         kf = read_keras(tmp)
-        theirs = keras_proba(kf, parse_keras_spec(kf), check_images,
-                             Preprocessing.from_dict((kf.cnnlab or {})["preprocessing"]))
-        diffs.append(float(np.abs(ours - theirs).max()) if len(check_images) else 0.0)
-        if diffs[0] > TOLERANCE:
-            raise CnnlabError(f"the exported model differs from the run by {diffs[0]:.2g}", str(out),
-                              "report it; the run itself is unchanged")
+        theirs, score = keras_outputs(kf, parse_keras_spec(kf), check_images,
+                                      Preprocessing.from_dict((kf.cnnlab or {})["preprocessing"]))
+        found["diff"] = float(np.abs(ours - theirs).max()) if len(check_images) else 0.0
+        found["score_diff"] = relative_diff(energy, score) if score is not None else None
+        if found["diff"] > TOLERANCE or (found["score_diff"] or 0.0) > TOLERANCE or (branch and score is None):
+            raise CnnlabError(f"the exported model differs from the run by {found['diff']:.2g} (ood score: "
+                              f"{found['score_diff']})", str(out), "report it; the run itself is unchanged")
 
     atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
-    diff = diffs[0]
-    return {"path": out, "max_abs_diff": diff, "checked_images": len(check_images),
-            "flip_tta_left_out": run.config.get("tta", "none") == "flip"}
+    return {"path": out, "max_abs_diff": found["diff"], "max_score_diff": found["score_diff"],
+            "checked_images": len(check_images), "flip_tta_left_out": run.config.get("tta", "none") == "flip"}
+
+
+def ood_branch(run: Run) -> dict | None:
+    """The Keras file's energy branch (kerasfiles.ood_weights) from the last layer's uncalibrated
+    weights; None for a model that does not end in Dense (it then has one output)."""
+    from .models.kerasfiles import ood_weights
+
+    last = len(run.spec.layers) - 1
+    if run.spec.layers[-1].type != "Dense":
+        return None
+    state = run.model.state_dict()
+    kernel = state[f"blocks.{last}.0.weight"].detach().cpu().float().numpy()
+    bias = state.get(f"blocks.{last}.0.bias")
+    return ood_weights(kernel, np.zeros(len(kernel), np.float32) if bias is None else
+                       bias.detach().cpu().float().numpy(), run.spec.head == "binary")
+
+
+def raw_energy(run: Run, images: np.ndarray) -> np.ndarray:
+    """The ood score of the run's torch model without test-time flips (what a Keras file computes)."""
+    from .engine.inference import predict_logits, to_tensor
+    from .engine.ood import scores
+
+    with torch.inference_mode():
+        device = next(run.model.parameters()).device
+        logits = predict_logits(run.model, to_tensor(images, device), run.preprocessing, tta="none").cpu().numpy()
+    return scores(logits, run.spec.head == "binary")["energy"]
 
 
 KERAS_SNIPPET = """import os; os.environ.setdefault("KERAS_BACKEND", "torch")  # or tensorflow / jax
@@ -345,7 +378,7 @@ import keras, numpy as np
 from PIL import Image
 model = keras.saving.load_model("{path}")
 x = np.asarray(Image.open("image.png").convert("{mode}").resize(({w}, {h})), np.float32).reshape(1, {h}, {w}, {c})
-print(model.predict(x))  # raw pixel values in: the scaling is the model's first layer"""
+print(model.predict(x))  # raw pixel values in; probabilities and the ood score out"""
 
 
 def keras_snippet(run: Run, path: Path) -> str:
@@ -366,8 +399,9 @@ def onnx_command(run: Run, out: str | None, options: dict) -> list[str]:
 def keras_command(run: Run, out: str | None, options: dict) -> list[str]:
     """``cnnlab export --format keras``: the file written and checked, and how to use it."""
     result = export_keras(run, out)
+    score = "" if result["max_score_diff"] is None else f", ood score {result['max_score_diff']:.1e} relative"
     lines = [f"wrote {result['path']} (checked on {result['checked_images']} images: largest probability "
-             f"difference {result['max_abs_diff']:.1e})"]
+             f"difference {result['max_abs_diff']:.1e}{score})"]
     if result["flip_tta_left_out"]:
         lines.append("note: the run averages flipped images (--tta flip); the .keras model predicts without that")
     return lines + ["use it with Keras 3:", keras_snippet(run, result["path"])]

@@ -45,6 +45,11 @@ IGNORED = {"name", "dtype", "trainable", "kernel_initializer", "bias_initializer
 REQUIRED_VALUES = {"data_format": ("channels_last", None), "axis": (-1, 3, [3], [-1]), "keepdims": (False, None),
                    "center": (True,), "scale": (True,), "lora_rank": (None,), "rms_scaling": (False,)}
 SCALING = "cnnlab_scaling"  # the leading Rescaling layer of an exported run
+# An exported run's second output: the energy score of the raw logits (engine/ood.py), from a Dense
+# layer beside the last one holding its uncalibrated weights. logsumexp(z) is z - log_softmax(z) in
+# any column; a Dense(1) with kernel 1/K takes their mean. A binary head's energy is softplus(z).
+OOD_OUTPUT = "ood_score"
+OOD_LAYERS = (f"{OOD_OUTPUT}_logits", f"{OOD_OUTPUT}_log_softmax", f"{OOD_OUTPUT}_terms", OOD_OUTPUT)
 # Keras activations under another name here (relu6 has no cnnlab activation: use a ReLU layer)
 ACTIVATION_NAMES = {"swish": "silu", "linear": None}
 
@@ -128,9 +133,9 @@ def _weight_order(config: dict) -> list[dict]:
         layers = [layer for layer in layers if layer.get("class_name") != "InputLayer"]
     else:  # the order Keras rebuilds the graph in decides where each layer's weights are
         outs = (config.get("config") or {}).get("output_layers")
-        out = outs[0] if isinstance(outs, list) and outs and isinstance(outs[0], str) else \
-            outs[0][0] if isinstance(outs, list) and outs and isinstance(outs[0], list) and outs[0] else None
-        layers = keras_layer_order(layers, out) if isinstance(out, str) else layers
+        names = [outs[0]] if isinstance(outs, list) and outs and isinstance(outs[0], str) else \
+            [o[0] for o in outs if isinstance(o, list) and o] if isinstance(outs, list) else []
+        layers = keras_layer_order(layers, names) if names and all(isinstance(n, str) for n in names) else layers
     return [layer for layer in layers if not _is_op(layer)]
 
 
@@ -221,21 +226,38 @@ def _inbound_names(layer: dict) -> list[str]:
     return names
 
 
-def keras_layer_order(layers: list[dict], output: str) -> list[dict]:
+def keras_layer_order(layers: list[dict], outputs: str | list[str]) -> list[dict]:
     """The layers of a functional config in the order Keras 3 gives them when it builds the model
-    (keras.src.ops.function.map_graph): by depth from the output, deepest first, ties in the order
-    a depth-first walk from the output meets them. Keras files each layer's weights by its place in
-    this order, not by name, so a file written in any other order puts weights into the wrong
-    layers when Keras loads it (two parallel branches swapped their convolutions)."""
+    (keras.src.ops.function.map_graph): by depth from the outputs, deepest first, ties in the order
+    a depth-first walk from each output in turn meets them. Keras files each layer's weights by its
+    place in this order, not by name, so a file written in any other order puts weights into the
+    wrong layers when Keras loads it (two parallel branches swapped their convolutions)."""
     by_name: dict = {layer.get("name"): layer for layer in layers}
     parents = {name: [p for p in _inbound_names(layer) if p in by_name] for name, layer in by_name.items()}
-    if output not in by_name:
+    outputs = [outputs] if isinstance(outputs, str) else outputs
+    if any(o not in by_name for o in outputs):
         return list(layers)
     preorder: dict[str, int] = {}
     postorder: list[str] = []
     finished: set[str] = set()
-    preorder[output] = 0
-    stack = [(output, iter(parents[output]))]  # the recursive walk of _build_map, without recursion
+    for output in outputs:
+        if output not in finished:
+            preorder.setdefault(output, len(preorder))
+            _walk(output, parents, preorder, postorder, finished)
+    depth: dict[str, int] = {}
+    for name in reversed(postorder):
+        d = depth.setdefault(name, 0)
+        for p in parents[name]:
+            depth[p] = max(d + 1, depth.get(p, 0))
+    unreached = len(layers)
+    return sorted(layers, key=lambda layer: (-depth.get(str(layer.get("name")), -1),
+                                             preorder.get(str(layer.get("name")), unreached)))
+
+
+def _walk(output: str, parents: dict, preorder: dict, postorder: list, finished: set) -> None:
+    """Keras' _build_map_helper from one output, without recursion: the order layers are first met
+    (``preorder``) and finished (``postorder``)."""
+    stack = [(output, iter(parents[output]))]
     while stack:
         name, rest = stack[-1]
         nxt = next(rest, None)
@@ -246,14 +268,6 @@ def keras_layer_order(layers: list[dict], output: str) -> list[dict]:
         elif nxt not in finished and nxt not in {n for n, _ in stack}:
             preorder.setdefault(nxt, len(preorder))
             stack.append((nxt, iter(parents[nxt])))
-    depth: dict[str, int] = {}
-    for name in reversed(postorder):
-        d = depth.setdefault(name, 0)
-        for p in parents[name]:
-            depth[p] = max(d + 1, depth.get(p, 0))
-    unreached = len(layers)
-    return sorted(layers, key=lambda layer: (-depth.get(str(layer.get("name")), -1),
-                                             preorder.get(str(layer.get("name")), unreached)))
 
 
 def storage_keys(class_names: list[str]) -> list[str]:
@@ -393,6 +407,9 @@ def spec_from_keras(model: dict, where: str, name: str | None = None, fold_scali
         ins, outs = cfg.get("input_layers"), cfg.get("output_layers")
         ins = [ins] if ins and isinstance(ins[0], str) else ins
         outs = [outs] if outs and isinstance(outs[0], str) else outs
+        if outs and len(outs) == 2 and isinstance(outs[1], list) and outs[1][:1] == [OOD_OUTPUT]:
+            outs = outs[:1]  # cnnlab's export: its energy branch is left out (cnnlab scores a model itself)
+            layers = [la for la in layers if _layer_name(la) not in OOD_LAYERS]
         if len(ins or []) != 1 or len(outs or []) != 1:
             raise SpecError(f"the model has {len(ins or [])} inputs and {len(outs or [])} outputs", where,
                             "cnnlab imports models with one image input and one output")
@@ -637,9 +654,10 @@ def _node(names: list[str], shapes: dict) -> list:
     return [{"args": [tensors if len(tensors) > 1 else tensors[0]], "kwargs": {}}]
 
 
-def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> dict:
+def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str, ood: bool = False) -> dict:
     """A Keras 3 functional model config of the spec; ``scaling`` (scale, offset) becomes a
-    leading Rescaling layer named ``cnnlab_scaling``."""
+    leading Rescaling layer named ``cnnlab_scaling``; ``ood``: a second output, the energy score
+    (OOD_LAYERS, beside a final Dense layer)."""
     shape = list(spec.input_shape)
     shapes = {spec.input_name: shape}
     layers: list[dict] = [{"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
@@ -663,24 +681,59 @@ def keras_config(spec: Spec, scaling: tuple[list, list] | None, name: str) -> di
                                                         if LAYERS[info.type].merge else [None, *info.input_shape])},
                        "config": _keras_layer_config(info)})
         shapes[info.name] = list(info.output_shape)
-    layers = keras_layer_order(layers, spec.layers[-1].name)  # Keras' own order: see keras_layer_order
+    outputs = [spec.layers[-1].name]
+    if ood:
+        last = spec.layers[-1]
+        layers += _ood_layers([first if n == spec.input_name else n for n in last.inputs], last.input_shape,
+                              spec.output_units, spec.head == "binary", shapes)
+        outputs.append(OOD_OUTPUT)
+    layers = keras_layer_order(layers, outputs)  # Keras' own order: see keras_layer_order
     return {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
-            "config": {"name": name, "trainable": True, "layers": layers,
-                       "input_layers": [spec.input_name, 0, 0], "output_layers": [spec.layers[-1].name, 0, 0]}}
+            "config": {"name": name, "trainable": True, "layers": layers, "input_layers": [spec.input_name, 0, 0],
+                       "output_layers": [[o, 0, 0] for o in outputs] if ood else [outputs[0], 0, 0]}}
+
+
+def _ood_layers(ins: list[str], in_shape, k: int, binary: bool, shapes: dict) -> list[dict]:
+    """The energy score's layers (OOD_LAYERS) on the last layer's input ``ins``."""
+    def layer(cls: str, lname: str, inputs: list[str], config: dict, out_shape: list) -> dict:
+        build = [[None, *shapes[n]] for n in inputs] if len(inputs) > 1 else [None, *shapes[inputs[0]]]
+        shapes[lname] = out_shape
+        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "name": lname,
+                "inbound_nodes": _node(inputs, shapes), "build_config": {"input_shape": build},
+                "config": {"name": lname, **config}}
+
+    logits, log_softmax, terms = OOD_LAYERS[:3]
+    if binary:  # the energy of the logits [0, z]: softplus(z)
+        return [layer("Dense", OOD_OUTPUT, ins, {"units": 1, "activation": "softplus", "use_bias": True}, [1])]
+    return [layer("Dense", logits, ins, {"units": k, "activation": "linear", "use_bias": True}, [k]),
+            layer("Activation", log_softmax, [logits], {"activation": "log_softmax"}, [k]),
+            layer("Subtract", terms, [logits, log_softmax], {}, [k]),
+            layer("Dense", OOD_OUTPUT, [terms], {"units": 1, "activation": "linear", "use_bias": False}, [1])]
+
+
+def ood_weights(kernel: np.ndarray, bias: np.ndarray, binary: bool) -> dict:
+    """The energy branch's weights, Keras layout, from the last Dense layer's uncalibrated torch
+    weights (``kernel`` (K, D), ``bias`` (K,))."""
+    dense = [np.ascontiguousarray(kernel.T, np.float32), np.asarray(bias, np.float32)]
+    if binary:
+        return {OOD_OUTPUT: dense}
+    k = kernel.shape[0]
+    return {OOD_LAYERS[0]: dense, OOD_OUTPUT: [np.full((k, 1), 1.0 / k, np.float32)]}
 
 
 def write_keras(path: Path, spec: Spec, state: dict, scaling: tuple | None, name: str,
-                cnnlab: dict | None = None) -> None:
+                cnnlab: dict | None = None, ood: dict | None = None) -> None:
     """A ``.keras`` file (written to ``path``, which the caller makes atomic); ``cnnlab`` goes into
-    metadata.json (Keras reads only its own keys there)."""
+    metadata.json (Keras reads only its own keys there); ``ood``: the energy branch's weights
+    (``ood_weights``), a second output."""
     import datetime
 
     h5py = _h5py()
-    weights = keras_weights(spec, state)
+    weights = {**keras_weights(spec, state), **(ood or {})}
     blob = io.BytesIO()
     with h5py.File(blob, "w") as f:
         layers = f.create_group("layers")
-        config = keras_config(spec, scaling, name)
+        config = keras_config(spec, scaling, name, ood=bool(ood))
         order = config["config"]["layers"]
         for layer, key in zip(order, storage_keys([layer["class_name"] for layer in order])):
             vs = layers.create_group(key).create_group("vars")
@@ -715,12 +768,35 @@ def parse_keras_spec(kf: KerasFile, name: str | None = None) -> Spec:
 def keras_proba(kf: KerasFile, spec: Spec, images: np.ndarray, prep) -> np.ndarray:
     """What the file's model computes for uint8 images (N, H, W, C), in cnnlab's layout, run by
     cnnlab's own build of it: how ``cnnlab export --format keras`` checks what it wrote."""
+    return keras_outputs(kf, spec, images, prep)[0]
+
+
+def keras_outputs(kf: KerasFile, spec: Spec, images: np.ndarray, prep) -> tuple[np.ndarray, np.ndarray | None]:
+    """The probabilities and, for a file with cnnlab's energy branch, its ood score (N,): that
+    branch's weights applied to what the file's last layer takes, as OOD_LAYERS compute it."""
     import torch
 
     from .build import build_module
 
     model = build_module(spec).eval()
     model.load_state_dict(torch_state(spec, model.state_dict(), kf.weights, kf.path))
-    with torch.no_grad():
-        x = prep.apply_tensor(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
-        return model.probabilities(model(x)).numpy()
+    branch = kf.weights.get(OOD_LAYERS[0]) or kf.weights.get(OOD_OUTPUT)
+    taken: list = []
+    last = model.blocks[len(spec.layers) - 1]
+    hook = last[0].register_forward_pre_hook(lambda m, args: taken.append(args[0])) \
+        if branch and isinstance(last, torch.nn.Sequential) and len(last) else None
+    try:
+        with torch.no_grad():
+            x = prep.apply_tensor(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+            probs = model.probabilities(model(x)).numpy()
+    finally:
+        if hook is not None:
+            hook.remove()
+    if not branch or len(branch) != 2 or not taken:
+        return probs, None
+    z = taken[0].double().numpy() @ branch[0].astype(np.float64) + branch[1].astype(np.float64)
+    if OOD_LAYERS[0] not in kf.weights:  # binary: softplus(z)
+        return probs, np.logaddexp(0.0, z[:, 0])
+    top = z.max(1, keepdims=True)
+    mean = kf.weights[OOD_OUTPUT][0].astype(np.float64)  # (K, 1): 1/K each
+    return probs, ((z - (z - top - np.log(np.exp(z - top).sum(1, keepdims=True)))) @ mean)[:, 0]
