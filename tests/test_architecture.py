@@ -18,7 +18,7 @@ LAYERS = [
     ("configuration and run files", ["cnnlab.config", "cnnlab.runs", "cnnlab.evaluation"]),
     ("a training run, predictions", ["cnnlab.training", "cnnlab.prediction"]),
     ("API and comparison", ["cnnlab.api", "cnnlab.comparison", "cnnlab.exporting", "cnnlab.importing",
-                            "cnnlab.tuning", "cnnlab.labelissues"]),
+                            "cnnlab.tuning", "cnnlab.labelissues", "cnnlab.parity", "cnnlab.modelcard"]),
     ("figures", ["cnnlab.viz"]),
     ("report and server", ["cnnlab.report", "cnnlab.serve", "cnnlab.tracking"]),
     ("command line", ["cnnlab.cli", "cnnlab.commands", "cnnlab"]),

@@ -400,7 +400,7 @@ def test_the_keras_export_check_reads_weights_in_keras_order_and_refuses_a_wrong
         return cfg
 
     monkeypatch.setattr(kerasfiles, "keras_config", spec_order)
-    with pytest.raises(CnnlabError, match="differs from the run"):
+    with pytest.raises(CnnlabError, match="disagrees with the run: a probability differs by"):
         export_keras(branchy_run, tmp_path / "bad.keras")
     assert not (tmp_path / "bad.keras").exists() and not list(tmp_path.iterdir())
 

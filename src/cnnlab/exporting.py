@@ -22,11 +22,10 @@ import torch
 
 from . import atomic
 from .errors import CnnlabError, RunError, first_line
+from .parity import Parity, certify, measure, parity_images, record, timed
 from .runs import Run, RunDir, as_run
 
 ONNX_HINT = "pip install 'cnnlab[onnx]' (onnx and onnxruntime)"
-TOLERANCE = 1e-5  # the largest probability difference an export may show against the run
-# the out-of-distribution score (an energy, typically 2..30) may differ by TOLERANCE relative to its size
 OUTPUTS = ("probabilities", "ood_score")
 
 
@@ -124,8 +123,9 @@ def _version() -> str:
 
 def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
                 check_images: np.ndarray | None = None) -> dict:
-    """Write ``out`` (default RUN/model.onnx) and verify it on ``check_images`` (default: up to 256 of the
-    run's own images, else random ones). Returns where it went and the largest difference."""
+    """Write ``out`` (default RUN/model.onnx), checked against the run on ``check_images`` (default:
+    its whole test split: parity.parity_images) before it is kept; export-check.json, MODEL_CARD.md
+    and metadata.json go beside it. Returns where it went and the parity record."""
     onnx, _ = require_onnx()
     if not 7 <= opset <= 23:
         raise CnnlabError(f"opset {opset} is not one the exporter writes", "--opset", "use e.g. --opset 17")
@@ -134,8 +134,7 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
     c = 3 if run.color_mode == "rgb" else 1
     wrapper = RawImageModel(run)
     example = torch.zeros(2, h, w, c, dtype=torch.uint8)
-    if check_images is None:
-        check_images = sample_images(run, h, w, c)
+    images, split = (check_images, "given") if check_images is not None else parity_images(run)
     found = {}
 
     def write_checked(tmp: str) -> None:
@@ -151,29 +150,42 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
         proto.producer_name = "cnnlab"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        found["diff"], found["score_diff"], agree = verify(tmp, run, check_images)
-        if found["diff"] > TOLERANCE or found["score_diff"] > TOLERANCE or not agree:
-            raise CnnlabError(f"the exported model differs from the run by {found['diff']:.2g} (ood score: "
-                              f"{found['score_diff']:.2g} relative; argmax agrees: {agree})", str(out),
-                              "report it; the run itself is unchanged")
+        found["parity"] = check_onnx(tmp, run, images, split, out.name)
+        certify(found["parity"], out)
 
-    if out.is_dir():
-        raise CnnlabError("the output is a folder", str(out), "give a file name, e.g. --out model.onnx")
+    _not_a_folder(out, "model.onnx")
     atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
-    return {"path": out, "max_abs_diff": found["diff"], "max_score_diff": found["score_diff"],
-            "checked_images": len(check_images), "opset": opset}
+    return {"path": out, "opset": opset, **finish(run, found["parity"], out)}
 
 
-def sample_images(run: Run, h: int, w: int, c: int, n: int = 256) -> np.ndarray:
-    """Up to ``n`` of the run's own test (or validation) images, else random pixels."""
-    try:
-        from .api import run_dataset
+def _not_a_folder(out: Path, example: str) -> None:
+    if out.is_dir():
+        raise CnnlabError("the output is a folder", str(out), f"give a file name, e.g. --out {example}")
 
-        ds = run_dataset(run)
-        split = ds.splits.get("test") or ds.splits.get("validation") or ds["train"]
-        return np.asarray(split.x[:n])
-    except (CnnlabError, OSError):
-        return np.random.default_rng(0).integers(0, 256, (min(n, 64), h, w, c), dtype=np.uint8)
+
+def finish(run: Run, p: Parity, out: Path) -> dict:
+    """After a checked export: export-check.json, MODEL_CARD.md and metadata.json beside ``out``;
+    what the export returns about its check."""
+    from . import modelcard
+
+    record(p, out.parent)
+    modelcard.write(run, out.parent)
+    return {"parity": p, "max_abs_diff": p.max_abs_dp, "max_score_diff": p.ood_score_max_rel_diff,
+            "checked_images": p.images}
+
+
+def check_onnx(path: str | Path, run: Run, images: np.ndarray, split: str, name: str | None = None,
+               precision: str = "float32") -> Parity:
+    """The parity of an ONNX file with the run (both outputs, when the file has the ood score)."""
+    sess = session(path)
+    names = tuple(o.name for o in sess.get_outputs() if o.name in OUTPUTS) or ("probabilities",)
+    if names[0] != "probabilities":
+        names = ("probabilities",)
+    ours, torch_speed = timed(run.predict_proba, images)
+    got, speed = timed(lambda x: onnx_outputs(sess, x, run.spec.head == "binary", 256, names), images)
+    scores = (run.ood_scores(images), got[1]) if len(names) > 1 else None
+    return measure(ours, got[0], scores, file=name or path, runtime="onnxruntime-cpu", split=split,
+                   images_per_s={"torch": torch_speed, "onnxruntime-cpu": speed}, precision=precision)
 
 
 def session(path: str | Path):
@@ -226,20 +238,6 @@ def onnx_outputs(sess, x: np.ndarray, binary: bool, batch_size: int = 256,
 def onnx_proba(sess, x: np.ndarray, binary: bool, batch_size: int = 256) -> np.ndarray:
     """(N, K) probabilities from an exported model, in cnnlab's layout ([1 - p, p] for binary)."""
     return onnx_outputs(sess, x, binary, batch_size, ("probabilities",))[0]
-
-
-def relative_diff(ours: np.ndarray, theirs: np.ndarray) -> float:
-    """The largest difference of two score arrays, relative to the scores' size (at least 1)."""
-    return float((np.abs(ours - theirs) / np.maximum(1.0, np.abs(ours))).max()) if len(ours) else 0.0
-
-
-def verify(path: str | Path, run: Run, images: np.ndarray) -> tuple[float, float, bool]:
-    """Largest absolute probability difference between the file and the run, the largest relative
-    difference of the ood score, and whether every predicted class agrees."""
-    ours, energy = run.predict_proba(images), run.ood_scores(images)
-    theirs, their_energy = onnx_outputs(session(path), images, run.spec.head == "binary")
-    diff = float(np.abs(ours - theirs).max()) if len(images) else 0.0
-    return diff, relative_diff(energy, their_energy), bool((ours.argmax(1) == theirs.argmax(1)).all())
 
 
 def onnx_file(run: Run) -> Path:
@@ -303,16 +301,12 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
     and, from a model ending in Dense, the ood score (N, 1) as a second output; the class names and
     the ood threshold are in its metadata.json. The file is read back and checked against the run
     (both outputs) before it is kept."""
-    from .data.preprocess import Preprocessing
-    from .engine.inference import predict_proba
-    from .models.kerasfiles import keras_outputs, parse_keras_spec, read_keras, write_keras
+    from .models.kerasfiles import write_keras
 
     run = as_run(run)
     out = Path(out) if out else run.path / RunDir.KERAS
-    if out.is_dir():
-        raise CnnlabError("the output is a folder", str(out), "give a file name, e.g. --out model.keras")
+    _not_a_folder(out, "model.keras")
     h, w = run.image_size
-    c = 3 if run.color_mode == "rgb" else 1
     prep = run.preprocessing
     per_channel = [1.0 / s for s in prep.scale]  # (x - off) / s = x * (1 / s) + (-off / s)
     offsets = [-o / s for o, s in zip(prep.offset, prep.scale)]
@@ -325,26 +319,80 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
                   "outputs": ["probabilities", "ood_score"] if branch else ["probabilities"]}
     if branch and run.ood:
         meta.update(ood_threshold=run.ood_threshold(0.95), ood_percentiles=run.ood["percentiles"])
-    if check_images is None:
-        check_images = sample_images(run, h, w, c)
-    ours = predict_proba(run.model, prep, check_images, run.image_size, run.color_mode, "none")
-    energy = raw_energy(run, check_images)
+    images, split = (check_images, "given") if check_images is not None else parity_images(run)
     found: dict = {}
 
     def write_checked(tmp: str) -> None:
         write_keras(Path(tmp), run.spec, calibrated_state(run), (scale, offset), run.spec.name, meta, branch)
-        kf = read_keras(tmp)
-        theirs, score = keras_outputs(kf, parse_keras_spec(kf), check_images,
-                                      Preprocessing.from_dict((kf.cnnlab or {})["preprocessing"]))
-        found["diff"] = float(np.abs(ours - theirs).max()) if len(check_images) else 0.0
-        found["score_diff"] = relative_diff(energy, score) if score is not None else None
-        if found["diff"] > TOLERANCE or (found["score_diff"] or 0.0) > TOLERANCE or (branch and score is None):
-            raise CnnlabError(f"the exported model differs from the run by {found['diff']:.2g} (ood score: "
-                              f"{found['score_diff']})", str(out), "report it; the run itself is unchanged")
+        found["parity"] = check_keras(tmp, run, images, split, out.name)
+        certify(found["parity"], out)
 
     atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
-    return {"path": out, "max_abs_diff": found["diff"], "max_score_diff": found["score_diff"],
-            "checked_images": len(check_images), "flip_tta_left_out": run.config.get("tta", "none") == "flip"}
+    return {"path": out, **finish(run, found["parity"], out),
+            "flip_tta_left_out": run.config.get("tta", "none") == "flip"}
+
+
+def keras_runtime():
+    """Keras 3 (on the torch backend unless KERAS_BACKEND says otherwise), or None when it is not
+    installed or cannot start here."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras
+    except Exception:  # not installed, or its backend is missing: ImportError, ModuleNotFoundError, ...
+        return None
+    return keras
+
+
+def keras_load(keras, path: Path):
+    """``keras.saving.load_model`` of a file whatever its name (Keras reads only names ending in
+    .keras, and an export is checked under its temporary name)."""
+    import tempfile
+
+    if path.suffix == ".keras":
+        return keras.saving.load_model(str(path))
+    with tempfile.TemporaryDirectory() as d:
+        link = Path(d) / "model.keras"
+        link.symlink_to(path.resolve())
+        return keras.saving.load_model(str(link))
+
+
+def check_keras(path: str | Path, run: Run, images: np.ndarray, split: str, name: str | None = None) -> Parity:
+    """The parity of a .keras file with the run's torch model without test-time flips (a Keras file
+    has none), run by Keras 3 when it is installed, else by cnnlab's own reading of the file."""
+    from .engine.inference import predict_proba
+    from .models.kerasfiles import keras_outputs, parse_keras_spec, read_keras
+
+    def run_torch(x: np.ndarray) -> np.ndarray:
+        return predict_proba(run.model, run.preprocessing, x, run.image_size, run.color_mode, "none")
+
+    ours, torch_speed = timed(run_torch, images)
+    keras = keras_runtime()
+    if keras is not None:
+        model = keras_load(keras, Path(path))
+        runtime = f"keras-{keras.__version__}-{keras.backend.backend()}"
+
+        def run_keras(x: np.ndarray) -> list:
+            out = model.predict(x.astype(np.float32), batch_size=256, verbose=0)
+            return list(out) if isinstance(out, (list, tuple)) else [out]
+
+        got, speed = timed(run_keras, images)
+        probs, score = got[0], (got[1][:, 0] if len(got) > 1 else None)
+        if run.spec.head == "binary":
+            probs = np.concatenate([1 - probs, probs], 1)
+    else:
+        from .data.preprocess import Preprocessing
+
+        kf = read_keras(path)
+        runtime = "cnnlab-keras-reader (keras is not installed)"
+        (probs, score), speed = timed(lambda x: keras_outputs(kf, parse_keras_spec(kf), x, Preprocessing.from_dict(
+            (kf.cnnlab or {})["preprocessing"])), images)
+    scores = (raw_energy(run, images), score) if ood_branch(run) is not None else None
+    flip = run.config.get("tta", "none") == "flip"
+    return measure(ours, probs, scores, file=name or path, runtime=runtime, split=split,
+                   images_per_s={"torch": torch_speed, runtime: speed},
+                   against="cnnlab predict without --tta flip" if flip else "cnnlab predict")
 
 
 def ood_branch(run: Run) -> dict | None:
@@ -387,21 +435,56 @@ def keras_snippet(run: Run, path: Path) -> str:
     return KERAS_SNIPPET.format(path=path, mode="RGB" if c == 3 else "L", w=w, h=h, c=c)
 
 
+def checked_lines(result: dict) -> list[str]:
+    """What every export prints about its check: the parity line, its images and runtime, and the
+    files written beside the model."""
+    from .modelcard import CARD, METADATA
+    from .parity import CHECK_FILE
+
+    p: Parity = result["parity"]
+    speeds = ", ".join(f"{k} {v:,.0f}" for k, v in p.images_per_s.items())
+    score = "" if p.ood_score_max_rel_diff is None else f", ood score {p.ood_score_max_rel_diff:.1e} relative"
+    return [f"{p.line()}{score} ({p.split} split, {p.runtime}; images/s: {speeds})",
+            f"wrote {CHECK_FILE}, {CARD} and {METADATA} beside it"]
+
+
 def onnx_command(run: Run, out: str | None, options: dict) -> list[str]:
     """``cnnlab export --format onnx``: the file written and checked, and how to use it."""
     result = export_onnx(run, out, options.get("opset", 17))
-    return [f"wrote {result['path']} (opset {result['opset']}; checked on {result['checked_images']} images: largest "
-            f"probability difference {result['max_abs_diff']:.1e}, ood score {result['max_score_diff']:.1e} "
-            "relative)", "use it with onnxruntime:",
+    return [f"wrote {result['path']} (opset {result['opset']})", *checked_lines(result), "use it with onnxruntime:",
             snippet(run, result["path"])]
 
 
 def keras_command(run: Run, out: str | None, options: dict) -> list[str]:
     """``cnnlab export --format keras``: the file written and checked, and how to use it."""
     result = export_keras(run, out)
-    score = "" if result["max_score_diff"] is None else f", ood score {result['max_score_diff']:.1e} relative"
-    lines = [f"wrote {result['path']} (checked on {result['checked_images']} images: largest probability "
-             f"difference {result['max_abs_diff']:.1e}{score})"]
+    lines = [f"wrote {result['path']}", *checked_lines(result)]
     if result["flip_tta_left_out"]:
         lines.append("note: the run averages flipped images (--tta flip); the .keras model predicts without that")
     return lines + ["use it with Keras 3:", keras_snippet(run, result["path"])]
+
+
+def check_file(run: Run, path: str | Path) -> list[str]:
+    """``cnnlab export --check-only FILE RUN``: an exported file checked against the run again (on
+    the same images an export is), its record written to export-check.json beside it; a file that
+    disagrees is an error (the file stays: it is the user's)."""
+    from . import modelcard
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError("the file to check is not there", str(path), "give an exported .onnx or .keras file")
+    images, split = parity_images(run)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        p = check_onnx(path, run, images, split)
+    elif suffix == ".keras":
+        p = check_keras(path, run, images, split)
+    else:
+        raise CnnlabError(f"cannot check a {suffix or 'suffix-less'} file", str(path),
+                          "give an exported .onnx or .keras file (a web export's model.onnx is one)")
+    record(p, path.parent)
+    if p.refused:
+        raise CnnlabError(f"the file disagrees with the run: {p.refused}; {p.line()}", str(path),
+                          "export it again: cnnlab export RUN --out FILE")
+    modelcard.write(run, path.parent)
+    return checked_lines({"parity": p})
