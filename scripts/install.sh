@@ -37,3 +37,27 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 echo "== installing cnnlab"
 .venv/bin/pip install -q -e ".[test,onnx,tune,track,labels]"
+# Triton's model-configuration protobuf, for the tests of --format triton: tritonclient pins
+# protobuf<7 and ml-dtypes<=0.5.4 (older than onnx's and keras' here), so only its own files are
+# installed, without dependencies; the tests load tritonclient/grpc/model_config_pb2.py by path.
+.venv/bin/pip install -q --no-deps "tritonclient==2.73.0"
+# ONNX Runtime Web for cnnlab export --format web: its wasm backend's three files, from the npm
+# package (pinned), into the Python package (src/cnnlab/web/ort, not in git), so that exporting
+# needs no network. Without npm, web exports say how to get them; everything else works.
+ORT_WEB_VERSION="1.31.1"
+ORT_WEB=src/cnnlab/web/ort
+if [ "$(cat "$ORT_WEB/VERSION" 2>/dev/null)" != "$ORT_WEB_VERSION" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "== fetching onnxruntime-web@$ORT_WEB_VERSION (npm)"
+    ORT_TMP="$(mktemp -d)"
+    (cd "$ORT_TMP" && npm pack -q "onnxruntime-web@$ORT_WEB_VERSION" >/dev/null \
+      && tar xzf "onnxruntime-web-$ORT_WEB_VERSION.tgz" package/package.json package/dist/ort.wasm.min.js \
+           package/dist/ort-wasm-simd-threaded.mjs package/dist/ort-wasm-simd-threaded.wasm)
+    mkdir -p "$ORT_WEB"
+    cp "$ORT_TMP"/package/dist/* "$ORT_TMP/package/package.json" "$ORT_WEB"/  # package.json: version, MIT licence
+    echo "$ORT_WEB_VERSION" > "$ORT_WEB/VERSION"
+    rm -rf "$ORT_TMP"
+  else
+    echo "warning: npm not found: cnnlab export --format web needs onnxruntime-web (install npm, rerun this)" >&2
+  fi
+fi

@@ -163,3 +163,13 @@ def os_geteuid() -> int:
     import os
 
     return os.geteuid() if hasattr(os, "geteuid") else -1
+
+
+def draw_stroke(page, selector: str = "#pad", x: int = 140, top: int = 30, steps: int = 12) -> None:
+    """A vertical pen stroke on a page's canvas, as a user's mouse makes it (Playwright)."""
+    box = page.locator(selector).bounding_box()
+    page.mouse.move(box["x"] + x, box["y"] + top)
+    page.mouse.down()
+    for i in range(steps):
+        page.mouse.move(box["x"] + x, box["y"] + top + i * 20)
+    page.mouse.up()

@@ -18,9 +18,10 @@ LAYERS = [
     ("configuration and run files", ["cnnlab.config", "cnnlab.runs", "cnnlab.evaluation"]),
     ("a training run, predictions", ["cnnlab.training", "cnnlab.prediction"]),
     ("API and comparison", ["cnnlab.api", "cnnlab.comparison", "cnnlab.exporting", "cnnlab.importing",
-                            "cnnlab.tuning", "cnnlab.labelissues", "cnnlab.parity", "cnnlab.modelcard"]),
+                            "cnnlab.tuning", "cnnlab.labelissues", "cnnlab.parity", "cnnlab.modelcard",
+                            "cnnlab.quantizing", "cnnlab.triton", "cnnlab.exportcli"]),
     ("figures", ["cnnlab.viz"]),
-    ("report and server", ["cnnlab.report", "cnnlab.serve", "cnnlab.tracking"]),
+    ("report and server", ["cnnlab.report", "cnnlab.serve", "cnnlab.tracking", "cnnlab.webexport"]),
     ("command line", ["cnnlab.cli", "cnnlab.commands", "cnnlab"]),
 ]
 

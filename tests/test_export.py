@@ -229,4 +229,4 @@ def test_a_new_export_format_and_engine_are_one_file_each(tmp_path, monkeypatch,
     assert main(["predict", str(run.path), str(tmp_path / "a.png"), "--engine", "last"]) == 0
     assert "diagonal" in capsys.readouterr().out
     code = main(["export", str(run.path), "--format", "tflite"])
-    assert code == 2 and "use one of onnx, keras, npz" in capsys.readouterr().err
+    assert code == 2 and "use one of onnx, keras, triton, web, npz" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from cnnlab.cli import main
 from cnnlab.data.drawing import foreground_stats, prepare_drawing
-from conftest import bars, train_tiny_run
+from conftest import bars, draw_stroke, train_tiny_run
 from glyphs import hangul_matches_reference
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -174,12 +174,7 @@ def test_draw_and_upload_in_headless_chromium(run, tmp_path):
             assert page.locator(".bar").count() == 3 and "세로" in page.locator("#bars").inner_text()
             for i in range(3):  # the class names are glyphs on the screen, the first bar's too
                 assert hangul_matches_reference(page, f'.bar[data-i="{i}"] span') > 0.8, NAMES[i]
-            box = page.locator("#pad").bounding_box()
-            page.mouse.move(box["x"] + 140, box["y"] + 30)
-            page.mouse.down()
-            for i in range(12):
-                page.mouse.move(box["x"] + 140, box["y"] + 30 + i * 20)
-            page.mouse.up()
+            draw_stroke(page)
             page.wait_for_function("document.querySelector('#result b') !== null")
             shown = [float(t.rstrip("%")) for t in page.locator(".bar .p").all_inner_texts()]
             assert abs(sum(shown) - 100) < 0.5

@@ -130,35 +130,53 @@ def export_onnx(run: Run, out: str | Path | None = None, opset: int = 17,
     if not 7 <= opset <= 23:
         raise CnnlabError(f"opset {opset} is not one the exporter writes", "--opset", "use e.g. --opset 17")
     out = Path(out) if out else run.path / RunDir.ONNX
-    h, w = run.image_size
-    c = 3 if run.color_mode == "rgb" else 1
-    wrapper = RawImageModel(run)
-    example = torch.zeros(2, h, w, c, dtype=torch.uint8)
-    images, split = (check_images, "given") if check_images is not None else parity_images(run)
+    images, split = (check_images, "given") if check_images is not None else parity_images(run)[:2]
     found = {}
 
     def write_checked(tmp: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (example,), tmp, input_names=["images"], output_names=list(OUTPUTS),
-                              dynamic_axes={"images": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
-                              opset_version=opset, dynamo=False)
-        proto = onnx.load(tmp)
-        for k, v in metadata(run).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.producer_name = "cnnlab"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
+        write_graph(run, tmp, opset)
         found["parity"] = check_onnx(tmp, run, images, split, out.name)
         certify(found["parity"], out)
 
-    _not_a_folder(out, "model.onnx")
+    not_a_folder(out, "model.onnx")
     atomic.write_with(out, write_checked)  # kept only once it has been read back and checked
     return {"path": out, "opset": opset, **finish(run, found["parity"], out)}
 
 
-def _not_a_folder(out: Path, example: str) -> None:
+def write_graph(run: Run, path: str | Path, opset: int, extra: dict | None = None) -> None:
+    """The run's ONNX graph (RawImageModel) with cnnlab's metadata (and ``extra``), checked by
+    onnx's checker, written to ``path``."""
+    onnx, _ = require_onnx()
+    h, w = run.image_size
+    example = torch.zeros(2, h, w, 3 if run.color_mode == "rgb" else 1, dtype=torch.uint8)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(RawImageModel(run), (example,), str(path), input_names=["images"],
+                              output_names=list(OUTPUTS),
+                              dynamic_axes={"images": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
+                              opset_version=opset, dynamo=False)
+    except Exception as e:  # torch.onnx's UnsupportedOperatorError, SymbolicValueError, tracer errors, ...
+        kinds = ", ".join(sorted({la.type for la in run.spec.layers}))
+        raise CnnlabError(f"the model cannot be written as ONNX ({first_line(e)})", str(run.path),
+                          f"its layers are {kinds}: every layer kind cnnlab ships exports; one of your own needs "
+                          "a torch module torch.onnx can export (docs/architecture.md)") from None
+    stamp(onnx.load(str(path)), {**metadata(run), **(extra or {})}, path)
+
+
+def stamp(proto, meta: dict, path: str | Path) -> None:
+    """An ONNX model with ``meta`` as its metadata, checked and saved to ``path``."""
+    onnx, _ = require_onnx()
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "cnnlab"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def not_a_folder(out: Path, example: str) -> None:
     if out.is_dir():
         raise CnnlabError("the output is a folder", str(out), f"give a file name, e.g. --out {example}")
 
@@ -305,7 +323,7 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
 
     run = as_run(run)
     out = Path(out) if out else run.path / RunDir.KERAS
-    _not_a_folder(out, "model.keras")
+    not_a_folder(out, "model.keras")
     h, w = run.image_size
     prep = run.preprocessing
     per_channel = [1.0 / s for s in prep.scale]  # (x - off) / s = x * (1 / s) + (-off / s)
@@ -319,7 +337,7 @@ def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarr
                   "outputs": ["probabilities", "ood_score"] if branch else ["probabilities"]}
     if branch and run.ood:
         meta.update(ood_threshold=run.ood_threshold(0.95), ood_percentiles=run.ood["percentiles"])
-    images, split = (check_images, "given") if check_images is not None else parity_images(run)
+    images, split = (check_images, "given") if check_images is not None else parity_images(run)[:2]
     found: dict = {}
 
     def write_checked(tmp: str) -> None:
@@ -433,58 +451,3 @@ def keras_snippet(run: Run, path: Path) -> str:
     h, w = run.image_size
     c = 3 if run.color_mode == "rgb" else 1
     return KERAS_SNIPPET.format(path=path, mode="RGB" if c == 3 else "L", w=w, h=h, c=c)
-
-
-def checked_lines(result: dict) -> list[str]:
-    """What every export prints about its check: the parity line, its images and runtime, and the
-    files written beside the model."""
-    from .modelcard import CARD, METADATA
-    from .parity import CHECK_FILE
-
-    p: Parity = result["parity"]
-    speeds = ", ".join(f"{k} {v:,.0f}" for k, v in p.images_per_s.items())
-    score = "" if p.ood_score_max_rel_diff is None else f", ood score {p.ood_score_max_rel_diff:.1e} relative"
-    return [f"{p.line()}{score} ({p.split} split, {p.runtime}; images/s: {speeds})",
-            f"wrote {CHECK_FILE}, {CARD} and {METADATA} beside it"]
-
-
-def onnx_command(run: Run, out: str | None, options: dict) -> list[str]:
-    """``cnnlab export --format onnx``: the file written and checked, and how to use it."""
-    result = export_onnx(run, out, options.get("opset", 17))
-    return [f"wrote {result['path']} (opset {result['opset']})", *checked_lines(result), "use it with onnxruntime:",
-            snippet(run, result["path"])]
-
-
-def keras_command(run: Run, out: str | None, options: dict) -> list[str]:
-    """``cnnlab export --format keras``: the file written and checked, and how to use it."""
-    result = export_keras(run, out)
-    lines = [f"wrote {result['path']}", *checked_lines(result)]
-    if result["flip_tta_left_out"]:
-        lines.append("note: the run averages flipped images (--tta flip); the .keras model predicts without that")
-    return lines + ["use it with Keras 3:", keras_snippet(run, result["path"])]
-
-
-def check_file(run: Run, path: str | Path) -> list[str]:
-    """``cnnlab export --check-only FILE RUN``: an exported file checked against the run again (on
-    the same images an export is), its record written to export-check.json beside it; a file that
-    disagrees is an error (the file stays: it is the user's)."""
-    from . import modelcard
-
-    path = Path(path)
-    if not path.is_file():
-        raise RunError("the file to check is not there", str(path), "give an exported .onnx or .keras file")
-    images, split = parity_images(run)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        p = check_onnx(path, run, images, split)
-    elif suffix == ".keras":
-        p = check_keras(path, run, images, split)
-    else:
-        raise CnnlabError(f"cannot check a {suffix or 'suffix-less'} file", str(path),
-                          "give an exported .onnx or .keras file (a web export's model.onnx is one)")
-    record(p, path.parent)
-    if p.refused:
-        raise CnnlabError(f"the file disagrees with the run: {p.refused}; {p.line()}", str(path),
-                          "export it again: cnnlab export RUN --out FILE")
-    modelcard.write(run, path.parent)
-    return checked_lines({"parity": p})

@@ -35,9 +35,9 @@ MAX_VALIDATION = 10_000
 T = TypeVar("T")
 
 
-def parity_images(run) -> tuple[np.ndarray, str]:
-    """The images an export is checked on, and where they come from: the run's whole test split,
-    else up to 10,000 images of its validation split, else 64 random images."""
+def parity_images(run) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """The images an export is checked on, where they come from and their labels: the run's whole
+    test split, else up to 10,000 images of its validation split, else 64 random images (no labels)."""
     from .api import run_dataset
 
     try:
@@ -46,10 +46,12 @@ def parity_images(run) -> tuple[np.ndarray, str]:
         ds = None
     for name, limit in (("test", None), ("validation", MAX_VALIDATION)):
         if ds is not None and name in ds.splits and len(ds[name].x):
-            return np.asarray(ds[name].x[:limit]), name
+            part = ds[name]
+            labels = part.y[:limit] if part.y is not None else None
+            return np.asarray(part.x[:limit]), name, labels
     h, w = run.image_size
     c = 3 if run.color_mode == "rgb" else 1
-    return np.random.default_rng(0).integers(0, 256, (64, h, w, c), dtype=np.uint8), "random"
+    return np.random.default_rng(0).integers(0, 256, (64, h, w, c), dtype=np.uint8), "random", None
 
 
 def timed(fn: Callable[[np.ndarray], T], x: np.ndarray) -> tuple[T, float]:
@@ -75,6 +77,9 @@ class Parity:
     ood_score_max_rel_diff: float | None = None
     refused: str | None = None  # why the export was refused; None: kept
     against: str = "cnnlab predict"  # what the file was compared with
+    file_bytes: dict | None = None  # int8: {"float32": bytes, "int8": bytes}
+    accuracy: dict | None = None  # int8: the split's accuracy of the float32 and int8 files
+    tolerance: float = TOLERANCE  # float exports: the largest probability difference allowed
 
     def line(self) -> str:
         return line_of(asdict(self))
@@ -117,12 +122,12 @@ def measure(ours: np.ndarray, theirs: np.ndarray, scores: tuple | None = None, *
             p.refused = f"top-1 agreement {p.agree / n:.2%} is below {INT8_AGREEMENT:.0%}"
         return p
     top2 = np.sort(ours, 1)[:, -2:] if n and ours.shape[1] > 1 else None
-    clear = (top2[:, 1] - top2[:, 0] > 2 * TOLERANCE) if top2 is not None else np.ones(n, bool)
-    if p.max_abs_dp > TOLERANCE:
-        p.refused = f"a probability differs by {p.max_abs_dp:.2g} (the limit is {TOLERANCE:g})"
+    clear = (top2[:, 1] - top2[:, 0] > 2 * p.tolerance) if top2 is not None else np.ones(n, bool)
+    if p.max_abs_dp > p.tolerance:
+        p.refused = f"a probability differs by {p.max_abs_dp:.2g} (the limit is {p.tolerance:g})"
     elif (~agree & clear).any():
         p.refused = f"{int((~agree & clear).sum())} images get another class"
-    elif not (p.ood_score_max_rel_diff or 0.0) <= TOLERANCE:  # NaN too
+    elif not (p.ood_score_max_rel_diff or 0.0) <= p.tolerance:  # NaN too
         p.refused = f"the ood score differs by {p.ood_score_max_rel_diff:.2g} of its size"
     return p
 

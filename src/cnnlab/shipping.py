@@ -65,9 +65,14 @@ def register_engine(e: Engine) -> Engine:
 
 
 register_format(ExportFormat("onnx", "ONNX: uint8 images (N, H, W, C) at the run's size in, class probabilities out "
-                             "(--opset)", "cnnlab.exporting:onnx_command"))
+                             "(--opset)", "cnnlab.exportcli:onnx_command"))
 register_format(ExportFormat("keras", "a Keras 3 .keras file: raw pixel values in, its first layer a Rescaling with "
-                             "the run's scaling", "cnnlab.exporting:keras_command"))
+                             "the run's scaling", "cnnlab.exportcli:keras_command"))
+register_format(ExportFormat("triton", "a Triton Inference Server model repository (--out DIR): NAME/config.pbtxt, "
+                             "labels.txt and 1/model.onnx, with dynamic batching", "cnnlab.triton:triton_command"))
+register_format(ExportFormat("web", "a static web page (--out DIR) that runs the model in the browser with ONNX "
+                             "Runtime Web: upload, drawing, webcam (--quantize int8, --check-browser)",
+                             "cnnlab.webexport:web_command"))
 register_engine(Engine("torch", "the run's own PyTorch model", None))
 register_engine(Engine("onnx", "ONNX Runtime on the run's model.onnx (exported when missing; pip install "
                        "'cnnlab[onnx]')", "cnnlab.exporting:use_onnx", "cnnlab.exporting:require_onnx"))

@@ -25,8 +25,14 @@ def _formats_help() -> str:
 class Options:
     run: str = option(None, "run directory", positional=True, required=True)
     format: str = option("onnx", _formats_help, Choice(_formats))
-    out: str | None = option(None, "output file", default_text="in the run directory: model.onnx, model.keras")
+    out: str | None = option(None, "output file (a folder for triton)",
+                             default_text="in the run directory: model.onnx, model.keras, model_repository/")
     opset: int = option(17, "ONNX opset version (--format onnx)", Interval(1))
+    quantize: str = option("none", "int8: ONNX Runtime's static quantization, calibrated on up to 1,000 training "
+                           "images (--format onnx); the export reports size, images/s and accuracy against float32",
+                           Choice(("none", "int8")))
+    check_browser: bool = option(False, "--format web: also run the check images through the page in headless "
+                                 "Chromium (Playwright), recorded in export-check.json")
     check_only: str | None = option(None, "check an exported file (.onnx, .keras) against the run again and write "
                                     "export-check.json beside it; nothing is exported", metavar="FILE")
 
@@ -47,11 +53,12 @@ def handle(args) -> int:
 
     run = load_run(args.run)
     if args.check_only:
-        from ..exporting import check_file
+        from ..exportcli import check_file
 
         lines = check_file(run, args.check_only)
     else:
-        lines = FORMATS[args.format].run(run, args.out, {"opset": args.opset})
+        lines = FORMATS[args.format].run(run, args.out, {"opset": args.opset, "quantize": args.quantize,
+                                                    "check_browser": args.check_browser})
     for line in lines:
         print(line)
     return 0
