@@ -205,3 +205,30 @@ def test_bad_web_exports_are_one_line_and_leave_nothing(run, tmp_path, capsys, m
         ALIASES.pop("Erfcx", None)
     code = main(["export", str(run.path), "--format", "web", "--out", "/proc/cnnlab-web"])  # not writable
     one_error_line(code, capsys.readouterr().err, "/proc")
+
+
+def test_check_browser_and_int8_on_the_web(tmp_path, capsys):
+    need_browser()
+    import cnnlab
+    from conftest import TINY_SPEC, bars
+
+    x, y = bars(60)
+    xt, yt = bars(40, seed=2)
+    np.savez(tmp_path / "b.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    r = cnnlab.train(f"npz:{tmp_path / 'b.npz'}", model=TINY_SPEC, epochs=3, runs_dir=str(tmp_path / "runs"),
+                     quiet=True, batch_size=16)
+    site = tmp_path / "site"
+    assert main(["export", str(r.path), "--format", "web", "--out", str(site), "--check-browser"]) == 0
+    assert "in Chromium: parity: 120/120 top-1 agree" in capsys.readouterr().out
+    checks = json.loads((site / "export-check.json").read_text())
+    page = checks["index.html"]
+    assert page["runtime"] == "chromium-wasm" and page["images"] == 120 and page["max_abs_dp"] <= 1e-4
+    assert page["images_per_s"]["chromium-wasm"] > 0 and checks["model.onnx"]["runtime"] == "onnxruntime-cpu"
+    # the same folder again, int8: an earlier web export is replaced whole
+    assert main(["export", str(r.path), "--format", "web", "--out", str(site), "--quantize", "int8"]) == 0
+    assert "x smaller" in capsys.readouterr().out
+    import onnx
+
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(site / "model.onnx")).graph.node)
+    assert json.loads((site / "export-check.json").read_text())["model.onnx"]["precision"] == "int8"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folder left

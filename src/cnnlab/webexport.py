@@ -239,6 +239,10 @@ def web_command(run: Run, out: str | None, options: dict) -> list[str]:
                    options.get("check_browser", False))
     lines = [f"wrote the web page {r['folder']} (index.html, model.onnx, ONNX Runtime Web {ORT_WEB_VERSION})",
              *checked_lines(r)]
+    if r["parity"].precision == "int8":
+        from .quantizing import int8_lines
+
+        lines += int8_lines(r)
     if r.get("browser"):
         b = r["browser"]
         lines.append(f"in Chromium: {b.line()} ({b.images_per_s['chromium-wasm']:,.0f} images/s)")
