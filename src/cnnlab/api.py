@@ -225,7 +225,8 @@ def calibrate(run: Run | str | Path, source=None, split: str = "validation", met
         return raw_of(run.predict_proba(part.x), before)
 
     part = evaluation_split(run, source, split)
-    fit_on = raw(part)
+    probs, energy = run.predict_scored(part.x)  # one pass: the temperature's fit and the ood threshold's
+    fit_on = raw_of(probs, before)
     t = fit_temperature(fit_on, part.labels)
     why = unfit_reason(len(part.labels), t)
     if why is not None:
@@ -247,7 +248,7 @@ def calibrate(run: Run | str | Path, source=None, split: str = "validation", met
     if source is None:  # the "unknown" threshold from the same held-out images (a run from before cnnlab kept one)
         from .engine.ood import fitted
 
-        record["ood"] = fitted(run.ood_scores(part.x), split)
+        record["ood"] = fitted(energy, split)
         rd.save_json(RunDir.OOD_SCORE, record["ood"])
     return record
 

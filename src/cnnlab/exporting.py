@@ -199,9 +199,9 @@ def check_onnx(path: str | Path, run: Run, images: np.ndarray, split: str, name:
     names = tuple(o.name for o in sess.get_outputs() if o.name in OUTPUTS) or ("probabilities",)
     if names[0] != "probabilities":
         names = ("probabilities",)
-    ours, torch_speed = timed(run.predict_proba, images)
+    (ours, energy), torch_speed = timed(run.predict_scored, images)
     got, speed = timed(lambda x: onnx_outputs(sess, x, run.spec.head == "binary", 256, names), images)
-    scores = (run.ood_scores(images), got[1]) if len(names) > 1 else None
+    scores = (energy, got[1]) if len(names) > 1 else None
     return measure(ours, got[0], scores, file=name or path, runtime="onnxruntime-cpu", split=split,
                    images_per_s={"torch": torch_speed, "onnxruntime-cpu": speed}, precision=precision)
 
@@ -300,8 +300,9 @@ def use_onnx(run: Run) -> Run:
 
 
 class OnnxEngine:
-    """Predictions through ONNX Runtime on an exported model: probabilities (``engine(x)``) and the
-    ood score (``engine.ood_scores(x)``) of conformed uint8 images."""
+    """Predictions through ONNX Runtime on an exported model: probabilities (``engine(x)``), and
+    those with the ood score from one run of the graph (``engine.scored(x)``), of conformed uint8
+    images."""
 
     def __init__(self, sess, binary: bool):
         self.sess, self.binary = sess, binary
@@ -309,8 +310,9 @@ class OnnxEngine:
     def __call__(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         return onnx_proba(self.sess, x, self.binary, batch_size)
 
-    def ood_scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        return onnx_outputs(self.sess, x, self.binary, batch_size, ("ood_score",))[0]
+    def scored(self, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        probs, energy = onnx_outputs(self.sess, x, self.binary, batch_size)
+        return probs, energy
 
 
 def export_keras(run: Run, out: str | Path | None = None, check_images: np.ndarray | None = None) -> dict:
@@ -406,11 +408,16 @@ def check_keras(path: str | Path, run: Run, images: np.ndarray, split: str, name
         runtime = "cnnlab-keras-reader (keras is not installed)"
         (probs, score), speed = timed(lambda x: keras_outputs(kf, parse_keras_spec(kf), x, Preprocessing.from_dict(
             (kf.cnnlab or {})["preprocessing"])), images)
-    scores = (raw_energy(run, images), score) if ood_branch(run) is not None else None
+    scores = (raw_energy(run, images), score) if carries_score(run) else None
     flip = run.config.get("tta", "none") == "flip"
     return measure(ours, probs, scores, file=name or path, runtime=runtime, split=split,
                    images_per_s={"torch": torch_speed, runtime: speed},
                    against="cnnlab predict without --tta flip" if flip else "cnnlab predict")
+
+
+def carries_score(run: Run) -> bool:
+    """Whether the run's .keras file has the ood score output: a model ending in Dense."""
+    return run.spec.layers[-1].type == "Dense"
 
 
 def ood_branch(run: Run) -> dict | None:
@@ -419,7 +426,7 @@ def ood_branch(run: Run) -> dict | None:
     from .models.kerasfiles import ood_weights
 
     last = len(run.spec.layers) - 1
-    if run.spec.layers[-1].type != "Dense":
+    if not carries_score(run):
         return None
     state = run.model.state_dict()
     kernel = state[f"blocks.{last}.0.weight"].detach().cpu().float().numpy()

@@ -32,11 +32,13 @@ def _versions(run: Run) -> dict:
 
     trained = {k: v for k, v in (run.metrics.get("environment") or {}).items()
                if k in ("cnnlab", "python", "torch", "numpy", "pillow", "scikit_learn", "device", "precision")}
+    from importlib.metadata import PackageNotFoundError, version
+
     now = {"cnnlab": __version__, "python": platform.python_version()}
-    for name in ("torch", "onnx", "onnxruntime", "keras"):
+    for name in ("torch", "onnx", "onnxruntime", "keras"):  # read from the installed metadata: nothing imported
         try:
-            now[name] = __import__(name).__version__
-        except Exception:  # not installed (or broken): not part of this export
+            now[name] = version(name)
+        except PackageNotFoundError:  # not installed: not part of this export
             pass
     return {"trained_with": trained, "exported_with": now}
 

@@ -110,14 +110,13 @@ def measure(ours: np.ndarray, theirs: np.ndarray, scores: tuple | None = None, *
     about["images_per_s"] = {k: round(v, 1) for k, v in about.get("images_per_s", {}).items()}
     p = Parity(images=n, agree=int(agree.sum()), max_abs_dp=float(diff.max()) if n else 0.0,
                mean_abs_dp=float(diff.mean()) if n else 0.0, **about)
-    precision = p.precision
     if scores is not None and scores[1] is None:
         p.refused = "the file gives no ood score"
         return p
     if scores is not None and n:
         a, b = scores
         p.ood_score_max_rel_diff = float((np.abs(a - b) / np.maximum(1.0, np.abs(a))).max())
-    if precision == "int8":
+    if p.precision == "int8":
         if n and p.agree / n < INT8_AGREEMENT:
             p.refused = f"top-1 agreement {p.agree / n:.2%} is below {INT8_AGREEMENT:.0%}"
         return p

@@ -43,11 +43,10 @@ def predict_paths(run, paths: list[Path], batch_size: int = 256, keep: float | N
     held-out images an image must look as familiar as: ``predict --reject``) also the energy score
     of each and whether it is "unknown": (probs, scores, unknown)."""
     x, _, _ = load_images(paths, run.image_size, run.color_mode)
-    probs = run.predict_proba(x, batch_size)
     if keep is None:
-        return probs
+        return run.predict_proba(x, batch_size)
     limit = run.ood_threshold(keep)
-    energy = run.ood_scores(x, batch_size)
+    probs, energy = run.predict_scored(x, batch_size)
     return probs, energy, energy < limit
 
 

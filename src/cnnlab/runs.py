@@ -265,36 +265,47 @@ class Run:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.predict_proba(x).argmax(1)
 
-    def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Raw logits (N, K) of the torch model (no temperature), the run's size, colour mode and
-        test-time flips applied as predict_proba applies them."""
-        import torch
-
+    def _conformed(self, x) -> np.ndarray:
+        """uint8 (N, H, W, C) at the model's size and colour mode."""
         from .data.dataset import as_uint8_images, model_batch
         from .data.sources import conform
-        from .engine.inference import predict_logits, to_tensor
 
-        x = conform(as_uint8_images(model_batch(np.asarray(x), self.image_shape), "images"), self.image_size,
-                    self.color_mode)
+        return conform(as_uint8_images(model_batch(np.asarray(x), self.image_shape), "images"), self.image_size,
+                       self.color_mode)
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Raw logits (N, K) of the torch model (no temperature), the run's size, colour mode,
+        test-time flips and precision applied as predict_proba applies them."""
+        import torch
+
+        from .engine.inference import predict_logits, to_tensor
+        from .engine.precision import autocast_dtype
+
         device = next(self.model.parameters()).device
         with torch.inference_mode():
-            return predict_logits(self.model, to_tensor(x, device), self.preprocessing, batch_size,
-                                  tta=self.config.get("tta", "none")).cpu().numpy()
+            return predict_logits(self.model, to_tensor(self._conformed(x), device), self.preprocessing, batch_size,
+                                  tta=self.config.get("tta", "none"),
+                                  dtype=autocast_dtype(self.precision, device)).cpu().numpy()
 
     def ood_scores(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """The out-of-distribution score (N,) of each image: the energy ``logsumexp`` of the raw
         logits (engine/ood.py), higher for images like the training data. Through the engine when
         it computes one (an ONNX export's ``ood_score`` output), else the torch model."""
-        if getattr(self.engine, "ood_scores", None) is not None:
-            from .data.dataset import as_uint8_images, model_batch
-            from .data.sources import conform
+        return self.predict_scored(x, batch_size)[1]
 
-            x = conform(as_uint8_images(model_batch(np.asarray(x), self.image_shape), "images"), self.image_size,
-                        self.color_mode)
-            return self.engine.ood_scores(x, batch_size)
+    def predict_scored(self, x: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities (N, K) and the ood score (N,) of the same images, from one pass: the
+        engine's (an ONNX export gives both outputs) or the torch model's logits."""
+        if getattr(self.engine, "scored", None) is not None:
+            return self.engine.scored(self._conformed(x), batch_size)
+        import torch
+
         from .engine.ood import scores
 
-        return scores(self.predict_logits(x, batch_size), self.spec.head == "binary")["energy"]
+        logits = self.predict_logits(x, batch_size)
+        with torch.inference_mode():
+            probs = self.model.probabilities(torch.from_numpy(logits)).numpy()
+        return probs, scores(logits, self.spec.head == "binary")["energy"]
 
     def ood_threshold(self, keep: float) -> float:
         """The score below which an image is "unknown", so that ``keep`` of the run's held-out

@@ -135,7 +135,8 @@ def browser_check(run: Run, folder: Path, precision: str = "float32", batch: int
     images, split, _ = parity_images(run)
     with static_server(folder) as url:
         probs, scores, speed = run_in_chromium(url, images, batch)
-    p = measure(run.predict_proba(images), probs, (run.ood_scores(images), scores), file="index.html",
+    ours, energy = run.predict_scored(images)
+    p = measure(ours, probs, (energy, scores), file="index.html",
                 runtime="chromium-wasm", split=split, images_per_s={"chromium-wasm": speed}, precision=precision,
                 tolerance=BROWSER_TOLERANCE)
     record(p, folder)

@@ -201,11 +201,16 @@ def predict_image(runs: Runs, rid: str | None, img: Image.Image, drawing: bool, 
         x = to_array(img, run.image_size, run.color_mode)
     # Plain predictions run in parallel (inference only); explanations take the run's lock, since
     # Grad-CAM computes gradients on the shared model.
-    p = run.predict_proba(x[None])[0]
+    scored = runs.keep is not None and bool(run.ood)
+    if scored:  # one pass gives both
+        probs, energy = run.predict_scored(x[None])
+        p = probs[0]
+    else:
+        p = run.predict_proba(x[None])[0]
     out = {"run": rid or runs.default, "class": run.class_names[int(p.argmax())], "index": int(p.argmax()),
            "confidence": float(p.max()),
            "probabilities": [{"class": c, "p": float(v)} for c, v in zip(run.class_names, p)],
-           **unknown_of(run, x, runs.keep)}
+           **unknown_of(run, float(energy[0]) if scored else None, runs.keep)}
     if explain:
         with lock:
             view = x[..., 0] if x.shape[-1] == 1 else x
@@ -219,13 +224,13 @@ def predict_image(runs: Runs, rid: str | None, img: Image.Image, drawing: bool, 
     return out
 
 
-def unknown_of(run, x: np.ndarray, keep: float | None) -> dict:
+def unknown_of(run, score: float | None, keep: float | None) -> dict:
     """``unknown`` (the image is unlike the run's training data), its ``ood_score`` and the
     ``ood_threshold`` it was held against; null for a run without one (trained before cnnlab kept
     one) or a server started with --reject none."""
-    if keep is None or not run.ood:
+    if keep is None or not run.ood or score is None:
         return {"unknown": None, "ood_score": None, "ood_threshold": None}
-    score, limit = float(run.ood_scores(x[None])[0]), run.ood_threshold(keep)
+    limit = run.ood_threshold(keep)
     return {"unknown": score < limit, "ood_score": score, "ood_threshold": limit}
 
 
